@@ -1,0 +1,170 @@
+//! A minimal fake SD.Next behind each container group's access domain.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::png;
+use crate::server::Shared;
+
+const MODEL_NAME: &str = "v1-5-pruned-emaonly";
+const MODEL_HASH: &str = "6ce0161689";
+/// Generated images are capped at this size per side to keep responses small.
+pub const MAX_SIDE: u32 = 64;
+
+fn text(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain")],
+        msg.to_owned(),
+    )
+        .into_response()
+}
+
+fn json_ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// Answer one request addressed to the access domain `dns`.
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    dns: &str,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let target = {
+        let mut world = shared.world.lock().expect("world lock poisoned");
+        let now = Instant::now();
+        world.advance(now);
+        world.gateway_target(dns, now)
+    };
+    let Some(target) = target else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no container group serves the access domain {dns}"),
+        );
+    };
+    if target.auth {
+        let key = headers
+            .get("salad-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if key.is_empty() {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "this container gateway requires a Salad-Api-Key header",
+            );
+        }
+        if shared.api_key.as_deref().is_some_and(|k| k != key) {
+            return text(StatusCode::FORBIDDEN, "invalid Salad-Api-Key");
+        }
+    }
+    if target.ready_instances == 0 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "no ready instances for container group {} (image {})",
+                target.name, target.image
+            ),
+        );
+    }
+    match (method.as_str(), path) {
+        ("POST", "/sdapi/v1/txt2img") => txt2img(body),
+        ("GET", "/sdapi/v1/sd-models") => json_ok(json!([{
+            "title": format!("{MODEL_NAME}.safetensors [{MODEL_HASH}]"),
+            "model_name": MODEL_NAME,
+            "hash": MODEL_HASH,
+            "sha256": "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+            "filename": format!("/app/models/Stable-diffusion/{MODEL_NAME}.safetensors"),
+            "config": null,
+        }])),
+        ("GET", "/sdapi/v1/progress") => json_ok(json!({
+            "progress": 0.0,
+            "eta_relative": 0.0,
+            "state": {"skipped": false, "interrupted": false, "job": "", "job_count": 0,
+                      "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0},
+            "current_image": null,
+            "textinfo": null,
+        })),
+        ("GET", "/internal/ping") => json_ok(json!({})),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            &format!("{method} {path}: not found"),
+        ),
+    }
+}
+
+fn txt2img(body: &Bytes) -> Response {
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({"detail": "request body must be a JSON object"})),
+                )
+                    .into_response();
+            }
+        }
+    };
+    let mut params = json!({
+        "prompt": "", "negative_prompt": "", "seed": -1, "subseed": -1, "sampler_name": null,
+        "batch_size": 1, "n_iter": 1, "steps": 20, "cfg_scale": 7.0, "width": 512, "height": 512,
+        "enable_hr": false, "hr_scale": 2.0, "sampler_index": "Euler a", "send_images": true,
+        "save_images": false, "alwayson_scripts": {},
+    });
+    if let (Some(p), Some(r)) = (params.as_object_mut(), req.as_object()) {
+        for (k, v) in r {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    let dim = |k: &str| -> u32 { params[k].as_u64().map_or(512, |v| v.clamp(1, 4096) as u32) };
+    let (width, height) = (dim("width"), dim("height"));
+    let seed = match params["seed"].as_i64() {
+        Some(s) if s >= 0 => s as u64,
+        _ => rand::rng().random_range(0..4_294_967_295u64),
+    };
+    let count = (params["batch_size"].as_u64().unwrap_or(1)
+        * params["n_iter"].as_u64().unwrap_or(1))
+    .clamp(1, 4);
+    let images: Vec<String> = (0..count)
+        .map(|i| {
+            base64::engine::general_purpose::STANDARD.encode(png::gradient(
+                width.min(MAX_SIDE),
+                height.min(MAX_SIDE),
+                seed + i,
+            ))
+        })
+        .collect();
+    let all_seeds: Vec<u64> = (0..count).map(|i| seed + i).collect();
+    let info = json!({
+        "prompt": params["prompt"],
+        "negative_prompt": params["negative_prompt"],
+        "seed": seed,
+        "all_seeds": all_seeds,
+        "width": width,
+        "height": height,
+        "sampler_name": params["sampler_name"].as_str().or(params["sampler_index"].as_str()).unwrap_or("Euler a"),
+        "cfg_scale": params["cfg_scale"],
+        "steps": params["steps"],
+        "batch_size": params["batch_size"],
+        "sd_model_name": MODEL_NAME,
+        "sd_model_hash": MODEL_HASH,
+        "version": "saladcloud-sim",
+    });
+    json_ok(json!({
+        "images": images,
+        "parameters": params,
+        "info": info.to_string(),
+    }))
+}

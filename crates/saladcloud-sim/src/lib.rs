@@ -1,0 +1,216 @@
+//! A stateful, in-memory SaladCloud Public API simulator for tests and the demo.
+//!
+//! It implements the container group part of the official OpenAPI spec independently of the
+//! `saladcloud` client crate (so the client is tested against code it shares nothing with),
+//! simulates the lifecycle with configurable [`Timings`], injects faults, and serves a minimal
+//! fake SD.Next behind every group's access domain.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use saladcloud_sim::{SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0").await?;
+//! println!("API at {}", sim.base_url());
+//! sim.admin().force_429(3);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod countries;
+mod gateway;
+mod png;
+mod server;
+mod validate;
+mod world;
+
+pub mod cli;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{Faults, GpuClass, GpuPrices, SimConfig, Timings};
+pub use countries::COUNTRY_CODES;
+pub use gateway::MAX_SIDE as GATEWAY_MAX_IMAGE_SIDE;
+pub use world::{ApiError, Stats};
+
+use server::Shared;
+use world::World;
+
+/// Entry point: starts simulator servers.
+pub struct Simulator;
+
+impl Simulator {
+    /// Bind `addr` (use port 0 for a free port) and serve the simulator in the background.
+    pub async fn start(config: SimConfig, addr: impl ToSocketAddrs) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let world = World::new(
+            config.timings,
+            config.gpu_classes,
+            config.access_domain_suffix,
+            config.replicas_quota,
+            config.faults,
+        );
+        let api_key = config.api_key.filter(|k| !k.is_empty());
+        let shared = Arc::new(Shared::new(world, api_key, config.rate_limit_per_minute));
+        let app = server::router(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(
+                server::SimListener(listener),
+                app.into_make_service_with_connect_info::<server::ConnKill>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "simulator server stopped with an error");
+            }
+        });
+        Ok(SimHandle {
+            addr: local,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/api/public`, the base URL a SaladCloud client should use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/public", self.addr)
+    }
+
+    /// `http://ADDR/_gateway/{dns}`: the fake SD.Next of the group whose access domain is `dns`
+    /// (requests with `Host: {dns}` to [`Self::addr`] reach it too).
+    pub fn gateway_url(&self, dns: &str) -> String {
+        format!("http://{}/_gateway/{dns}", self.addr)
+    }
+
+    /// In-process control: faults, interruptions, stats.
+    pub fn admin(&self) -> Admin {
+        Admin {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stop serving and wait (at most 2 s) for open connections to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// In-process control of a running simulator (the same operations as `/_admin/...`).
+#[derive(Clone)]
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    fn edit_faults(&self, f: impl FnOnce(&mut Faults)) {
+        self.shared.with_world(|w, _| f(&mut w.faults));
+    }
+
+    /// The current fault settings.
+    pub fn faults(&self) -> Faults {
+        self.shared.with_world(|w, _| w.faults.clone())
+    }
+
+    /// Replace all fault settings.
+    pub fn set_faults(&self, faults: Faults) {
+        self.edit_faults(|f| *f = faults);
+    }
+
+    /// Answer this share (0.0..=1.0) of API requests with 500.
+    pub fn set_error_rate(&self, rate: f64) {
+        self.edit_faults(|f| f.error_rate = rate.clamp(0.0, 1.0));
+    }
+
+    /// Delay every API request by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        self.edit_faults(|f| f.latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// Close this share (0.0..=1.0) of API connections without answering.
+    pub fn set_drop_rate(&self, rate: f64) {
+        self.edit_faults(|f| f.drop_rate = rate.clamp(0.0, 1.0));
+    }
+
+    /// Answer the next `count` API requests with 429.
+    pub fn force_429(&self, count: u32) {
+        self.edit_faults(|f| f.burst_429 = count);
+    }
+
+    /// Images containing `pattern` fail to pull: their group goes `failed` while preparing.
+    pub fn fail_images_matching(&self, pattern: impl Into<String>) {
+        let pattern = pattern.into();
+        self.edit_faults(|f| {
+            if !f.failing_images.contains(&pattern) {
+                f.failing_images.push(pattern);
+            }
+        });
+    }
+
+    /// Interrupt a node: the instance (`instance_id`, or the first running one) goes back to
+    /// `allocating` on a new machine and comes back through the normal lifecycle.
+    /// Returns the interrupted instance id.
+    pub fn interrupt(
+        &self,
+        organization: &str,
+        project: &str,
+        name: &str,
+        instance_id: Option<&str>,
+    ) -> Result<String, ApiError> {
+        self.shared
+            .with_world(|w, now| w.interrupt(organization, project, name, instance_id, now))
+    }
+
+    /// Request counters, live groups and every name ever used.
+    pub fn stats(&self) -> Stats {
+        self.shared.with_world(|w, _| w.stats())
+    }
+
+    /// Zero the request counters.
+    pub fn reset_stats(&self) {
+        self.shared.with_world(|w, _| w.stats = Stats::default());
+    }
+}
