@@ -25,7 +25,7 @@ pub enum Error {
     },
 
     /// The API answered with a non-success status.
-    #[error("{}", api_message(operation, *status, problem.as_ref(), snippet))]
+    #[error("{}", api_message(operation, *status, problem.as_deref(), snippet))]
     Api {
         /// Operation (API operationId).
         operation: &'static str,
@@ -34,7 +34,7 @@ pub enum Error {
         /// HTTP status.
         status: u16,
         /// Decoded problem details, when the body was JSON.
-        problem: Option<ProblemDetails>,
+        problem: Option<Box<ProblemDetails>>,
         /// Short, sanitized snippet of a body that was not problem JSON (HTML, text, empty).
         snippet: String,
     },
@@ -180,7 +180,7 @@ impl Error {
     /// The decoded problem details, if any.
     pub fn problem(&self) -> Option<&ProblemDetails> {
         match self {
-            Error::Api { problem, .. } => problem.as_ref(),
+            Error::Api { problem, .. } => problem.as_deref(),
             _ => None,
         }
     }
@@ -277,7 +277,8 @@ pub(crate) fn api_error(
             status: p.status,
             detail: p.detail.map(|s| sanitize(&s, secret)),
             instance: p.instance.map(|s| sanitize(&s, secret)),
-        });
+        })
+        .map(Box::new);
     let snippet = if problem.is_some() {
         String::new()
     } else {
@@ -292,21 +293,22 @@ pub(crate) fn api_error(
     }
 }
 
-/// Makes untrusted text safe for errors and logs: removes the secret, HTML tags and control
-/// characters, collapses whitespace and truncates to a short snippet.
+/// Makes untrusted text safe for errors and logs: removes the secret, HTML tags (when the text
+/// is markup), control characters, collapses whitespace and truncates to a short snippet.
 pub(crate) fn sanitize(text: &str, secret: &str) -> String {
     let text = if secret.is_empty() {
         text.to_owned()
     } else {
         text.replace(secret, "***")
     };
+    let strip_tags = text.trim_start().starts_with('<');
     let mut out = String::with_capacity(text.len().min(SNIPPET_MAX + 8));
     let mut in_tag = false;
     let mut last_space = true;
     let mut count = 0usize;
     for c in text.chars() {
         match c {
-            '<' => in_tag = true,
+            '<' if strip_tags => in_tag = true,
             '>' if in_tag => {
                 in_tag = false;
                 if !last_space {
