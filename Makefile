@@ -1,0 +1,42 @@
+# salad-sd-operator — the two commands a newcomer needs:
+#   make demo   the whole flow end to end on this machine (simulated SaladCloud, real registry)
+#   make test   every test
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/debug/salad-sd
+SPEC ?= $(abspath ../shared/saladcloud/openapi.yaml)
+
+.PHONY: all build test crds check-crds lint fmt deps ci
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## Install what the tests need (Debian docker-registry, lua5.4), when missing.
+deps:
+	@scripts/ensure-deps.sh
+
+test: deps
+	$(CARGO) test --workspace
+
+## Regenerate the committed CRD YAML from the Rust types.
+crds:
+	$(CARGO) run -q -p salad-sd-cli -- crd > crds/salad-sd.dev_stablediffusiondeployments.yaml
+
+## Fail when crds/ differs from what the code generates.
+check-crds:
+	@tmp=$$(mktemp); $(CARGO) run -q -p salad-sd-cli -- crd > $$tmp; \
+	if ! diff -u crds/salad-sd.dev_stablediffusiondeployments.yaml $$tmp; then \
+	  echo "crds/ is stale: run 'make crds' and commit the result" >&2; rm -f $$tmp; exit 1; fi; \
+	rm -f $$tmp; echo "crds/ matches the code"
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci: lint check-crds test
+
+-include mk/*.mk

@@ -1,0 +1,778 @@
+//! The desired state a user writes: `StableDiffusionDeployment.spec`.
+//!
+//! Doc comments on fields are what `kubectl explain` shows, so they are written for users.
+//! Enum variants carry plain `//` comments on purpose: schemars turns variant doc comments into
+//! `oneOf` branches, which a structural schema does not allow.
+
+// kube's `printcolumn(type_ = ..)` repeats per column, which this lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::StableDiffusionDeploymentStatus;
+
+/// Desired state: the server, its models, where the image goes, and how the SaladCloud container
+/// group runs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "salad-sd.dev",
+    version = "v1alpha1",
+    kind = "StableDiffusionDeployment",
+    plural = "stablediffusiondeployments",
+    shortname = "sdd",
+    category = "salad-sd",
+    doc = "A Stable Diffusion inference server on SaladCloud GPUs: the server image with its models baked in, pushed to your registry, and run as a SaladCloud container group.",
+    namespaced,
+    status = "StableDiffusionDeploymentStatus",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "string",
+        description = "Ready replicas / desired replicas",
+        json_path = ".status.replicaSummary"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.containerGroup.accessUrl"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".status.image.shortDigest"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.saladcloud.containerGroupName) || self.rollout.strategy != 'BlueGreen'")
+        .message("rollout.strategy BlueGreen needs a new container group name for every rollout: remove saladcloud.containerGroupName or use strategy Recreate"),
+    validation = Rule::new("size(self.models.filter(m, m.kind == 'Checkpoint' && has(m.default) && m.default)) <= 1")
+        .message("at most one model may set default: true; it becomes the --ckpt the server loads at start"),
+    validation = Rule::new("self.models.all(m, !(has(m.default) && m.default) || m.kind == 'Checkpoint')")
+        .message("default: true is only allowed on models of kind Checkpoint"),
+    validation = Rule::new("self.server.kind != 'Custom' || has(self.server.baseImage)")
+        .message("server.kind Custom needs server.baseImage (there is no default image for a custom server)"),
+    validation = Rule::new("!self.gateway.enabled || !has(self.gateway.port) || self.gateway.port == self.server.port")
+        .message("gateway.port must equal server.port (the gateway forwards to the port the server listens on); leave gateway.port unset to follow server.port"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StableDiffusionDeploymentSpec {
+    /// Where the container group runs on SaladCloud and how the operator authenticates.
+    pub saladcloud: SaladCloudTarget,
+
+    /// The inference server: which UI/API (SD.Next by default), its base image, port, arguments
+    /// and environment.
+    #[serde(default)]
+    pub server: ServerSpec,
+
+    /// Model files baked into the image, one image layer each. Names must be unique.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message("model names must be unique"))]
+    #[schemars(length(max = 32))]
+    pub models: Vec<ModelSpec>,
+
+    /// Server extensions (archives) unpacked into the server's extensions directory.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(n, n.name == e.name))").message("extension names must be unique"))]
+    #[schemars(length(max = 32))]
+    pub extensions: Vec<ExtensionSpec>,
+
+    /// Where the built image is pushed, and how SaladCloud pulls it.
+    pub image: ImageSpec,
+
+    /// Number of container instances (GPUs). SaladCloud nodes are interruptible; 3 or more is
+    /// recommended for a service. 0 keeps the group but runs nothing.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 500))]
+    pub replicas: i32,
+
+    /// CPU, memory, GPU classes and disk of each instance.
+    pub resources: ResourcesSpec,
+
+    /// SaladCloud priority tier: high, medium, low or batch. Lower tiers cost less and are
+    /// preempted more often.
+    #[serde(default)]
+    pub priority: Priority,
+
+    /// Lowercase ISO 3166-1 alpha-2 country codes the instances may run in (for example `us`,
+    /// `ca`). Empty means any country.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 250))]
+    pub country_codes: Vec<CountryCode>,
+
+    /// What SaladCloud does when the server process exits: Always, OnFailure or Never.
+    /// SaladCloud cannot change this after creation: changing it replaces the container group.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+
+    /// The SaladCloud Container Gateway (a public HTTPS endpoint load-balancing across
+    /// instances).
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+
+    /// Startup, liveness and readiness probes. Each field overrides the server kind's defaults,
+    /// which are chosen so that "started" means "the checkpoint is loaded".
+    #[serde(default)]
+    pub probes: ProbesSpec,
+
+    /// How a change that needs new containers (new image, command, environment, probes) is
+    /// rolled out.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// Stop the container group (no instances, no GPU billing) while keeping its configuration.
+    /// Set back to false to start it again.
+    #[serde(default)]
+    pub stopped: bool,
+
+    /// What happens to the SaladCloud container group when this resource is deleted: Delete
+    /// (default) removes it, Orphan leaves it running and unmanaged.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Optional txt2img request sent through the gateway after each rollout; its latency and
+    /// result are recorded in status.smokeTest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test: Option<SmokeTestSpec>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+/// A lowercase ISO 3166-1 alpha-2 country code.
+pub type CountryCode = String;
+
+/// SaladCloud organization, project and credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.containerGroupName) == has(oldSelf.containerGroupName) && (!has(self.containerGroupName) || self.containerGroupName == oldSelf.containerGroupName)")
+        .message("saladcloud.containerGroupName is immutable (SaladCloud names can never be reused): create a new resource instead"),
+    validation = Rule::new("!(has(self.adopt) && self.adopt) || has(self.containerGroupName)")
+        .message("saladcloud.adopt needs saladcloud.containerGroupName: name the existing container group to adopt"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SaladCloudTarget {
+    /// SaladCloud organization name (lowercase letters, digits and dashes, 2-63 characters).
+    #[schemars(
+        regex(pattern = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"),
+        length(min = 2, max = 63)
+    )]
+    pub organization: String,
+
+    /// SaladCloud project name inside the organization (same rules as the organization).
+    #[schemars(
+        regex(pattern = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"),
+        length(min = 2, max = 63)
+    )]
+    pub project: String,
+
+    /// Secret in this namespace holding the SaladCloud API key.
+    pub api_key_secret_ref: SecretKeyRef,
+
+    /// Name of the SaladCloud container group. Immutable. When unset, the operator derives a
+    /// unique name from this resource's name and uid, and records it in status.containerGroup.name
+    /// (SaladCloud names can never be reused, even after deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"),
+        length(min = 2, max = 63)
+    )]
+    pub container_group_name: Option<String>,
+
+    /// Take over an existing container group named by containerGroupName that this resource did
+    /// not create. Without it, finding such a group stalls the resource and the group is left
+    /// untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<bool>,
+
+    /// Display name shown in the SaladCloud portal (letters, digits, spaces and , - .). Defaults to
+    /// the container group name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[ ,\-.0-9A-Za-z]+$"), length(min = 2, max = 63))]
+    pub display_name: Option<String>,
+}
+
+/// A key of a Secret in the same namespace as the resource.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret (same namespace as this resource).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A Secret in the same namespace as the resource.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret (same namespace as this resource).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The inference server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Server software: SDNext (default), Automatic1111, ComfyUI or Custom. Decides the default
+    /// base image, the model directories, the launch command and the default probes.
+    #[serde(default)]
+    pub kind: ServerKind,
+
+    /// Base image the models are added to. Defaults: SDNext `saladtechnologies/sdnext:base`,
+    /// Automatic1111 `saladtechnologies/a1111:ipv6-v1.9.4`, ComfyUI
+    /// `ghcr.io/saladtechnologies/comfyui-api:comfy0.3.62-api1.10.0-torch2.8.0-cuda12.8-runtime`.
+    /// Required for Custom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub base_image: Option<String>,
+
+    /// TCP port the server listens on (over IPv6, as SaladCloud requires).
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Extra launch arguments appended to the server's command line (for SDNext, for example
+    /// `--backend diffusers` or `--no-hashing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub args: Vec<LaunchArg>,
+
+    /// Environment variables of the server container. Values are 1-1000 characters
+    /// (a SaladCloud limit). Secret values are copied into the container group definition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(n, n.name == e.name))").message("environment variable names must be unique"))]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+/// One launch argument.
+pub type LaunchArg = String;
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        Self {
+            kind: ServerKind::default(),
+            base_image: None,
+            port: default_port(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+fn default_port() -> i32 {
+    7860
+}
+
+/// Server software.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum ServerKind {
+    // SD.Next (vladmandic/automatic), the seed's server.
+    #[default]
+    #[serde(rename = "SDNext")]
+    SdNext,
+    // AUTOMATIC1111 stable-diffusion-webui.
+    Automatic1111,
+    // ComfyUI behind SaladCloud's comfyui-api wrapper.
+    #[serde(rename = "ComfyUI")]
+    ComfyUi,
+    // Any image: you give baseImage, paths and probes.
+    Custom,
+}
+
+/// An environment variable.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("set exactly one of value or valueFrom"))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        length(min = 1, max = 128)
+    )]
+    pub name: String,
+    /// Literal value (1-1000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub value: Option<String>,
+    /// Take the value from a key of a Secret in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    /// The Secret key holding the value.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A model file baked into the image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.kind != 'Other' || has(self.path)").message("models of kind Other need path: the absolute directory to put the file in"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// File name in the image, for example `dreamshaper_8.safetensors`. Also the model's
+    /// identity in this list.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"),
+        length(min = 1, max = 128)
+    )]
+    pub name: String,
+
+    /// What the file is: Checkpoint, Lora, VAE, Embedding, ControlNet or Other. Decides the
+    /// directory it goes to for the server kind (Other needs path).
+    pub kind: ModelKind,
+
+    /// Absolute directory for the file; overrides the directory chosen by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[A-Za-z0-9._/+-]*$"), length(min = 1, max = 512))]
+    pub path: Option<String>,
+
+    /// Where to download the file from.
+    pub source: ModelSource,
+
+    /// Load this checkpoint at start (`--ckpt`). At most one model may set it. When no
+    /// checkpoint sets it and there is exactly one checkpoint, that one is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+}
+
+/// Model file type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    // A full Stable Diffusion checkpoint (.safetensors / .ckpt).
+    Checkpoint,
+    // A LoRA adapter.
+    Lora,
+    // A VAE.
+    #[serde(rename = "VAE")]
+    Vae,
+    // A textual-inversion embedding.
+    Embedding,
+    // A ControlNet model.
+    ControlNet,
+    // Anything else: path is required.
+    Other,
+}
+
+/// A downloadable file.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// HTTPS URL of the file (Civitai, Hugging Face, or any HTTPS server). Redirects are followed.
+    #[schemars(
+        regex(pattern = r"^[a-z][a-z0-9+.-]*://\S+$"),
+        length(min = 8, max = 2048)
+    )]
+    pub url: String,
+
+    /// Expected SHA-256 of the file (64 hex characters). Recommended: the build fails on a
+    /// mismatch, and a pinned model is reused from the registry without downloading it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-fA-F0-9]{64}$"), length(min = 64, max = 64))]
+    pub sha256: Option<String>,
+
+    /// Secret key holding a token for the download (a Civitai API key or a Hugging Face token),
+    /// sent as `Authorization: Bearer`, and only to the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A server extension.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionSpec {
+    /// Directory name of the extension inside the extensions directory.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+        length(min = 1, max = 128)
+    )]
+    pub name: String,
+    /// The archive (.tar or .tar.gz) to unpack.
+    pub source: ModelSource,
+}
+
+/// Image build and pull settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Repository the built image is pushed to, without tag (for example
+    /// `ghcr.io/acme/sd-dreamshaper`). Tags are the recipe hash; SaladCloud gets the image by
+    /// digest.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"),
+        length(min = 1, max = 255)
+    )]
+    pub repository: String,
+
+    /// A `kubernetes.io/dockerconfigjson` Secret with push credentials for the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret_ref: Option<SecretRef>,
+
+    /// Credentials SaladCloud uses to pull the image, for private repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuthSpec>,
+
+    /// Let SaladCloud cache the image layers for up to 30 days (faster cold starts).
+    #[serde(default = "default_true")]
+    pub image_caching: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Pull credentials for SaladCloud, read from a Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryAuthSpec {
+    /// Credential type: Basic (keys `username`, `password`; GHCR, Quay, ACR, self-hosted),
+    /// DockerHub (`username`, `personalAccessToken`), AwsEcr (`accessKeyId`, `secretAccessKey`),
+    /// GcpGar or GcpGcr (`serviceKey`, the JSON key).
+    #[serde(rename = "type")]
+    pub kind: RegistryAuthKind,
+    /// Secret in this namespace with the keys listed for the type.
+    pub secret_ref: SecretRef,
+}
+
+/// Registry credential type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryAuthKind {
+    // username + password
+    Basic,
+    // username + personalAccessToken
+    DockerHub,
+    // accessKeyId + secretAccessKey
+    AwsEcr,
+    // serviceKey
+    GcpGar,
+    // serviceKey
+    GcpGcr,
+}
+
+/// Instance resources.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// vCPUs per instance (1-16).
+    #[serde(default = "default_cpu")]
+    #[schemars(range(min = 1, max = 16))]
+    pub cpu: i32,
+
+    /// Memory per instance, 1024-61440 MB. A plain number is megabytes (as in the SaladCloud
+    /// API); a Kubernetes quantity such as `12Gi` or `12288Mi` is converted to megabytes.
+    pub memory: Quantity,
+
+    /// GPU classes, by SaladCloud name (for example `RTX 3060 Ti`, matched case-insensitively)
+    /// or id (uuid). Any of them may be assigned. At least one.
+    #[schemars(length(min = 1, max = 100))]
+    pub gpu_classes: Vec<GpuClassName>,
+
+    /// Extra disk per instance, 1Gi-250Gi (a quantity; a plain number is bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+
+    /// Shared memory (/dev/shm) per instance, as a quantity (`1Gi`) or megabytes; at least 64 MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Quantity>,
+}
+
+/// A GPU class name or id.
+pub type GpuClassName = String;
+
+fn default_cpu() -> i32 {
+    4
+}
+
+/// SaladCloud priority tier.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    High,
+    Medium,
+    Low,
+    Batch,
+}
+
+/// Restart policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// What to do with the container group when the resource is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Orphan,
+}
+
+/// Container Gateway settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Expose the server through the Container Gateway (HTTPS access domain). Changing this
+    /// replaces the container group.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Port the gateway forwards to; must equal server.port. The only gateway setting
+    /// SaladCloud can change in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// Require the `Salad-Api-Key` header on requests. Changing this replaces the container group.
+    #[serde(default)]
+    pub auth: bool,
+
+    /// RoundRobin or LeastNumberOfConnections (default; best for long image generations).
+    /// Changing this replaces the container group.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+
+    /// Milliseconds the gateway waits for a client's request (1-100000). Changing this replaces
+    /// the container group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub client_request_timeout_ms: Option<i32>,
+
+    /// Milliseconds the gateway waits for the server's response (1-100000; the gateway's hard
+    /// limit is 100 s). Changing this replaces the container group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub server_response_timeout_ms: Option<i32>,
+
+    /// Send at most one request at a time to each instance (others wait at the gateway).
+    /// Changing this replaces the container group.
+    #[serde(default)]
+    pub single_connection_limit: bool,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+            auth: false,
+            load_balancer: LoadBalancer::default(),
+            client_request_timeout_ms: None,
+            server_response_timeout_ms: None,
+            single_connection_limit: false,
+        }
+    }
+}
+
+/// Gateway load-balancing algorithm.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoadBalancer {
+    RoundRobin,
+    #[default]
+    LeastNumberOfConnections,
+}
+
+/// Probe overrides.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// Startup probe: the instance gets no traffic and no liveness checks until it passes. The
+    /// default for SDNext waits until the checkpoint is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeSpec>,
+    /// Liveness probe: a failing instance is reallocated to another node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeSpec>,
+    /// Readiness probe: a failing instance gets no gateway traffic until it passes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeSpec>,
+}
+
+/// One probe. Unset fields keep the server kind's defaults; the limits are SaladCloud's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.http) ? 1 : 0) + (has(self.tcp) ? 1 : 0) + (has(self.exec) ? 1 : 0) <= 1")
+    .message("a probe has at most one of http, tcp or exec"))]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// Turn the probe off (true keeps the default probe's handler off too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// HTTP GET check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// TCP connect check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    /// Command run in the container; exit code 0 passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecProbe>,
+    /// Seconds before the first check (0-1200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1200))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between checks (1-120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 120))]
+    pub period_seconds: Option<i32>,
+    /// Seconds before a check times out (1-60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive passes needed (1-10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub success_threshold: Option<i32>,
+    /// Consecutive failures tolerated (1-20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub failure_threshold: Option<i32>,
+}
+
+/// HTTP probe.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// Path (and query) to GET, starting with /.
+    #[schemars(regex(pattern = r"^/"), length(min = 1, max = 2048))]
+    pub path: String,
+    /// Port; defaults to server.port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub headers: Vec<HttpHeader>,
+}
+
+/// An HTTP header.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeader {
+    /// Header name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Header value.
+    #[schemars(length(min = 1, max = 1024))]
+    pub value: String,
+}
+
+/// TCP probe.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpProbe {
+    /// Port; defaults to server.port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+/// Exec probe.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecProbe {
+    /// Command and arguments (no shell unless you call one).
+    #[schemars(length(min = 1, max = 100))]
+    pub command: Vec<ProbeCommandArg>,
+}
+
+/// A probe command word.
+pub type ProbeCommandArg = String;
+
+/// Rollout settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// BlueGreen (default): a new container group comes up next to the serving one and takes
+    /// over once ready, then the old one is deleted; costs double while both run. Recreate:
+    /// patch the group in place; SaladCloud restarts every replica at once (downtime until the
+    /// new version is ready).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+
+    /// Ready instances the new group needs before BlueGreen switches over. Defaults to all
+    /// replicas. SaladCloud cold starts can take tens of minutes for a few nodes; a lower number
+    /// switches sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 500))]
+    pub min_ready_replicas: Option<i32>,
+}
+
+/// Rollout strategy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutStrategy {
+    #[default]
+    BlueGreen,
+    Recreate,
+}
+
+/// Post-rollout txt2img check.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmokeTestSpec {
+    /// Prompt to generate.
+    #[serde(default = "default_prompt")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub prompt: String,
+    /// Sampling steps (1-50); few steps keep it cheap.
+    #[serde(default = "default_steps")]
+    #[schemars(range(min = 1, max = 50))]
+    pub steps: i32,
+    /// Image width and height in pixels (64-1024).
+    #[serde(default = "default_size")]
+    #[schemars(range(min = 64, max = 1024))]
+    pub size: i32,
+}
+
+fn default_prompt() -> String {
+    "a photo of a red apple on a wooden table".into()
+}
+fn default_steps() -> i32 {
+    4
+}
+fn default_size() -> i32 {
+    256
+}
+
+impl Default for SmokeTestSpec {
+    fn default() -> Self {
+        Self {
+            prompt: default_prompt(),
+            steps: default_steps(),
+            size: default_size(),
+        }
+    }
+}
+
+/// Environment of the server, as literal values after Secret lookup.
+pub type ResolvedEnv = BTreeMap<String, String>;

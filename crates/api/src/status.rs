@@ -1,0 +1,232 @@
+//! What the operator observed: `StableDiffusionDeployment.status`.
+//!
+//! Everything here is derived from observation (the registry, SaladCloud, the build queue);
+//! nothing non-deterministic except a condition's `lastTransitionTime`, so an unchanged world
+//! produces a byte-identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a StableDiffusionDeployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StableDiffusionDeploymentStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Coarse state: Pending, Building, Deploying, Running, Updating, Stopped, Failed or Deleting.
+    #[serde(default)]
+    pub phase: Phase,
+
+    /// Human-readable summary of the current state and, when something is wrong, what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Ready, Reconciling, Stalled (kstatus), ImageReady and Synced, each with
+    /// observedGeneration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::status::conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// The server image built for the current spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageStatus>,
+
+    /// The SaladCloud container group serving the current spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_group: Option<ContainerGroupStatus>,
+
+    /// During a BlueGreen rollout: the group still serving until the new one is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_container_group: Option<ContainerGroupStatus>,
+
+    /// Instances of the current group (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Instances running the current version and passing readiness.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// `ready/desired`, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_summary: Option<String>,
+
+    /// Estimated cost in USD per hour: GPU class price at the chosen priority times replicas
+    /// (the most expensive allowed class when several are listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_hourly_cost_usd: Option<String>,
+
+    /// Result of the last smoke test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test: Option<SmokeTestStatus>,
+
+    /// ConfigMap (owned by this resource) whose `url` key holds the current access URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_config_map: Option<String>,
+}
+
+/// Coarse lifecycle phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    // Nothing done yet.
+    #[default]
+    Pending,
+    // The image is being built.
+    Building,
+    // The container group is being created or is starting.
+    Deploying,
+    // Serving at the desired state.
+    Running,
+    // A new version is rolling out.
+    Updating,
+    // Stopped on request.
+    Stopped,
+    // Needs a spec change or outside help (see message and the Stalled condition).
+    Failed,
+    // Being deleted.
+    Deleting,
+}
+
+/// The built image.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// Image reference by digest, as given to SaladCloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// First 12 hex characters of the manifest digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_digest: Option<String>,
+    /// Hash of the build recipe (base image digest, models, command); also the image tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_hash: Option<String>,
+    /// One entry per model or extension layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerStatus>,
+    /// A build in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildStatus>,
+}
+
+/// A model layer of the image.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStatus {
+    /// Model or extension name.
+    pub name: String,
+    /// Layer blob digest.
+    pub digest: String,
+    /// Layer size in bytes.
+    pub size: i64,
+    /// SHA-256 of the model file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Progress of a running build.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildStatus {
+    /// Recipe hash being built.
+    pub recipe_hash: String,
+    /// Per-layer progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerProgress>,
+}
+
+/// Bytes moved for one layer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerProgress {
+    /// Model or extension name.
+    pub name: String,
+    /// Bytes processed so far.
+    pub bytes_done: i64,
+    /// Total bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<i64>,
+}
+
+/// A SaladCloud container group as last observed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerGroupStatus {
+    /// Container group name (unique forever in the project).
+    pub name: String,
+    /// Container group id (uuid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// SaladCloud's configuration version; increases with every container change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    /// SaladCloud state: pending, deploying, running, stopped, failed or succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A configuration change is not yet applied to every instance.
+    #[serde(default)]
+    pub pending_change: bool,
+    /// Instance counts by state.
+    #[serde(default)]
+    pub instances: InstanceCounts,
+    /// Access URL of the Container Gateway (https://…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_url: Option<String>,
+}
+
+/// Instance counts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceCounts {
+    /// Waiting for a node.
+    #[serde(default)]
+    pub allocating: i32,
+    /// Downloading the image or creating the container.
+    #[serde(default)]
+    pub creating: i32,
+    /// Running.
+    #[serde(default)]
+    pub running: i32,
+    /// Running the current version and passing readiness.
+    #[serde(default)]
+    pub ready: i32,
+    /// Stopping.
+    #[serde(default)]
+    pub stopping: i32,
+}
+
+/// Last smoke test.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SmokeTestStatus {
+    /// Passed or Failed.
+    pub result: String,
+    /// Container group version the test ran against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_version: Option<i32>,
+    /// Request latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Conditions as a list-map keyed by `type`, so server-side apply merges them per type.
+pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    let object = schema.ensure_object();
+    object.insert("x-kubernetes-list-type".into(), "map".into());
+    object.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    object.insert(
+        "description".into(),
+        "Ready, Reconciling, Stalled (kstatus), ImageReady and Synced, each with observedGeneration."
+            .into(),
+    );
+    schema
+}

@@ -1,0 +1,303 @@
+//! Checks of a spec that need no I/O. The API server enforces the schema and CEL rules at
+//! admission; this repeats them for `salad-sd apply -f` (no API server) and adds what a schema
+//! cannot say (memory as a quantity, model directories).
+
+use std::collections::BTreeSet;
+
+use crate::names::is_valid_group_name;
+use crate::profile::ServerProfile;
+use crate::quantity;
+use crate::spec::*;
+
+/// One problem with a spec, with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// JSON path of the field, e.g. `spec.resources.memory`.
+    pub field: String,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems of a spec, empty when it is valid.
+pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        out.push(Invalid {
+            field: format!("spec.{field}"),
+            message,
+        })
+    };
+
+    let sc = &spec.saladcloud;
+    for (field, value) in [
+        ("saladcloud.organization", &sc.organization),
+        ("saladcloud.project", &sc.project),
+    ] {
+        if !is_valid_group_name(value) {
+            bad(
+                field,
+                format!(
+                    "`{value}` is not a SaladCloud name: 2-63 lowercase letters, digits and dashes, starting with a letter"
+                ),
+            );
+        }
+    }
+    if let Some(name) = &sc.container_group_name {
+        if !is_valid_group_name(name) {
+            bad(
+                "saladcloud.containerGroupName",
+                format!(
+                    "`{name}` is not a SaladCloud name: 2-63 lowercase letters, digits and dashes, starting with a letter"
+                ),
+            );
+        }
+        if spec.rollout.strategy == RolloutStrategy::BlueGreen {
+            bad("rollout.strategy", "BlueGreen needs a new container group name for every rollout: remove saladcloud.containerGroupName or use strategy Recreate".into());
+        }
+    } else if sc.adopt == Some(true) {
+        bad(
+            "saladcloud.adopt",
+            "adopt needs saladcloud.containerGroupName: name the existing container group to adopt"
+                .into(),
+        );
+    }
+
+    let profile = ServerProfile::of(spec.server.kind);
+    if spec.server.kind == ServerKind::Custom && spec.server.base_image.is_none() {
+        bad("server.baseImage", "server.kind Custom needs server.baseImage (there is no default image for a custom server)".into());
+    }
+    if !(1..=65535).contains(&spec.server.port) {
+        bad(
+            "server.port",
+            format!("{} is not a TCP port (1-65535)", spec.server.port),
+        );
+    }
+    let mut env_names = BTreeSet::new();
+    for (i, env) in spec.server.env.iter().enumerate() {
+        if !env_names.insert(env.name.as_str()) {
+            bad(
+                &format!("server.env[{i}].name"),
+                format!("`{}` is set twice", env.name),
+            );
+        }
+        if env.value.is_some() == env.value_from.is_some() {
+            bad(
+                &format!("server.env[{i}]"),
+                "set exactly one of value or valueFrom".into(),
+            );
+        }
+        if let Some(v) = &env.value
+            && !(1..=1000).contains(&v.chars().count())
+        {
+            bad(
+                &format!("server.env[{i}].value"),
+                "SaladCloud takes values of 1 to 1000 characters".into(),
+            );
+        }
+    }
+
+    let mut model_names = BTreeSet::new();
+    let mut defaults = 0;
+    for (i, m) in spec.models.iter().enumerate() {
+        if !model_names.insert(m.name.as_str()) {
+            bad(
+                &format!("models[{i}].name"),
+                format!("model names must be unique; `{}` is used twice", m.name),
+            );
+        }
+        if m.name.contains('/') || m.name.starts_with('.') || m.name.is_empty() {
+            bad(
+                &format!("models[{i}].name"),
+                format!("`{}` must be a plain file name", m.name),
+            );
+        }
+        if m.kind == ModelKind::Other && m.path.is_none() {
+            bad(
+                &format!("models[{i}].path"),
+                "models of kind Other need path: the absolute directory to put the file in".into(),
+            );
+        }
+        if m.path.is_none() && profile.model_dir(m.kind).is_none() {
+            bad(
+                &format!("models[{i}].path"),
+                format!(
+                    "{:?} has no default directory for {:?}; set path",
+                    spec.server.kind, m.kind
+                ),
+            );
+        }
+        if let Some(p) = &m.path
+            && (!p.starts_with('/') || p.split('/').any(|s| s == ".."))
+        {
+            bad(
+                &format!("models[{i}].path"),
+                format!("`{p}` must be an absolute path without `..`"),
+            );
+        }
+        if m.default == Some(true) {
+            defaults += 1;
+            if m.kind != ModelKind::Checkpoint {
+                bad(
+                    &format!("models[{i}].default"),
+                    "default: true is only allowed on models of kind Checkpoint".into(),
+                );
+            }
+        }
+        check_source(&mut bad, &format!("models[{i}].source"), &m.source);
+    }
+    if defaults > 1 {
+        bad("models", "at most one model may set default: true; it becomes the --ckpt the server loads at start".into());
+    }
+    let mut ext_names = BTreeSet::new();
+    for (i, e) in spec.extensions.iter().enumerate() {
+        if !ext_names.insert(e.name.as_str()) {
+            bad(
+                &format!("extensions[{i}].name"),
+                format!("extension names must be unique; `{}` is used twice", e.name),
+            );
+        }
+        check_source(&mut bad, &format!("extensions[{i}].source"), &e.source);
+    }
+
+    if spec.image.repository.is_empty() || spec.image.repository.contains('@') {
+        bad(
+            "image.repository",
+            "give a repository without tag or digest, e.g. ghcr.io/acme/sd".into(),
+        );
+    }
+    if !(0..=500).contains(&spec.replicas) {
+        bad(
+            "replicas",
+            format!("{} is outside SaladCloud's 0-500", spec.replicas),
+        );
+    }
+    let r = &spec.resources;
+    if !(1..=16).contains(&r.cpu) {
+        bad(
+            "resources.cpu",
+            format!("{} vCPU is outside SaladCloud's 1-16", r.cpu),
+        );
+    }
+    match quantity::to_megabytes(&r.memory) {
+        Ok(mb) if !(1024..=61440).contains(&mb) => bad(
+            "resources.memory",
+            format!(
+                "{} ({mb} MB) is outside SaladCloud's 1024-61440 MB",
+                r.memory.0
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => bad("resources.memory", e.to_string()),
+    }
+    if r.gpu_classes.is_empty() {
+        bad(
+            "resources.gpuClasses",
+            "name at least one GPU class, e.g. `RTX 3060 Ti`".into(),
+        );
+    }
+    if let Some(storage) = &r.storage {
+        match quantity::to_bytes(storage, 1) {
+            Ok(b) if !((1 << 30)..=250 * (1 << 30)).contains(&b) => bad(
+                "resources.storage",
+                format!("{} is outside SaladCloud's 1Gi-250Gi", storage.0),
+            ),
+            Ok(_) => {}
+            Err(e) => bad("resources.storage", e.to_string()),
+        }
+    }
+    if let Some(shm) = &r.shm_size {
+        match quantity::to_megabytes(shm) {
+            Ok(mb) if mb < 64 => bad(
+                "resources.shmSize",
+                format!("{} is below SaladCloud's 64 MB minimum", shm.0),
+            ),
+            Ok(_) => {}
+            Err(e) => bad("resources.shmSize", e.to_string()),
+        }
+    }
+    for (i, c) in spec.country_codes.iter().enumerate() {
+        if c.len() != 2 || !c.chars().all(|c| c.is_ascii_lowercase()) {
+            bad(
+                &format!("countryCodes[{i}]"),
+                format!("`{c}` is not a lowercase ISO 3166-1 alpha-2 code such as `us`"),
+            );
+        }
+    }
+    let g = &spec.gateway;
+    if g.enabled
+        && let Some(port) = g.port
+        && port != spec.server.port
+    {
+        bad("gateway.port", "gateway.port must equal server.port (the gateway forwards to the port the server listens on); leave gateway.port unset to follow server.port".into());
+    }
+    for (field, v) in [
+        (
+            "gateway.clientRequestTimeoutMs",
+            g.client_request_timeout_ms,
+        ),
+        (
+            "gateway.serverResponseTimeoutMs",
+            g.server_response_timeout_ms,
+        ),
+    ] {
+        if let Some(v) = v
+            && !(1..=100_000).contains(&v)
+        {
+            bad(field, format!("{v} ms is outside SaladCloud's 1-100000"));
+        }
+    }
+    for (name, probe) in [
+        ("startup", &spec.probes.startup),
+        ("liveness", &spec.probes.liveness),
+        ("readiness", &spec.probes.readiness),
+    ] {
+        let Some(p) = probe else { continue };
+        let handlers = p.http.is_some() as u8 + p.tcp.is_some() as u8 + p.exec.is_some() as u8;
+        if handlers > 1 {
+            bad(
+                &format!("probes.{name}"),
+                "a probe has at most one of http, tcp or exec".into(),
+            );
+        }
+        for (field, value, lo, hi) in [
+            ("initialDelaySeconds", p.initial_delay_seconds, 0, 1200),
+            ("periodSeconds", p.period_seconds, 1, 120),
+            ("timeoutSeconds", p.timeout_seconds, 1, 60),
+            ("successThreshold", p.success_threshold, 1, 10),
+            ("failureThreshold", p.failure_threshold, 1, 20),
+        ] {
+            if let Some(v) = value
+                && !(lo..=hi).contains(&v)
+            {
+                bad(
+                    &format!("probes.{name}.{field}"),
+                    format!("{v} is outside SaladCloud's {lo}-{hi}"),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check_source(bad: &mut impl FnMut(&str, String), field: &str, source: &ModelSource) {
+    if let Some(sha) = &source.sha256
+        && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        bad(
+            &format!("{field}.sha256"),
+            "sha256 is 64 hex characters".into(),
+        );
+    }
+    if !source.url.contains("://") {
+        bad(
+            &format!("{field}.url"),
+            format!("`{}` is not a URL", source.url),
+        );
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo use, when they are missing:
+# docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests) and lua5.4
+# (runs the Argo CD health check in its test).
+set -euo pipefail
+missing=()
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing ${missing[*]} (apt)" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
