@@ -1,0 +1,43 @@
+//! Daemonless image builder over the OCI distribution API.
+//!
+//! Takes a base image, appends one deterministic layer per model file (or archive), edits the image
+//! config and pushes the result as a Docker v2 schema 2 image, tagged with a content hash of the
+//! [`Recipe`]. Model bytes are streamed from the source URL straight into the registry upload:
+//! nothing is buffered in memory or written to disk, so 2–7 GB checkpoints are fine.
+//!
+//! The crate knows nothing about Kubernetes: the operator maps its custom resource to a [`Recipe`].
+
+mod builder;
+mod credentials;
+pub mod devtools;
+mod error;
+mod layer;
+mod progress;
+mod recipe;
+mod reference;
+mod registry;
+mod secret;
+mod source;
+
+pub use builder::{Builder, BuilderOptions, BuiltImage, BuiltLayer, SourcePolicy, UploadMode};
+pub use credentials::{RegistryCredential, RegistryCredentials};
+pub use error::{Error, ErrorCategory, Result};
+pub use progress::{Phase, Progress, ProgressSink};
+pub use recipe::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
+pub use reference::ImageReference;
+pub use secret::Secret;
+
+/// Media type of the manifests this crate pushes.
+pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of the image config this crate pushes.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Media type of the model layers this crate pushes (gzip stream with stored blocks).
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Manifest layer annotation: sha256 of the model file (or archive) baked into the layer.
+pub const ANNOTATION_MODEL_SHA256: &str = "dev.salad-sd.model.sha256";
+/// Manifest layer annotation: path of the model file (or archive destination) in the image.
+pub const ANNOTATION_MODEL_PATH: &str = "dev.salad-sd.model.path";
+/// Image config label holding the full recipe hash.
+pub const LABEL_RECIPE_HASH: &str = "dev.salad-sd.recipe-hash";
+/// Image config label holding the base image digest.
+pub const LABEL_BASE_DIGEST: &str = "dev.salad-sd.base-digest";

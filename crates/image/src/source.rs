@@ -1,0 +1,389 @@
+//! Opening model sources under the source policy: https only, no internal addresses (checked at
+//! connect time by a DNS resolver, and for IP literals before connecting), redirects followed by
+//! hand so each hop is checked and the auth header only goes to the original host.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
+use url::Url;
+
+use crate::builder::SourcePolicy;
+use crate::error::{Error, Result, describe_reqwest};
+use crate::recipe::Source;
+use crate::registry::ByteStream;
+
+const MAX_REDIRECTS: usize = 10;
+
+/// An opened download.
+pub(crate) struct Download {
+    pub(crate) stream: ByteStream,
+    pub(crate) len: Option<u64>,
+}
+
+/// Opens sources according to the policy.
+pub(crate) struct SourceFetcher {
+    http: reqwest::Client,
+    policy: SourcePolicy,
+}
+
+/// Error raised by the resolver when every address of a name is forbidden.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves only to internal addresses ({addrs})")]
+struct ForbiddenAddress {
+    host: String,
+    addrs: String,
+}
+
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| !is_internal(a.ip()))
+                .collect();
+            if public.is_empty() {
+                let addrs = all
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Box::new(ForbiddenAddress { host, addrs })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// True for loopback, link-local, private, CGNAT, unique-local, multicast, unspecified and
+/// other non-global addresses (cluster pod/service ranges live in the private ranges).
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal_v4(v4);
+            }
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00 // fc00::/7 unique local
+                || (seg0 & 0xffc0) == 0xfe80 // fe80::/10 link local
+                || (seg0 & 0xffc0) == 0xfec0 // fec0::/10 site local (deprecated)
+                || (seg0 == 0x0064 && v6.segments()[1] == 0xff9b) // 64:ff9b::/96 NAT64 can reach internal v4
+                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+fn is_internal_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 CGNAT
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || o[0] >= 240
+}
+
+/// `scheme://host[:port]/path`, never the query string (it may carry tokens).
+pub(crate) fn display_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => {
+            let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+            if let Some(p) = u.port() {
+                s.push_str(&format!(":{p}"));
+            }
+            s.push_str(u.path());
+            s
+        }
+        Err(_) => "<invalid URL>".to_owned(),
+    }
+}
+
+impl SourceFetcher {
+    pub(crate) fn new(policy: SourcePolicy) -> Result<Self> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")));
+        if !policy.allow_private_sources {
+            // A proxy would resolve names itself and bypass the address check.
+            b = b.no_proxy().dns_resolver(Arc::new(GuardedResolver));
+        }
+        let http = b.build().map_err(|e| {
+            Error::Internal(format!("building HTTP client: {}", describe_reqwest(e)))
+        })?;
+        Ok(Self { http, policy })
+    }
+
+    fn check_url(&self, name: &str, url: &Url) -> Result<()> {
+        let forbid = |reason: String| Error::ForbiddenSource {
+            name: name.to_owned(),
+            url: display_url(url.as_str()),
+            reason,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_private_sources => {}
+            "http" => return Err(forbid("plain http is not allowed; use an https URL".into())),
+            "file" if self.policy.allow_file_sources => return Ok(()),
+            "file" => return Err(forbid("file:// sources are disabled".into())),
+            other => {
+                return Err(forbid(format!(
+                    "scheme {other:?} is not supported; use https"
+                )));
+            }
+        }
+        let internal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => is_internal(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => is_internal(IpAddr::V6(ip)),
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.to_ascii_lowercase().ends_with(".localhost")
+            }
+            None => return Err(forbid("URL has no host".into())),
+        };
+        if internal && !self.policy.allow_private_sources {
+            return Err(forbid(
+                "the host is a loopback, link-local or private address".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a source: checks the policy, follows redirects, checks status and content type.
+    pub(crate) async fn open(&self, name: &str, source: &Source) -> Result<Download> {
+        let original = Url::parse(&source.url)
+            .map_err(|e| Error::InvalidRecipe(format!("model {name}: invalid URL: {e}")))?;
+        self.check_url(name, &original)?;
+        if original.scheme() == "file" {
+            return self.open_file(name, &original).await;
+        }
+        let auth = match &source.auth {
+            Some(a) => {
+                let n = HeaderName::from_bytes(a.header.as_bytes()).map_err(|_| {
+                    Error::InvalidRecipe(format!("model {name}: invalid auth header name"))
+                })?;
+                let mut v = HeaderValue::from_str(a.value.expose()).map_err(|_| {
+                    Error::InvalidRecipe(format!("model {name}: invalid auth header value"))
+                })?;
+                v.set_sensitive(true);
+                Some((n, v))
+            }
+            None => None,
+        };
+        let shown = display_url(original.as_str());
+        let mut url = original.clone();
+        let mut hops = 0;
+        let resp = loop {
+            let mut rb = self.http.get(url.clone());
+            if let Some((n, v)) = &auth
+                && same_origin(&url, &original)
+            {
+                rb = rb.header(n.clone(), v.clone());
+            }
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| self.network_error(name, &shown, e))?;
+            if resp.status().is_redirection() {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(Error::SourceHttp {
+                        name: name.into(),
+                        url: shown,
+                        status: resp.status().as_u16(),
+                    });
+                }
+                let next = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| url.join(l).ok())
+                    .ok_or_else(|| Error::SourceHttp {
+                        name: name.into(),
+                        url: shown.clone(),
+                        status: resp.status().as_u16(),
+                    })?;
+                if next.scheme() == "file" {
+                    return Err(Error::ForbiddenSource {
+                        name: name.into(),
+                        url: shown,
+                        reason: "redirect to a file:// URL".into(),
+                    });
+                }
+                self.check_url(name, &next)?;
+                url = next;
+                continue;
+            }
+            break resp;
+        };
+        let status = resp.status();
+        match status {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                return Err(Error::SourceNotFound {
+                    name: name.into(),
+                    url: shown,
+                    status: status.as_u16(),
+                });
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(Error::SourceUnauthorized {
+                    name: name.into(),
+                    url: shown,
+                    status: status.as_u16(),
+                });
+            }
+            _ => {
+                return Err(Error::SourceHttp {
+                    name: name.into(),
+                    url: shown,
+                    status: status.as_u16(),
+                });
+            }
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if content_type.to_ascii_lowercase().starts_with("text/html") {
+            return Err(Error::HtmlInsteadOfFile {
+                name: name.into(),
+                url: shown,
+                content_type,
+            });
+        }
+        let len = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let stream = resp
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(describe_reqwest(e)))
+            .boxed();
+        Ok(Download { stream, len })
+    }
+
+    async fn open_file(&self, name: &str, url: &Url) -> Result<Download> {
+        let path = url
+            .to_file_path()
+            .map_err(|_| Error::InvalidRecipe(format!("model {name}: invalid file URL")))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::SourceNotFound {
+                    name: name.into(),
+                    url: display_url(url.as_str()),
+                    status: 404,
+                },
+                _ => Error::Io {
+                    context: format!("model {name}: opening {}", path.display()),
+                    source: e,
+                },
+            })?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| Error::Io {
+                context: format!("model {name}: reading metadata"),
+                source: e,
+            })?
+            .len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed();
+        Ok(Download {
+            stream,
+            len: Some(len),
+        })
+    }
+
+    fn network_error(&self, name: &str, shown: &str, e: reqwest::Error) -> Error {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
+                return Error::ForbiddenSource {
+                    name: name.into(),
+                    url: shown.into(),
+                    reason: f.to_string(),
+                };
+            }
+            src = s.source();
+        }
+        Error::SourceNetwork {
+            name: name.into(),
+            url: shown.into(),
+            detail: describe_reqwest(e),
+        }
+    }
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for s in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(s.parse().unwrap()), "{s} should be internal");
+        }
+        for s in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "1.1.1.1",
+        ] {
+            assert!(!is_internal(s.parse().unwrap()), "{s} should be public");
+        }
+    }
+
+    #[test]
+    fn display_url_drops_query() {
+        assert_eq!(
+            display_url("https://civitai.com/api/download/models/1?token=SECRET"),
+            "https://civitai.com/api/download/models/1"
+        );
+    }
+}
