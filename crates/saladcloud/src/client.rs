@@ -509,7 +509,7 @@ impl Client {
             .http
             .request(req.method.clone(), url)
             .header(API_KEY_HEADER, self.key_header.clone())
-            .header(header::ACCEPT, JSON);
+            .header(header::ACCEPT, accept_for(&req.method));
         if let Some((body, content_type)) = &req.body {
             builder = builder
                 .header(header::CONTENT_TYPE, *content_type)
@@ -587,6 +587,16 @@ impl Client {
             operation,
             message: sanitize(&message, self.key.expose()),
         }
+    }
+}
+
+/// The spec declares the PATCH response as `application/merge-patch+json` (the body is a full
+/// `ContainerGroup` in JSON), so PATCH accepts both types; everything else takes JSON.
+fn accept_for(method: &Method) -> &'static str {
+    if *method == Method::PATCH {
+        "application/json, application/merge-patch+json"
+    } else {
+        JSON
     }
 }
 

@@ -1183,6 +1183,11 @@ pub struct CreateNetworking {
 
 /// `PATCH …/containers/{name}` merge-patch body (`ContainerGroupPatch`). Only updatable fields
 /// exist here; everything else needs a new group.
+///
+/// Merge-patch merges objects recursively: a probe sent here is merged into the current probe,
+/// so switching a probe's kind (say `exec` to `tcp`) would leave both set. The schema does not
+/// allow `"exec": null` inside a probe, so change a probe's kind in two patches: first
+/// [`Nullable::Null`] to remove it, then the new probe. Same-kind changes need one patch.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ContainerGroupPatch {
     /// Display name; `Null` resets it to the group name.
