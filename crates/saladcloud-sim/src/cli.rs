@@ -124,3 +124,64 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     handle.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn parse(argv: &[&str]) -> SimArgs {
+        Wrap::try_parse_from(std::iter::once("sim").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let c = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k",
+            "--rate-limit",
+            "10",
+            "--demo-timings",
+            "--download-ms",
+            "1234",
+            "--error-rate",
+            "0.25",
+            "--latency-ms",
+            "5",
+            "--drop-rate",
+            "0.1",
+            "--fail-image",
+            "broken",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        assert_eq!(c.rate_limit_per_minute, 10);
+        assert_eq!(c.timings.download, Duration::from_millis(1234));
+        assert_eq!(
+            c.timings.image_prepare,
+            Timings::realistic_demo().image_prepare
+        );
+        assert_eq!(c.faults.error_rate, 0.25);
+        assert_eq!(c.faults.latency_ms, 5);
+        assert_eq!(c.faults.drop_rate, 0.1);
+        assert_eq!(c.faults.failing_images, ["broken"]);
+        assert_eq!(c.gpu_classes.len(), 6);
+
+        let c = parse(&[]).config().unwrap();
+        assert_eq!(c.timings, Timings::default());
+        assert_eq!(c.rate_limit_per_minute, 240);
+        assert!(parse(&["--error-rate", "1.5"]).config().is_err());
+    }
+}

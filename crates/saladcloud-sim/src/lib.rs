@@ -14,6 +14,46 @@
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Behaviour where the spec is silent (simulator decisions)
+//! - **PATCH of non-updatable fields**: `name`, `autostart_policy`, `restart_policy`,
+//!   `queue_connection` and `networking.{auth, protocol, load_balancer, client_request_timeout,
+//!   server_response_timeout, single_connection_limit}` answer 400 when the value *differs* from
+//!   the current one (omitted-on-create fields compare against the read model's defaults);
+//!   the same value is accepted and ignored. Adding `networking` to a group without it is 400.
+//!   Unknown fields are ignored on create and PATCH (the schemas have no
+//!   `additionalProperties: false`).
+//! - **Merge patch**: RFC 7396 (objects merge, arrays replace). `null` removes probes,
+//!   `country_codes`, `logging`, `priority`, `display_name` (back to `name`) and individual
+//!   `environment_variables` keys (the schema forbids null values there; the simulator accepts
+//!   them as removal). `null` for `replicas`, `container`, `container.image`, resource fields
+//!   and `networking.port` means "no change". `registry_authentication` is replaced, never merged.
+//! - **Versioning**: a change to image, command, environment, resources, priority, logging,
+//!   probes, gateway port or registry credentials bumps `version`, sets `pending_change` and
+//!   restarts every instance at once, in place (same instance ids). An image change first
+//!   prepares the image for `Timings::image_prepare` (instances keep running the old version
+//!   meanwhile), then every instance re-downloads. `pending_change` turns false once every
+//!   instance is `running` on the new version.
+//! - **Probes**: `started` waits `Timings::startup` only with a startup probe, `ready` waits
+//!   `Timings::readiness` only with a readiness probe (the spec: true once started without one).
+//!   HTTP probe `headers: []` is accepted (the spec says minItems 1; SaladCloud's docs and
+//!   virtual-kubelet send `[]`). Exactly one of http/tcp/grpc/exec is required.
+//! - **Status**: `pending` until the first image preparation ends; deleting groups show
+//!   `stopped` (there is no `stopping` in the enum) until they disappear after
+//!   `Timings::delete`. A failed pull (fault) gives `failed` with a description; `start` is then
+//!   400 and PATCHing `container.image` retries. `instance_status_counts.creating_count` includes
+//!   `downloading` instances (the spec has no downloading count).
+//! - **Quota**: `container_replicas_used` = sum of `replicas` of started groups of the
+//!   organization; create (with autostart), start and PATCH raising replicas over the quota
+//!   answer 400 with `type: "quota_exceeded"`.
+//! - **Codes**: `GET …/instances/{id}` answers 200 (the spec says 202, a known defect); bad
+//!   names in paths answer 404; a non-JSON `Content-Type` answers 415; invalid JSON 400.
+//!   Read-model `priority` is `container.priority` as given (or `null`).
+//! - **Faults** apply to `/api/public` only, in the order latency → drop → 401 → 429 (burst,
+//!   then the per-key sliding window) → 5xx. Rejected requests do not consume rate budget.
+//! - **Gateway**: images are capped at [`GATEWAY_MAX_IMAGE_SIDE`] pixels per side while `info`
+//!   reports the requested size; auth-enabled gateways answer 401 without `Salad-Api-Key` and
+//!   403 for a key other than the configured one.
 
 mod config;
 mod countries;

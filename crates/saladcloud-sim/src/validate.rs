@@ -701,7 +701,7 @@ pub const IMMUTABLE: &[&str] = &[
     "queue_connection",
 ];
 
-/// Networking fields fixed at creation (only `port` is updatable).
+/// Networking fields fixed at creation (only `port` is updatable; `dns` is read-only and ignored).
 const IMMUTABLE_NETWORKING: &[&str] = &[
     "auth",
     "protocol",
@@ -709,8 +709,17 @@ const IMMUTABLE_NETWORKING: &[&str] = &[
     "client_request_timeout",
     "server_response_timeout",
     "single_connection_limit",
-    "dns",
 ];
+
+/// The value the read model shows for a networking field omitted on create.
+fn networking_default(key: &str) -> Option<Value> {
+    match key {
+        "load_balancer" => Some(Value::from("round_robin")),
+        "client_request_timeout" | "server_response_timeout" => Some(Value::from(100_000)),
+        "single_connection_limit" => Some(Value::Bool(false)),
+        _ => None,
+    }
+}
 
 /// Validate a `ContainerGroupPatch` body against the current stored spec (create shape).
 /// Field-level checks of merged objects (probes, autoscaler) run afterwards on the merged result.
@@ -766,30 +775,34 @@ pub fn container_group_patch(patch: &Value, current: &Value, gpu_ids: &[String])
         }
         container_common(&c, UPDATE_LIMITS, &mut e);
     }
-    if let Some(v) = o.get("networking") {
-        if let Some(n) = object(v, "networking", &mut e) {
-            let cur = current.get("networking");
-            if cur.is_none() {
+    if let Some(v) = o.get("networking")
+        && let Some(n) = object(v, "networking", &mut e)
+    {
+        let cur = current.get("networking");
+        if cur.is_none() {
+            e.push(
+                "networking",
+                "the container gateway cannot be added by an update; create a new container group instead",
+            );
+        }
+        for key in IMMUTABLE_NETWORKING {
+            let current_value = cur
+                .and_then(|c| c.get(*key))
+                .cloned()
+                .or_else(|| networking_default(key));
+            if let Some(nv) = n.get(*key)
+                && current_value.as_ref() != Some(nv)
+            {
                 e.push(
-                    "networking",
-                    "the container gateway cannot be added by an update; create a new container group instead",
+                    &join("networking", key),
+                    "cannot be changed after creation; create a new container group instead",
                 );
             }
-            for key in IMMUTABLE_NETWORKING {
-                if let Some(nv) = n.get(*key)
-                    && cur.and_then(|c| c.get(*key)) != Some(nv)
-                {
-                    e.push(
-                        &join("networking", key),
-                        "cannot be changed after creation; create a new container group instead",
-                    );
-                }
-            }
-            if let Some(p) = n.get("port")
-                && !p.is_null()
-            {
-                int(p, "networking.port", 1, 65535, &mut e);
-            }
+        }
+        if let Some(p) = n.get("port")
+            && !p.is_null()
+        {
+            int(p, "networking.port", 1, 65535, &mut e);
         }
     }
     for key in [

@@ -136,6 +136,9 @@ async fn expect_400(t: &T, body: &Value, needles: &[&str]) {
     }
 }
 
+/// A change to a valid body that makes it invalid.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[tokio::test]
 async fn create_validation_errors_are_listed() {
     bounded(10, async {
@@ -172,7 +175,7 @@ async fn create_validation_errors_are_listed() {
             ],
         )
         .await;
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        let cases: Vec<(&str, Edit, &str)> = vec![
             ("too short name", Box::new(|b| b["name"] = json!("a")), "name:"),
             (
                 "name too long",
@@ -473,6 +476,7 @@ async fn missing_or_wrong_api_key_is_401() {
 
         let t = T::with(SimConfig {
             api_key: Some(KEY.to_owned()),
+            rate_limit_per_minute: 0,
             ..SimConfig::default()
         })
         .await;
@@ -528,6 +532,7 @@ async fn gpu_classes_and_quotas() {
     bounded(10, async {
         let t = T::with(SimConfig {
             replicas_quota: 3,
+            rate_limit_per_minute: 0,
             ..SimConfig::default()
         })
         .await;
@@ -659,8 +664,8 @@ async fn lifecycle_reaches_running_and_ready() {
 
 #[tokio::test]
 async fn image_change_bumps_version_and_restarts_all_instances_at_once() {
-    bounded(20, async {
-        let t = T::start().await;
+    bounded(25, async {
+        let t = T::with_wide_steps().await;
         t.create_ok(&body("upd")).await;
         let before = t.wait_ready("upd", 2).await;
         let ids: HashSet<String> = before.iter().map(|i| i["id"].to_string()).collect();
@@ -706,8 +711,8 @@ async fn image_change_bumps_version_and_restarts_all_instances_at_once() {
 
 #[tokio::test]
 async fn env_change_restarts_without_image_prep_and_merge_patch_semantics() {
-    bounded(20, async {
-        let t = T::start().await;
+    bounded(25, async {
+        let t = T::with_wide_steps().await;
         let mut b = body("envs");
         b["container"]["environment_variables"] = json!({"A": "1", "B": "2"});
         t.create_ok(&b).await;
@@ -859,6 +864,17 @@ async fn patch_rejects_non_updatable_changes_and_bad_values() {
         assert_eq!(s, StatusCode::OK, "{g}");
         assert_eq!(g["networking"]["port"], 8080);
         assert_eq!(g["version"], 2);
+        // Echoing the read model's defaults for fixed networking fields is not a change.
+        let (s, g) = t
+            .patch(
+                "imm",
+                &json!({"networking": {"load_balancer": "round_robin",
+                    "client_request_timeout": 100000, "single_connection_limit": false,
+                    "dns": g["networking"]["dns"]}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{g}");
+        assert_eq!(g["version"], 2);
         // Networking cannot be added to a group created without it.
         t.create_ok(&body("nonet")).await;
         let (s, _) = t.patch("nonet", &json!({"networking": {"port": 80}})).await;
@@ -970,8 +986,8 @@ async fn delete_goes_away() {
 
 #[tokio::test]
 async fn instance_actions_and_deletion_cost() {
-    bounded(15, async {
-        let t = T::start().await;
+    bounded(25, async {
+        let t = T::with_wide_steps().await;
         t.create_ok(&body("acts")).await;
         let insts = t.wait_ready("acts", 2).await;
         let id = insts[0]["id"].as_str().unwrap().to_owned();
@@ -1110,8 +1126,8 @@ async fn fault_drop_closes_connection_without_response() {
 
 #[tokio::test]
 async fn fault_node_interruption_recovers() {
-    bounded(15, async {
-        let t = T::start().await;
+    bounded(25, async {
+        let t = T::with_wide_steps().await;
         t.create_ok(&body("intr")).await;
         let before = t.wait_ready("intr", 2).await;
         let id = t.sim.admin().interrupt(ORG, PROJECT, "intr", None).unwrap();
@@ -1153,6 +1169,7 @@ async fn fault_unpullable_image_fails_the_group() {
                 failing_images: vec!["does-not-exist".to_owned()],
                 ..Faults::default()
             },
+            rate_limit_per_minute: 0,
             ..SimConfig::default()
         })
         .await;
@@ -1343,6 +1360,7 @@ async fn gateway_auth_is_enforced() {
     bounded(15, async {
         let t = T::with(SimConfig {
             api_key: Some(KEY.to_owned()),
+            rate_limit_per_minute: 0,
             ..SimConfig::default()
         })
         .await;

@@ -26,8 +26,13 @@ pub struct T {
 }
 
 impl T {
+    /// Default config without the rate limit (tests poll much faster than 4 requests/s).
     pub async fn start() -> Self {
-        Self::with(SimConfig::default()).await
+        Self::with(SimConfig {
+            rate_limit_per_minute: 0,
+            ..SimConfig::default()
+        })
+        .await
     }
 
     pub async fn with(config: SimConfig) -> Self {
@@ -37,6 +42,23 @@ impl T {
             .build()
             .unwrap();
         Self { sim, c }
+    }
+
+    /// Timings with wide instance steps, for tests that must observe a short-lived state
+    /// right after an action even on a loaded machine.
+    pub async fn with_wide_steps() -> Self {
+        let ms = Duration::from_millis;
+        Self::with(SimConfig {
+            timings: saladcloud_sim::Timings {
+                allocate: ms(700),
+                download: ms(700),
+                create: ms(700),
+                ..saladcloud_sim::Timings::default()
+            },
+            rate_limit_per_minute: 0,
+            ..SimConfig::default()
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
