@@ -48,7 +48,8 @@
 //!   answer 400 with `type: "quota_exceeded"`.
 //! - **Codes**: `GET …/instances/{id}` answers 200 (the spec says 202, a known defect); bad
 //!   names in paths answer 404; a non-JSON `Content-Type` answers 415; invalid JSON 400.
-//!   Read-model `priority` is `container.priority` as given (or `null`).
+//!   Read-model `priority` is `container.priority` as given; when unset it is `high` for a
+//!   group with GPU classes and `batch` without (the read schema's enum has no `null`).
 //! - **Faults** apply to `/api/public` only, in the order latency → drop → 401 → 429 (burst,
 //!   then the per-key sliding window) → 5xx. Rejected requests do not consume rate budget.
 //! - **Gateway**: images are capped at [`GATEWAY_MAX_IMAGE_SIDE`] pixels per side while `info`

@@ -314,6 +314,20 @@ impl Group {
         self.spec["replicas"].as_u64().unwrap_or(0) as u32
     }
 
+    /// `container.priority`, or when unset `high` for GPU groups and `batch` without a GPU
+    /// (the spec's enum has no null value even though the type allows it).
+    fn effective_priority(&self) -> &str {
+        let c = &self.spec["container"];
+        c.get("priority")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| {
+                let gpus = c["resources"]["gpu_classes"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty());
+                if gpus { "high" } else { "batch" }
+            })
+    }
+
     fn has_probe(&self, name: &str) -> bool {
         self.spec.get(name).is_some_and(|v| !v.is_null())
     }
@@ -611,7 +625,7 @@ impl Group {
                 },
             },
             "pending_change": self.pending_change(),
-            "priority": c.get("priority").cloned().unwrap_or(Value::Null),
+            "priority": self.effective_priority(),
             "replicas": self.replicas(),
             "restart_policy": spec["restart_policy"],
             "version": self.version,
@@ -659,7 +673,7 @@ impl Group {
             "command": c.get("command").cloned().unwrap_or(Value::Null),
             "env": c.get("environment_variables").cloned().unwrap_or_else(|| json!({})),
             "resources": resources,
-            "priority": c.get("priority").cloned().unwrap_or(Value::Null),
+            "priority": self.effective_priority(),
             "logging": c.get("logging").cloned().unwrap_or(Value::Null),
             "startup_probe": self.spec.get("startup_probe").cloned().unwrap_or(Value::Null),
             "liveness_probe": self.spec.get("liveness_probe").cloned().unwrap_or(Value::Null),

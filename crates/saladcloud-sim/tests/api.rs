@@ -111,6 +111,7 @@ async fn create_returns_201_with_location_and_full_read_model() {
         let g3 = t.create_ok(&body("sd-three")).await;
         assert_eq!(g2["container"]["hash"], g3["container"]["hash"]);
         assert_eq!(g2["display_name"], "sd-two");
+        assert_eq!(g2["priority"], "high", "GPU groups default to high");
         assert!(g2.get("networking").is_none());
     })
     .await;
