@@ -1,0 +1,381 @@
+//! From a spec to what should exist: the image recipe and the container group definition.
+//! Pure: every input is already fetched.
+
+use std::collections::BTreeMap;
+
+use salad_sd_api::names::OWNER_ENV;
+use salad_sd_api::profile::{ProbeDefaults, ProbeHandler, ServerProfile};
+use salad_sd_api::quantity;
+use salad_sd_api::{
+    LoadBalancer, ModelKind, Priority, ProbeSpec, RestartPolicy, StableDiffusionDeploymentSpec,
+};
+use salad_sd_image::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
+use saladcloud::model as salad;
+
+use crate::secrets::ResolvedSecrets;
+
+/// The image to build for a spec. Secrets (model tokens) ride along but never enter the hash.
+pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -> Recipe {
+    let profile = ServerProfile::of(spec.server.kind);
+    let base_image = spec
+        .server
+        .base_image
+        .clone()
+        .or_else(|| profile.default_base_image().map(str::to_owned))
+        .unwrap_or_default();
+    let mut layers = Vec::new();
+    for model in &spec.models {
+        layers.push(LayerSpec {
+            name: model.name.clone(),
+            source: source(&model.source, secrets.model_tokens.get(&model.name)),
+            content: LayerContent::File {
+                path_in_image: model_path(spec, model),
+                mode: 0o644,
+            },
+        });
+    }
+    for ext in &spec.extensions {
+        layers.push(LayerSpec {
+            name: format!("extension-{}", ext.name),
+            source: source(&ext.source, secrets.model_tokens.get(&ext.name)),
+            content: LayerContent::Archive {
+                dest_dir: format!("{}/{}", profile.extensions_dir(), ext.name),
+                strip_components: 1,
+            },
+        });
+    }
+    let ckpt = default_checkpoint(spec).map(|m| model_path(spec, m));
+    let launch = profile.launch(spec.server.port, ckpt.as_deref(), &spec.server.args);
+    let mut config = ConfigEdit {
+        env: profile.launch_env(spec.server.port).into_iter().collect(),
+        ..ConfigEdit::default()
+    };
+    if let Some((entrypoint, cmd)) = launch {
+        config.entrypoint = Some(entrypoint);
+        config.cmd = Some(cmd);
+    }
+    if let Some(ckpt) = &ckpt {
+        config.env.insert("CKPT_PATH".into(), ckpt.clone());
+    }
+    Recipe {
+        base_image,
+        layers,
+        config,
+    }
+}
+
+fn source(s: &salad_sd_api::ModelSource, token: Option<&String>) -> Source {
+    Source {
+        url: s.url.clone(),
+        sha256: s.sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+        auth: token.map(|t| SourceAuth {
+            header: "Authorization".into(),
+            value: salad_sd_image::Secret::new(format!("Bearer {t}")),
+        }),
+    }
+}
+
+/// Where a model file lands in the image.
+pub fn model_path(spec: &StableDiffusionDeploymentSpec, model: &salad_sd_api::ModelSpec) -> String {
+    let dir = model
+        .path
+        .clone()
+        .or_else(|| {
+            ServerProfile::of(spec.server.kind)
+                .model_dir(model.kind)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "/models".into());
+    format!("{}/{}", dir.trim_end_matches('/'), model.name)
+}
+
+/// The checkpoint loaded at start: the one marked default, or the only checkpoint.
+pub fn default_checkpoint(
+    spec: &StableDiffusionDeploymentSpec,
+) -> Option<&salad_sd_api::ModelSpec> {
+    let checkpoints: Vec<_> = spec
+        .models
+        .iter()
+        .filter(|m| m.kind == ModelKind::Checkpoint)
+        .collect();
+    checkpoints
+        .iter()
+        .find(|m| m.default == Some(true))
+        .or(if checkpoints.len() == 1 {
+            checkpoints.first()
+        } else {
+            None
+        })
+        .copied()
+}
+
+/// GPU classes after name resolution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuChoice {
+    /// Ids, in the spec's order.
+    pub ids: Vec<String>,
+    /// Hourly price per instance at the spec's priority: the highest among the classes.
+    pub hourly_price: Option<f64>,
+}
+
+/// Everything about the container group that follows from the spec, except its name and image.
+pub fn group_definition(
+    spec: &StableDiffusionDeploymentSpec,
+    owner_uid: &str,
+    image: &str,
+    gpu: &GpuChoice,
+    secrets: &ResolvedSecrets,
+) -> salad::ContainerGroupPrototype {
+    let profile = ServerProfile::of(spec.server.kind);
+    let port = spec.server.port;
+    let r = &spec.resources;
+    let memory_mb = quantity::to_megabytes(&r.memory).unwrap_or(0) as u32;
+    let mut resources = salad::CreateResources {
+        cpu: r.cpu.max(1) as u32,
+        memory: memory_mb,
+        gpu_classes: gpu.ids.clone(),
+        storage_amount: None,
+        shm_size: None,
+    };
+    resources.storage_amount = r
+        .storage
+        .as_ref()
+        .and_then(|q| quantity::to_bytes(q, 1).ok());
+    resources.shm_size = r
+        .shm_size
+        .as_ref()
+        .and_then(|q| quantity::to_megabytes(q).ok())
+        .map(|mb| mb as u32);
+
+    let mut env: BTreeMap<String, String> = secrets.env.clone();
+    env.insert(OWNER_ENV.into(), owner_uid.into());
+
+    let mut container = salad::CreateContainer::new(image, resources);
+    container.environment_variables = env;
+    container.priority = Some(priority(spec.priority));
+    container.image_caching = Some(spec.image.image_caching);
+    container.registry_authentication = secrets.pull_auth.clone();
+
+    let mut proto =
+        salad::ContainerGroupPrototype::new(String::new(), container, spec.replicas.max(0) as u32);
+    proto.display_name = spec.saladcloud.display_name.clone();
+    proto.autostart_policy = !spec.stopped;
+    proto.restart_policy = match spec.restart_policy {
+        RestartPolicy::Always => salad::RestartPolicy::Always,
+        RestartPolicy::OnFailure => salad::RestartPolicy::OnFailure,
+        RestartPolicy::Never => salad::RestartPolicy::Never,
+    };
+    proto.country_codes = spec.country_codes.clone();
+    if spec.gateway.enabled {
+        let g = &spec.gateway;
+        proto.networking = Some(salad::CreateNetworking {
+            protocol: salad::NetworkingProtocol::Http,
+            port: g.port.unwrap_or(port) as u16,
+            auth: g.auth,
+            load_balancer: Some(match g.load_balancer {
+                LoadBalancer::RoundRobin => salad::LoadBalancer::RoundRobin,
+                LoadBalancer::LeastNumberOfConnections => {
+                    salad::LoadBalancer::LeastNumberOfConnections
+                }
+            }),
+            single_connection_limit: Some(g.single_connection_limit),
+            client_request_timeout: g.client_request_timeout_ms.map(|v| v as u32),
+            server_response_timeout: g.server_response_timeout_ms.map(|v| v as u32),
+        });
+    }
+    proto.startup_probe = probe(&spec.probes.startup, profile.startup_probe(port), port);
+    proto.liveness_probe = probe(&spec.probes.liveness, profile.liveness_probe(port), port);
+    // SaladCloud only runs readiness probes behind the gateway.
+    proto.readiness_probe = if spec.gateway.enabled {
+        probe(&spec.probes.readiness, profile.readiness_probe(port), port)
+    } else {
+        None
+    };
+    proto
+}
+
+/// SaladCloud's priority for ours.
+pub fn priority(p: Priority) -> salad::Priority {
+    match p {
+        Priority::High => salad::Priority::High,
+        Priority::Medium => salad::Priority::Medium,
+        Priority::Low => salad::Priority::Low,
+        Priority::Batch => salad::Priority::Batch,
+    }
+}
+
+/// A probe: the user's overrides on top of the kind's defaults.
+fn probe(
+    user: &Option<ProbeSpec>,
+    default: Option<ProbeDefaults>,
+    port: i32,
+) -> Option<salad::Probe> {
+    let user_handler = user.as_ref().and_then(|u| {
+        if let Some(h) = &u.http {
+            Some(ProbeHandler::Http {
+                path: h.path.clone(),
+                port: h.port.unwrap_or(port),
+                headers: h
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect(),
+            })
+        } else if let Some(t) = &u.tcp {
+            Some(ProbeHandler::Tcp {
+                port: t.port.unwrap_or(port),
+            })
+        } else {
+            u.exec.as_ref().map(|e| ProbeHandler::Exec {
+                command: e.command.clone(),
+            })
+        }
+    });
+    if user.as_ref().and_then(|u| u.disabled) == Some(true) {
+        return None;
+    }
+    let base = match (default, &user_handler) {
+        (Some(d), _) => d,
+        (None, Some(h)) => ProbeDefaults {
+            handler: h.clone(),
+            initial_delay_seconds: 0,
+            period_seconds: 10,
+            timeout_seconds: 10,
+            success_threshold: 1,
+            failure_threshold: 3,
+        },
+        (None, None) => return None,
+    };
+    let u = user.clone().unwrap_or_default();
+    let handler = user_handler.unwrap_or(base.handler);
+    let mut p = salad::Probe {
+        http: None,
+        tcp: None,
+        grpc: None,
+        exec: None,
+        initial_delay_seconds: u
+            .initial_delay_seconds
+            .unwrap_or(base.initial_delay_seconds) as u32,
+        period_seconds: u.period_seconds.unwrap_or(base.period_seconds) as u32,
+        timeout_seconds: u.timeout_seconds.unwrap_or(base.timeout_seconds) as u32,
+        success_threshold: u.success_threshold.unwrap_or(base.success_threshold) as u32,
+        failure_threshold: u.failure_threshold.unwrap_or(base.failure_threshold) as u32,
+    };
+    match handler {
+        ProbeHandler::Http {
+            path,
+            port,
+            headers,
+        } => {
+            p.http = Some(salad::HttpProbe {
+                path,
+                port: port as u16,
+                scheme: salad::HttpScheme::Http,
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| salad::HttpHeader::new(n, v))
+                    .collect(),
+            })
+        }
+        ProbeHandler::Tcp { port } => p.tcp = Some(salad::TcpProbe { port: port as u16 }),
+        ProbeHandler::Exec { command } => p.exec = Some(salad::ExecProbe { command }),
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{resolved_secrets, spec_from_yaml};
+
+    const SEED: &str = include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml");
+
+    #[test]
+    fn the_seed_becomes_the_seed_group() {
+        let sdd = spec_from_yaml(SEED);
+        let gpu = GpuChoice {
+            ids: vec!["cb6c1931-89b6-4f76-976f-54047320ccc6".into()],
+            hourly_price: Some(0.08),
+        };
+        let p = group_definition(
+            &sdd.spec,
+            "uid-1",
+            "reg/img@sha256:abc",
+            &gpu,
+            &resolved_secrets(),
+        );
+        assert_eq!(p.replicas, 3);
+        assert_eq!(p.container.resources.cpu, 4);
+        assert_eq!(p.container.resources.memory, 12288, "12Gi is 12288 MB");
+        assert_eq!(p.container.resources.gpu_classes, gpu.ids);
+        let net = p.networking.as_ref().unwrap();
+        assert_eq!((net.port, net.auth), (7860, false));
+        let startup = p.startup_probe.as_ref().unwrap();
+        assert!(
+            startup.exec.is_some(),
+            "SD.Next startup waits for a generation"
+        );
+        assert_eq!(
+            (startup.initial_delay_seconds, startup.failure_threshold),
+            (60, 20)
+        );
+        let liveness = p.liveness_probe.as_ref().unwrap();
+        assert_eq!(liveness.http.as_ref().unwrap().path, "/sdapi/v1/memory");
+        assert_eq!(
+            p.container
+                .environment_variables
+                .get(OWNER_ENV)
+                .map(String::as_str),
+            Some("uid-1")
+        );
+        assert_eq!(p.container.priority, Some(salad::Priority::High));
+        assert!(p.autostart_policy);
+    }
+
+    #[test]
+    fn the_recipe_puts_the_checkpoint_where_sdnext_loads_it() {
+        let sdd = spec_from_yaml(SEED);
+        let r = recipe(&sdd.spec, &resolved_secrets());
+        assert_eq!(r.base_image, "saladtechnologies/sdnext:base");
+        assert_eq!(r.layers.len(), 1);
+        let LayerContent::File {
+            path_in_image,
+            mode,
+        } = &r.layers[0].content
+        else {
+            panic!()
+        };
+        assert_eq!(
+            path_in_image,
+            "/webui/data/models/Stable-diffusion/dreamshaper_8.safetensors"
+        );
+        assert_eq!(*mode, 0o644);
+        let cmd = r.config.cmd.as_ref().unwrap().join(" ");
+        assert!(
+            cmd.contains("--ckpt /webui/data/models/Stable-diffusion/dreamshaper_8.safetensors")
+        );
+        assert!(cmd.contains("--server-name [::]"));
+    }
+
+    #[test]
+    fn a_disabled_probe_is_left_out_and_overrides_merge_with_defaults() {
+        let mut sdd = spec_from_yaml(SEED);
+        sdd.spec.probes.readiness = Some(ProbeSpec {
+            disabled: Some(true),
+            ..Default::default()
+        });
+        sdd.spec.probes.liveness = Some(ProbeSpec {
+            period_seconds: Some(45),
+            ..Default::default()
+        });
+        let gpu = GpuChoice {
+            ids: vec![],
+            hourly_price: None,
+        };
+        let p = group_definition(&sdd.spec, "u", "i", &gpu, &resolved_secrets());
+        assert!(p.readiness_probe.is_none());
+        let l = p.liveness_probe.unwrap();
+        assert_eq!(l.period_seconds, 45);
+        assert_eq!(l.failure_threshold, 3, "unset fields keep the default");
+    }
+}

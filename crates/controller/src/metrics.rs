@@ -1,0 +1,243 @@
+//! Prometheus metrics, prefixed `salad_sd_`. Per-resource values are kept in maps and summed,
+//! so no metric carries a per-resource label (cardinality stays flat at 1,000 resources).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use salad_sd_image::BuiltImage;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabel {
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+#[derive(Default)]
+struct PerResource {
+    phase: HashMap<String, String>,
+    ready: HashMap<String, i64>,
+    cost: HashMap<String, f64>,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    errors: Family<CategoryLabel, Counter>,
+    reconcile_duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    build_bytes: Family<DirectionLabel, Counter>,
+    build_duration: Histogram,
+    /// Builds running now.
+    pub builds_in_progress: Gauge,
+    deployments: Family<PhaseLabel, Gauge>,
+    ready_replicas: Gauge,
+    cost: Gauge<f64, AtomicU64>,
+    per_resource: Mutex<PerResource>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers everything.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("salad_sd");
+        let m = Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            requests: Family::default(),
+            request_duration: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            build_bytes: Family::default(),
+            build_duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            builds_in_progress: Gauge::default(),
+            deployments: Family::default(),
+            ready_replicas: Gauge::default(),
+            cost: Gauge::default(),
+            per_resource: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconcile",
+            "Reconciles by result (success, error, stalled)",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by category",
+            m.errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "saladcloud_requests",
+            "SaladCloud API requests by operation and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "saladcloud_request_duration_seconds",
+            "SaladCloud API request duration",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "build_bytes",
+            "Bytes moved by image builds, by direction",
+            m.build_bytes.clone(),
+        );
+        registry.register(
+            "build_duration_seconds",
+            "Image build duration",
+            m.build_duration.clone(),
+        );
+        registry.register(
+            "builds_in_progress",
+            "Image builds running",
+            m.builds_in_progress.clone(),
+        );
+        registry.register(
+            "deployments",
+            "StableDiffusionDeployments by phase",
+            m.deployments.clone(),
+        );
+        registry.register(
+            "ready_replicas",
+            "Ready instances across all deployments",
+            m.ready_replicas.clone(),
+        );
+        registry.register(
+            "estimated_hourly_cost_usd",
+            "Estimated USD per hour across all deployments",
+            m.cost.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// One reconcile finished.
+    pub fn record_reconcile(&self, result: &str, took: Duration) {
+        self.reconciles
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// One error, by category.
+    pub fn record_error(&self, category: &str) {
+        self.errors
+            .get_or_create(&CategoryLabel {
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// One SaladCloud request attempt.
+    pub fn record_request(&self, operation: &str, status: Option<u16>, took: Duration) {
+        let status = status.map_or_else(|| "none".to_string(), |s| s.to_string());
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.into(),
+                status,
+            })
+            .inc();
+        self.request_duration.observe(took.as_secs_f64());
+    }
+
+    /// A finished build.
+    pub fn record_build(&self, image: &BuiltImage, took: Duration) {
+        self.build_bytes
+            .get_or_create(&DirectionLabel {
+                direction: "uploaded".into(),
+            })
+            .inc_by(image.bytes_uploaded);
+        self.build_bytes
+            .get_or_create(&DirectionLabel {
+                direction: "downloaded".into(),
+            })
+            .inc_by(image.bytes_downloaded);
+        self.build_duration.observe(took.as_secs_f64());
+    }
+
+    /// The latest state of one resource (`None` when it is gone).
+    pub fn record_resource(&self, uid: &str, state: Option<(&str, i64, f64)>) {
+        let mut pr = self.per_resource.lock().unwrap();
+        match state {
+            Some((phase, ready, cost)) => {
+                pr.phase.insert(uid.into(), phase.into());
+                pr.ready.insert(uid.into(), ready);
+                pr.cost.insert(uid.into(), cost);
+            }
+            None => {
+                pr.phase.remove(uid);
+                pr.ready.remove(uid);
+                pr.cost.remove(uid);
+            }
+        }
+        let mut by_phase: HashMap<&str, i64> = HashMap::new();
+        for p in pr.phase.values() {
+            *by_phase.entry(p.as_str()).or_default() += 1;
+        }
+        for phase in [
+            "Pending",
+            "Building",
+            "Deploying",
+            "Running",
+            "Updating",
+            "Stopped",
+            "Failed",
+            "Deleting",
+        ] {
+            self.deployments
+                .get_or_create(&PhaseLabel {
+                    phase: phase.into(),
+                })
+                .set(by_phase.get(phase).copied().unwrap_or(0));
+        }
+        self.ready_replicas.set(pr.ready.values().sum());
+        self.cost.set(pr.cost.values().sum());
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
+        out
+    }
+}

@@ -1,0 +1,498 @@
+//! The planner: `(desired, observed) → actions`. Pure, deterministic, and where every decision
+//! about SaladCloud lives. The engine fetches, calls [`plan`], performs the actions and reports.
+
+use std::collections::BTreeSet;
+
+use salad_sd_api::names::OWNER_ENV;
+use salad_sd_api::{DeletionPolicy, RolloutStrategy};
+use saladcloud::model::{
+    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype,
+    ContainerGroupStatus,
+};
+
+use crate::diff::{GroupDiff, REVISION_ENV, diff, observed_revision, ready_instances, revision};
+
+/// What the spec asks for, reduced to what the planner needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The resource's uid: every group we create carries it in [`OWNER_ENV`].
+    pub owner_uid: String,
+    /// The resource is being deleted.
+    pub deleting: bool,
+    /// What deletion does to the groups.
+    pub deletion_policy: DeletionPolicy,
+    /// How versioned changes roll out.
+    pub strategy: RolloutStrategy,
+    /// Stop billing, keep configuration.
+    pub stopped: bool,
+    /// A name the user fixed (`spec.saladcloud.containerGroupName`).
+    pub fixed_name: Option<String>,
+    /// Take over the fixed-name group even if we did not create it.
+    pub adopt: bool,
+    /// Derived names: `{prefix}-{generation}` (and `-{k}` when that name is burnt).
+    pub name_prefix: String,
+    /// metadata.generation.
+    pub generation: i64,
+    /// Ready instances a group needs to count as serving the desired state.
+    pub min_ready: u32,
+    /// The full definition (name unset), once the image exists; `None` while it does not.
+    pub group: Option<ContainerGroupPrototype>,
+}
+
+/// The image for the current recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageState {
+    /// Built and pushed.
+    Ready,
+    /// Not in the registry and no build running.
+    Missing,
+    /// A build is running.
+    Building,
+    /// The last build of this recipe failed.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A container group as observed, with its instances when they were listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedGroup {
+    /// The group.
+    pub group: ContainerGroup,
+    /// Its instances, if listed this reconcile.
+    pub instances: Option<Vec<ContainerGroupInstance>>,
+}
+
+/// What exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// Groups of this incarnation (owner env matches) and the fixed-name group whoever owns it.
+    pub groups: Vec<ObservedGroup>,
+    /// State of the image for the current recipe.
+    pub image: ImageState,
+    /// Names SaladCloud refused as used before (never reusable).
+    pub burned_names: BTreeSet<String>,
+}
+
+/// Why a group is patched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchReason {
+    /// The spec changed.
+    SpecChange,
+    /// Someone changed the group outside the operator.
+    Drift,
+}
+
+/// Why a group is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// A newer group took over.
+    Retired,
+    /// The resource is being deleted.
+    Cleanup,
+}
+
+/// One step against the outside world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start building the image of the current recipe.
+    Build,
+    /// Create a container group.
+    Create {
+        /// Its definition, name included.
+        group: Box<ContainerGroupPrototype>,
+    },
+    /// Patch a container group.
+    Patch {
+        /// Group name.
+        name: String,
+        /// The merge patch.
+        patch: Box<ContainerGroupPatch>,
+        /// Fields that differ.
+        fields: Vec<&'static str>,
+        /// Why.
+        reason: PatchReason,
+    },
+    /// Start a stopped group.
+    Start {
+        /// Group name.
+        name: String,
+    },
+    /// Stop a running group.
+    Stop {
+        /// Group name.
+        name: String,
+    },
+    /// Delete a group.
+    Delete {
+        /// Group name.
+        name: String,
+        /// Why.
+        reason: DeleteReason,
+    },
+}
+
+/// Where things stand after the actions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Serving the desired state; nothing left to do.
+    Converged,
+    /// Stopped on request, as desired.
+    Stopped,
+    /// Work in progress; look again soon.
+    Progressing {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// For humans.
+        message: String,
+    },
+    /// Only a spec change (or outside help) moves it on.
+    Stalled {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What to do.
+        message: String,
+    },
+    /// Deletion finished: the finalizer can go.
+    Released,
+}
+
+/// The plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Steps, in order.
+    pub actions: Vec<Action>,
+    /// The group that serves (or will serve) the desired state.
+    pub target: Option<String>,
+    /// Groups being retired.
+    pub retiring: Vec<String>,
+    /// Where things stand.
+    pub outcome: Outcome,
+}
+
+impl Plan {
+    fn new(outcome: Outcome) -> Self {
+        Self {
+            actions: Vec::new(),
+            target: None,
+            retiring: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+fn progressing(reason: &'static str, message: impl Into<String>) -> Outcome {
+    Outcome::Progressing {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn stalled(reason: &'static str, message: impl Into<String>) -> Outcome {
+    Outcome::Stalled {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Is the group ours (created by this incarnation, or adopted by name)?
+pub fn owned_by(group: &ContainerGroup, uid: &str) -> bool {
+    group
+        .container
+        .environment_variables
+        .get(OWNER_ENV)
+        .map(String::as_str)
+        == Some(uid)
+}
+
+/// Generation (and retry suffix) encoded in a derived name, for ordering.
+fn name_order(name: &str, prefix: &str) -> (i64, i64) {
+    let rest = name
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .unwrap_or("");
+    let mut parts = rest.split('-').map(|p| p.parse::<i64>().unwrap_or(-1));
+    (parts.next().unwrap_or(-1), parts.next().unwrap_or(0))
+}
+
+/// Is the group serving traffic: running with ready instances?
+fn serving(g: &ObservedGroup) -> bool {
+    g.group.current_state.status == ContainerGroupStatus::Running
+        && ready_instances(&g.group, g.instances.as_deref()) > 0
+}
+
+/// Has the group converged on its definition with enough ready instances?
+fn converged(g: &ObservedGroup, min_ready: u32, replicas: u32) -> bool {
+    if g.group.pending_change {
+        return false;
+    }
+    if replicas == 0 {
+        return g.group.current_state.status != ContainerGroupStatus::Failed
+            && g.group.current_state.status != ContainerGroupStatus::Pending;
+    }
+    g.group.current_state.status == ContainerGroupStatus::Running
+        && ready_instances(&g.group, g.instances.as_deref()) >= min_ready.min(replicas).max(1)
+}
+
+/// Plans the next steps.
+pub fn plan(d: &Desired, o: &Observed) -> Plan {
+    let ours: Vec<&ObservedGroup> = o
+        .groups
+        .iter()
+        .filter(|g| {
+            owned_by(&g.group, &d.owner_uid)
+                || (d.adopt && d.fixed_name.as_deref() == Some(g.group.name.as_str()))
+        })
+        .collect();
+
+    if d.deleting {
+        return plan_deletion(d, &ours);
+    }
+
+    if let Some(fixed) = &d.fixed_name
+        && let Some(g) = o.groups.iter().find(|g| &g.group.name == fixed)
+        && !owned_by(&g.group, &d.owner_uid)
+        && !d.adopt
+    {
+        return Plan::new(stalled(
+            "GroupNotOwned",
+            format!(
+                "container group `{fixed}` already exists and was not created by this resource; it is left untouched. \
+                 Set spec.saladcloud.adopt: true to manage it, or choose another containerGroupName"
+            ),
+        ));
+    }
+
+    let Some(proto) = &d.group else {
+        return plan_without_image(d, o, &ours);
+    };
+    let mut proto = proto.clone();
+    let rev = revision(&proto);
+    proto
+        .container
+        .environment_variables
+        .insert(REVISION_ENV.into(), rev.clone());
+
+    let mut sorted = ours.clone();
+    sorted.sort_by_key(|g| name_order(&g.group.name, &d.name_prefix));
+    sorted.reverse(); // newest first
+    let diffs: Vec<(&ObservedGroup, GroupDiff)> = sorted
+        .iter()
+        .map(|g| {
+            let mut want = proto.clone();
+            want.name = g.group.name.clone();
+            (*g, diff(&want, &g.group))
+        })
+        .collect();
+
+    let blue_green = d.strategy == RolloutStrategy::BlueGreen && d.fixed_name.is_none();
+    let target = diffs.iter().find(|(g, df)| {
+        if blue_green {
+            observed_revision(&g.group) == Some(rev.as_str())
+        } else {
+            df.immutable.is_empty()
+        }
+    });
+
+    let mut plan = Plan::new(Outcome::Converged);
+    let replicas = proto.replicas;
+
+    let target_name = match target {
+        Some((g, df)) => {
+            let name = g.group.name.clone();
+            if !df.versioned.is_empty() || !df.unversioned.is_empty() {
+                let reason = if observed_revision(&g.group) == Some(rev.as_str()) {
+                    PatchReason::Drift
+                } else {
+                    PatchReason::SpecChange
+                };
+                plan.actions.push(Action::Patch {
+                    name: name.clone(),
+                    patch: Box::new(df.patch.clone()),
+                    fields: df.fields(),
+                    reason,
+                });
+            }
+            name
+        }
+        None => {
+            if let Some(fixed) = &d.fixed_name
+                && let Some((_, df)) = diffs.iter().find(|(g, _)| &g.group.name == fixed)
+            {
+                return Plan::new(stalled(
+                    "ReplacementNeedsNewName",
+                    format!(
+                        "{} cannot change on an existing SaladCloud container group, so it must be replaced by a new one, \
+                         but spec.saladcloud.containerGroupName pins the name `{fixed}`; revert the change or create a new resource without containerGroupName",
+                        df.immutable.join(", ")
+                    ),
+                ));
+            }
+            let name = match &d.fixed_name {
+                Some(fixed) => fixed.clone(),
+                None => next_name(d, o),
+            };
+            let mut group = proto.clone();
+            group.name = name.clone();
+            group.autostart_policy = !d.stopped;
+            plan.actions.push(Action::Create {
+                group: Box::new(group),
+            });
+            name
+        }
+    };
+    plan.target = Some(target_name.clone());
+
+    let target_group = ours.iter().find(|g| g.group.name == target_name).copied();
+    let target_converged = target_group.is_some_and(|g| converged(g, d.min_ready, replicas))
+        && plan.actions.is_empty();
+
+    // Stop and start.
+    if let Some(g) = target_group {
+        let status = g.group.current_state.status;
+        if d.stopped
+            && matches!(
+                status,
+                ContainerGroupStatus::Running | ContainerGroupStatus::Deploying
+            )
+        {
+            plan.actions.push(Action::Stop {
+                name: target_name.clone(),
+            });
+        }
+        if !d.stopped && status == ContainerGroupStatus::Stopped {
+            plan.actions.push(Action::Start {
+                name: target_name.clone(),
+            });
+        }
+    }
+
+    // Retire the others: once the target serves the desired state, or right away when they
+    // serve nothing while something else does.
+    let anyone_serving = ours.iter().any(|g| serving(g));
+    for g in &ours {
+        if g.group.name == target_name {
+            continue;
+        }
+        plan.retiring.push(g.group.name.clone());
+        let idle = !serving(g);
+        let other_serving = ours
+            .iter()
+            .any(|x| x.group.name != g.group.name && serving(x));
+        if target_converged || d.stopped || (idle && other_serving) || (idle && !anyone_serving) {
+            plan.actions.push(Action::Delete {
+                name: g.group.name.clone(),
+                reason: DeleteReason::Retired,
+            });
+        }
+    }
+
+    plan.outcome = if let Some(g) =
+        target_group.filter(|g| g.group.current_state.status == ContainerGroupStatus::Failed)
+    {
+        stalled(
+            "ContainerGroupFailed",
+            format!(
+                "SaladCloud could not prepare the image for `{}`: {}; check the image and spec.image.registryAuth",
+                g.group.name,
+                g.group
+                    .current_state
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| "no description".into())
+            ),
+        )
+    } else if d.stopped {
+        if plan.actions.is_empty() {
+            Outcome::Stopped
+        } else {
+            progressing("Stopping", "stopping the container group")
+        }
+    } else if !plan.actions.is_empty() {
+        let what = match &plan.actions[0] {
+            Action::Create { .. } => "creating container group",
+            Action::Patch {
+                reason: PatchReason::Drift,
+                ..
+            } => "correcting drift on container group",
+            Action::Patch { .. } => "updating container group",
+            Action::Start { .. } => "starting container group",
+            Action::Delete { .. } => "retiring container group",
+            _ => "working on container group",
+        };
+        progressing("Updating", format!("{what} `{target_name}`"))
+    } else if !target_converged {
+        let ready = target_group
+            .map(|g| ready_instances(&g.group, g.instances.as_deref()))
+            .unwrap_or(0);
+        progressing(
+            "RolloutInProgress",
+            format!(
+                "waiting for `{target_name}`: {ready}/{} instances ready at the current version",
+                d.min_ready.min(replicas)
+            ),
+        )
+    } else if !plan.retiring.is_empty() {
+        progressing("Retiring", "waiting for old container groups to go away")
+    } else {
+        Outcome::Converged
+    };
+    plan
+}
+
+fn next_name(d: &Desired, o: &Observed) -> String {
+    let taken: BTreeSet<&str> = o.groups.iter().map(|g| g.group.name.as_str()).collect();
+    let base = format!("{}-{}", d.name_prefix, d.generation.max(0));
+    std::iter::once(base.clone())
+        .chain((1..).map(|k| format!("{base}-{k}")))
+        .find(|n| !taken.contains(n.as_str()) && !o.burned_names.contains(n))
+        .expect("an unused name exists")
+}
+
+fn plan_without_image(d: &Desired, o: &Observed, ours: &[&ObservedGroup]) -> Plan {
+    let mut plan = Plan::new(match &o.image {
+        ImageState::Failed { message } => stalled(
+            "BuildFailed",
+            format!("{message}; the running container group (if any) keeps serving"),
+        ),
+        ImageState::Missing => progressing("Building", "image build queued"),
+        ImageState::Building | ImageState::Ready => progressing("Building", "building the image"),
+    });
+    if o.image == ImageState::Missing {
+        plan.actions.push(Action::Build);
+    }
+    // Stop and start do not need the new image.
+    for g in ours {
+        let status = g.group.current_state.status;
+        if d.stopped
+            && matches!(
+                status,
+                ContainerGroupStatus::Running | ContainerGroupStatus::Deploying
+            )
+        {
+            plan.actions.push(Action::Stop {
+                name: g.group.name.clone(),
+            });
+        }
+    }
+    plan.target = ours.first().map(|g| g.group.name.clone());
+    plan
+}
+
+fn plan_deletion(d: &Desired, ours: &[&ObservedGroup]) -> Plan {
+    if d.deletion_policy == DeletionPolicy::Orphan || ours.is_empty() {
+        return Plan::new(Outcome::Released);
+    }
+    let mut plan = Plan::new(progressing(
+        "Deleting",
+        format!("deleting {} container group(s)", ours.len()),
+    ));
+    for g in ours {
+        plan.actions.push(Action::Delete {
+            name: g.group.name.clone(),
+            reason: DeleteReason::Cleanup,
+        });
+    }
+    plan
+}
