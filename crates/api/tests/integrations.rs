@@ -1283,7 +1283,7 @@ fn grafana_dashboard_is_importable_and_has_the_panels() {
         "salad_sd_saladcloud_requests_total{status=\"429\"}",
         "sum by (direction) (rate(salad_sd_build_bytes_total",
         "salad_sd_builds_in_progress",
-        "sum by (phase) (salad_sd_deployments)",
+        "sum by (phase) (max without (instance, pod) (salad_sd_deployments))",
         "salad_sd_ready_replicas",
         "salad_sd_estimated_hourly_cost_usd",
     ];
