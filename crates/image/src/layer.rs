@@ -13,13 +13,12 @@ use std::path::{Component, Path};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::gzip::StoredGzEncoder;
 use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, normalize_image_path};
 use crate::registry::ByteStream;
@@ -384,7 +383,7 @@ fn classify(ctx: &Ctx, e: io::Error) -> StageError {
     })
 }
 
-type TarOut = tar::Builder<HashWriter<GzEncoder<ChunkSender>>>;
+type TarOut = tar::Builder<HashWriter<StoredGzEncoder<ChunkSender>>>;
 
 fn dir_header() -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -427,9 +426,8 @@ fn write_layer(
     file_len: Option<u64>,
     limits: Limits,
 ) -> std::result::Result<String, StageError> {
-    // Compression::none(): deflate "stored" blocks. Model weights do not compress; this keeps the
-    // gzip media type every runtime understands at ~0.01% size overhead and almost no CPU.
-    let gz = GzEncoder::new(sink, Compression::none());
+    // Stored deflate blocks: weights do not compress; see crate::gzip for the measurements.
+    let gz = StoredGzEncoder::new(sink);
     let mut out = tar::Builder::new(HashWriter {
         inner: gz,
         hasher: Sha256::new(),

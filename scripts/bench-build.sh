@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmark of crates/image: builds a synthetic model (generated on the fly, no disk file) into a
+# throwaway local registry, times a plain `curl -T` of the same bytes, and prints one JSON line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for bin in /usr/bin/docker-registry curl; do
+  command -v "$bin" >/dev/null || { echo "missing $bin: install Debian packages docker-registry and curl" >&2; exit 1; }
+done
+cargo build -q --release -p salad-sd-image --example bench_build
+exec target/release/examples/bench_build \
+  --model-mib "${BENCH_MODEL_MIB:-2048}" \
+  --small-mib "${BENCH_SMALL_MIB:-256}" \
+  --second-mib "${BENCH_SECOND_MIB:-64}"
