@@ -243,7 +243,7 @@ fn fixtures() -> Vec<Fixture> {
         phase: Phase::Running,
         message: Some(READY.into()),
         conditions: vec![
-            cond("Ready", "True", "Available", READY, 3),
+            cond("Ready", "True", "Serving", READY, 3),
             cond("ImageReady", "True", "Built", "", 3),
             cond("Synced", "True", "ReconcileSuccess", "", 3),
         ],
@@ -306,7 +306,10 @@ fn fixtures() -> Vec<Fixture> {
     stopped.phase = Phase::Stopped;
     stopped.message = Some(STOPPED.into());
     stopped.conditions = vec![
-        cond("Ready", "True", "Stopped", STOPPED, 5),
+        // As crates/controller/src/report.rs writes a finished stop: Ready=False, reason
+        // Stopped, no Reconciling. kstatus therefore reports InProgress (Flux `wait: true`
+        // keeps waiting on a stopped resource); Argo CD shows Suspended.
+        cond("Ready", "False", "Stopped", STOPPED, 5),
         cond("ImageReady", "True", "Built", "", 5),
         cond("Synced", "True", "ReconcileSuccess", "", 5),
     ];
@@ -324,8 +327,8 @@ fn fixtures() -> Vec<Fixture> {
         name: "stopped",
         object: sdd(5, true, false, Some(stopped)),
         argo: ("Suspended", STOPPED.into()),
-        kstatus: ("Current", "Resource is Ready".into()),
-        wait_ready: true,
+        kstatus: ("InProgress", STOPPED.into()),
+        wait_ready: false,
         wait_diverges: None,
     });
 
