@@ -306,10 +306,10 @@ fn fixtures() -> Vec<Fixture> {
     stopped.phase = Phase::Stopped;
     stopped.message = Some(STOPPED.into());
     stopped.conditions = vec![
-        // As crates/controller/src/report.rs writes a finished stop: Ready=False, reason
-        // Stopped, no Reconciling. kstatus therefore reports InProgress (Flux `wait: true`
-        // keeps waiting on a stopped resource); Argo CD shows Suspended.
-        cond("Ready", "False", "Stopped", STOPPED, 5),
+        // As crates/controller/src/report.rs writes a finished stop: Ready=True (stopped is the
+        // desired state), reason Stopped, no Reconciling. kstatus reports Current, so Flux
+        // `wait: true` completes; Argo CD shows Suspended (it checks spec.stopped first).
+        cond("Ready", "True", "Stopped", STOPPED, 5),
         cond("ImageReady", "True", "Built", "", 5),
         cond("Synced", "True", "ReconcileSuccess", "", 5),
     ];
@@ -327,8 +327,8 @@ fn fixtures() -> Vec<Fixture> {
         name: "stopped",
         object: sdd(5, true, false, Some(stopped)),
         argo: ("Suspended", STOPPED.into()),
-        kstatus: ("InProgress", STOPPED.into()),
-        wait_ready: false,
+        kstatus: ("Current", "Resource is Ready".into()),
+        wait_ready: true,
         wait_diverges: None,
     });
 

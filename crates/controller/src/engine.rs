@@ -336,6 +336,7 @@ impl Engine {
             adopt: spec.saladcloud.adopt == Some(true),
             name_prefix: prefix.clone(),
             generation,
+            generation_observed: prev.observed_generation == Some(generation),
             min_ready: spec
                 .rollout
                 .min_ready_replicas
@@ -946,7 +947,7 @@ impl Reporter {
         if plan.outcome == Outcome::Converged
             && self
                 .prev_condition(READY)
-                .is_none_or(|c| c.status != "True")
+                .is_none_or(|c| c.status != "True" || c.reason != "Serving")
         {
             self.events.push(Event::normal(
                 "RolloutComplete",

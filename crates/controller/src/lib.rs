@@ -9,6 +9,7 @@ pub mod desired;
 pub mod diff;
 pub mod engine;
 pub mod metrics;
+pub mod operator;
 pub mod plan;
 pub mod report;
 pub mod secrets;

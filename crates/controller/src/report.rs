@@ -171,7 +171,8 @@ pub fn phase_and_conditions(
         ),
         Outcome::Stopped => (
             Phase::Stopped,
-            Cond::new(READY, false, "Stopped", "stopped on request (spec.stopped)"),
+            // Stopped is the desired state: kstatus (Flux `wait: true`) sees it as Current.
+            Cond::new(READY, true, "Stopped", "stopped on request (spec.stopped)"),
             None,
             None,
         ),
