@@ -21,11 +21,11 @@ test: deps
 
 ## Regenerate the committed CRD YAML from the Rust types.
 crds:
-	$(CARGO) run -q -p salad-sd-cli -- crd > crds/salad-sd.dev_stablediffusiondeployments.yaml
+	$(CARGO) run -q -p salad-sd-api --example crdgen > crds/salad-sd.dev_stablediffusiondeployments.yaml
 
 ## Fail when crds/ differs from what the code generates.
 check-crds:
-	@tmp=$$(mktemp); $(CARGO) run -q -p salad-sd-cli -- crd > $$tmp; \
+	@tmp=$$(mktemp); $(CARGO) run -q -p salad-sd-api --example crdgen > $$tmp; \
 	if ! diff -u crds/salad-sd.dev_stablediffusiondeployments.yaml $$tmp; then \
 	  echo "crds/ is stale: run 'make crds' and commit the result" >&2; rm -f $$tmp; exit 1; fi; \
 	rm -f $$tmp; echo "crds/ matches the code"

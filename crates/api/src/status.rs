@@ -130,8 +130,6 @@ pub struct LayerStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildStatus {
-    /// Recipe hash being built.
-    pub recipe_hash: String,
     /// Per-layer progress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerProgress>,

@@ -390,7 +390,6 @@ impl Engine {
                 BuildState::Running(progress) => {
                     observed.image = ImageState::Building;
                     rep.building = Some(BuildStatus {
-                        recipe_hash: String::new(),
                         layers: progress
                             .into_iter()
                             .map(|(name, (done, total))| LayerProgress {
