@@ -33,6 +33,10 @@ pub struct Desired {
     pub name_prefix: String,
     /// metadata.generation.
     pub generation: i64,
+    /// The previous reconcile already saw this generation (`status.observedGeneration`): a
+    /// difference in fields the revision does not cover (replicas, countries, display name) is
+    /// then drift rather than a spec change.
+    pub generation_observed: bool,
     /// Ready instances a group needs to count as serving the desired state.
     pub min_ready: u32,
     /// The full definition (name unset), once the image exists; `None` while it does not.
@@ -302,7 +306,12 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         Some((g, df)) => {
             let name = g.group.name.clone();
             if !df.versioned.is_empty() || !df.unversioned.is_empty() {
-                let reason = if observed_revision(&g.group) == Some(rev.as_str()) {
+                // Same revision: the versioned fields were applied before, so a difference there
+                // was made behind our back. Unversioned fields are outside the revision: they
+                // drifted only if the spec did not change since the last reconcile.
+                let same_revision = observed_revision(&g.group) == Some(rev.as_str());
+                let reason = if same_revision && (!df.versioned.is_empty() || d.generation_observed)
+                {
                     PatchReason::Drift
                 } else {
                     PatchReason::SpecChange
@@ -330,6 +339,15 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
                 ));
             }
             let name = match &d.fixed_name {
+                Some(fixed) if o.burned_names.contains(fixed) => {
+                    return Plan::new(stalled(
+                        "NameUnavailable",
+                        format!(
+                            "container group name `{fixed}` was used before and SaladCloud never reuses names; \
+                             choose another spec.saladcloud.containerGroupName or remove it to get a derived name"
+                        ),
+                    ));
+                }
                 Some(fixed) => fixed.clone(),
                 None => next_name(d, o),
             };
