@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build;
+mod creds;
+mod dev;
+mod drive;
+mod output;
+mod resource;
+
 #[derive(Parser)]
 #[command(
     name = "salad-sd",
@@ -20,14 +27,65 @@ struct Cli {
 enum Command {
     /// Print the StableDiffusionDeployment CRD as YAML.
     Crd,
+    /// Build the image, then create or update the container group of the resource in FILE.
+    #[command(after_long_help = drive::APPLY_HELP)]
+    Apply(drive::ApplyArgs),
+    /// Show what `apply` would change (image build, container group), changing nothing.
+    #[command(after_long_help = drive::DIFF_HELP)]
+    Diff(drive::DiffArgs),
+    /// Delete the container groups of the resource in FILE (honours spec.deletionPolicy).
+    #[command(after_long_help = drive::DELETE_HELP)]
+    Delete(drive::DeleteArgs),
+    /// Build and push the image of the resource in FILE; prints the image reference (by digest)
+    /// as the last line of stdout.
+    #[command(after_long_help = build::BUILD_HELP)]
+    Build(build::BuildArgs),
+    /// Run the SaladCloud simulator (for the demo and tests) until Ctrl-C.
+    Sim(saladcloud_sim::cli::SimArgs),
+    /// Development helpers for the demo and tests (local registry, model server, base image).
+    #[command(hide = true, subcommand)]
+    Dev(dev::DevCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Crd => {
-            print!("{}", salad_sd_api::crd_yaml());
-            ExitCode::SUCCESS
-        }
+    if let Command::Crd = cli.command {
+        print!("{}", salad_sd_api::crd_yaml());
+        return ExitCode::SUCCESS;
     }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SALAD_SD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(drive::EXIT_ERROR);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Crd => unreachable!("handled above"),
+            Command::Apply(args) => drive::apply(args).await,
+            Command::Diff(args) => drive::diff(args).await,
+            Command::Delete(args) => drive::delete(args).await,
+            Command::Build(args) => build::run(args).await,
+            Command::Sim(args) => match saladcloud_sim::cli::run(args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    drive::EXIT_ERROR
+                }
+            },
+            Command::Dev(cmd) => dev::run(cmd).await,
+        }
+    });
+    ExitCode::from(code)
 }
