@@ -451,7 +451,11 @@ impl Engine {
             .target
             .as_ref()
             .and_then(|t| observed.groups.iter().find(|g| &g.group.name == t));
-        let mut smoke_status = prev.smoke_test.clone();
+        // A result belongs to the group it ran on: a BlueGreen switch starts over at version 1.
+        let mut smoke_status = prev
+            .smoke_test
+            .clone()
+            .filter(|_| prev.container_group.as_ref().map(|g| &g.name) == plan.target.as_ref());
         if mode == Mode::Apply
             && plan.outcome == Outcome::Converged
             && let (Some(cfg), Some(t)) = (&spec.smoke_test, target)
@@ -823,20 +827,22 @@ impl Reporter {
         ));
         let mut status = self.prev.clone();
         status.message = Some(message.clone());
-        let mut conds: Vec<Cond> = Vec::new();
-        for c in &self.prev.conditions {
-            if c.type_ != SYNCED {
-                conds.push(Cond {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                });
-            }
-        }
-        conds.push(Cond::new(SYNCED, false, category, message));
-        status.conditions =
-            report::merge_conditions(&self.prev.conditions, conds, self.generation, now());
+        // The other conditions were not re-evaluated: they keep the generation they were
+        // computed for, or a Ready=True of the old spec would claim the new one is served.
+        let synced = report::merge_conditions(
+            &self.prev.conditions,
+            vec![Cond::new(SYNCED, false, category, message)],
+            self.generation,
+            now(),
+        );
+        status.conditions = self
+            .prev
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != SYNCED)
+            .cloned()
+            .chain(synced)
+            .collect();
         Reconciled {
             status,
             events: self.events,
