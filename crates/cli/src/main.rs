@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Print the StableDiffusionDeployment CRD as YAML.
     Crd,
+    /// Run the Kubernetes operator: watch StableDiffusionDeployments and reconcile them.
+    Operator(salad_sd_controller::operator::OperatorArgs),
     /// Build the image, then create or update the container group of the resource in FILE.
     #[command(after_long_help = drive::APPLY_HELP)]
     Apply(drive::ApplyArgs),
@@ -73,6 +75,13 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Crd => unreachable!("handled above"),
+            Command::Operator(args) => match salad_sd_controller::operator::run(args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    drive::EXIT_ERROR
+                }
+            },
             Command::Apply(args) => drive::apply(args).await,
             Command::Diff(args) => drive::diff(args).await,
             Command::Delete(args) => drive::delete(args).await,

@@ -322,4 +322,7 @@ async fn missing_credentials_and_files_are_errors() {
     let help = run(&["apply", "--help"], &[]).await;
     assert!(help.stdout.contains("Exit codes"), "{}", help.stdout);
     assert!(help.stdout.contains("SALAD_SD_SECRET_"), "{}", help.stdout);
+    let help = run(&["operator", "--help"], &[]).await;
+    assert_eq!(help.code, 0, "{}", help.all());
+    assert!(help.stdout.contains("--namespace"), "{}", help.stdout);
 }
