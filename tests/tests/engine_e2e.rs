@@ -442,6 +442,12 @@ async fn create_rebuild_recreate_stop_start_delete() {
             .await;
         assert_eq!(r.status.phase, salad_sd_api::Phase::Deleting);
         assert!(h.groups(key).await.is_empty());
+        assert_eq!(
+            log.count("Deleted"),
+            1,
+            "one Deleted event per group: {:?}",
+            log.events
+        );
         let stats = h.sim.admin().stats();
         assert_eq!(stats.live_groups, 0);
         assert_eq!(
@@ -494,6 +500,11 @@ async fn blue_green_switch_then_orphan() {
             log.events
                 .iter()
                 .any(|e| e.reason == "Deleted" && e.message.contains("bg-a1b2c3d4-1"))
+        );
+        assert_eq!(
+            log.count("Deleted"),
+            1,
+            "the retired group is announced once"
         );
         let smoke: Vec<&str> = log
             .events

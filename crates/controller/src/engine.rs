@@ -127,6 +127,9 @@ pub struct Reconciled {
 struct Memory {
     burned: BTreeSet<String>,
     failures: u32,
+    /// Groups we asked SaladCloud to delete: they stay listed for a while and are deleted again
+    /// (idempotent), but announced once.
+    deleted: BTreeSet<String>,
 }
 
 /// The engine. One per process; cheap to share.
@@ -585,7 +588,15 @@ impl Engine {
             }
             Action::Delete { name, reason } => {
                 let gone = client.delete_container_group(org, project, name).await?;
-                if gone == saladcloud::Deleted::Accepted {
+                let first = self
+                    .memory
+                    .lock()
+                    .unwrap()
+                    .entry(uid.to_string())
+                    .or_default()
+                    .deleted
+                    .insert(name.clone());
+                if gone == saladcloud::Deleted::Accepted && first {
                     let why = match reason {
                         DeleteReason::Retired => "it was replaced",
                         DeleteReason::Cleanup => "the resource is being deleted",
