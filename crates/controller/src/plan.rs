@@ -428,18 +428,20 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
             progressing("Stopping", "stopping the container group")
         }
     } else if !plan.actions.is_empty() {
-        let what = match &plan.actions[0] {
-            Action::Create { .. } => "creating container group",
+        let message = match &plan.actions[0] {
+            Action::Create { .. } => format!("creating container group `{target_name}`"),
             Action::Patch {
                 reason: PatchReason::Drift,
                 ..
-            } => "correcting drift on container group",
-            Action::Patch { .. } => "updating container group",
-            Action::Start { .. } => "starting container group",
-            Action::Delete { .. } => "retiring container group",
-            _ => "working on container group",
+            } => format!("correcting drift on container group `{target_name}`"),
+            Action::Patch { .. } => format!("updating container group `{target_name}`"),
+            Action::Start { .. } => format!("starting container group `{target_name}`"),
+            Action::Delete { name, .. } => {
+                format!("retiring container group `{name}`; `{target_name}` serves")
+            }
+            _ => format!("working on container group `{target_name}`"),
         };
-        progressing("Updating", format!("{what} `{target_name}`"))
+        progressing("Updating", message)
     } else if !target_converged {
         let ready = target_group
             .map(|g| ready_instances(&g.group, g.instances.as_deref()))

@@ -164,8 +164,69 @@ fn lookup(classes: &[GpuClass], wanted: &str) -> Option<ResolvedGpuClass> {
                 }),
         );
     }
-    classes
+    if let Some(exact) = classes
         .iter()
         .find(|c| c.name.trim().eq_ignore_ascii_case(wanted))
-        .map(ResolvedGpuClass::from)
+    {
+        return Some(exact.into());
+    }
+    // "RTX 3060 Ti" names "RTX 3060 Ti (8 GB)": the memory suffix is optional, as long as only
+    // one class matches without it.
+    let mut short = classes
+        .iter()
+        .filter(|c| without_memory_suffix(&c.name).eq_ignore_ascii_case(wanted));
+    match (short.next(), short.next()) {
+        (Some(one), None) => Some(one.into()),
+        _ => None,
+    }
+}
+
+fn without_memory_suffix(name: &str) -> &str {
+    let name = name.trim();
+    match name.rfind(" (") {
+        Some(i) if name.ends_with(')') => name[..i].trim_end(),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    fn class(id: &str, name: &str) -> GpuClass {
+        serde_json::from_value(serde_json::json!({"id": id, "name": name, "prices": []})).unwrap()
+    }
+
+    #[test]
+    fn a_name_matches_with_or_without_its_memory_suffix_when_unambiguous() {
+        let classes = vec![
+            class("cb6c1931-89b6-4f76-976f-54047320ccc6", "RTX 3060 Ti (8 GB)"),
+            class("f51baccc-dc95-40fb-a5d1-6d0ee0db31d2", "RTX 3060 (12 GB)"),
+            class("a5db5c50-cbcb-4596-ae80-6a0c8090d80f", "RTX 3090 (24 GB)"),
+            class(
+                "9998fe42-04a5-4807-b3a5-849943f16c38",
+                "RTX 3090 (24 GB, secure)",
+            ),
+        ];
+        let id = |name: &str| lookup(&classes, name).map(|c| c.id);
+        assert_eq!(
+            id("rtx 3060 ti").as_deref(),
+            Some("cb6c1931-89b6-4f76-976f-54047320ccc6")
+        );
+        assert_eq!(
+            id("RTX 3060 Ti (8 GB)").as_deref(),
+            Some("cb6c1931-89b6-4f76-976f-54047320ccc6")
+        );
+        assert_eq!(
+            id("RTX 3060").as_deref(),
+            Some("f51baccc-dc95-40fb-a5d1-6d0ee0db31d2"),
+            "not the Ti"
+        );
+        assert_eq!(
+            id("RTX 3090"),
+            None,
+            "two classes share the short name: ambiguous"
+        );
+        assert_eq!(id("RTX 9090"), None);
+    }
 }
