@@ -1,0 +1,619 @@
+//! `make bench-controller`: the engine at scale against the SaladCloud simulator.
+//!
+//! Processes: the simulator runs in a child process (this binary with `--serve-sim`), so the
+//! measured RSS is the operator's alone. The Kubernetes side is an in-process stand-in for the
+//! API server: a map of resources whose status is written back the way `operator::write_status`
+//! does it (server-side apply skipped when only condition times change), Secrets served from
+//! memory. Each resource runs the way `kube::runtime::Controller` runs it: reconcile, then wait
+//! for the requeue delay or a change of the object, whichever comes first. A loopback proxy
+//! between the engine and the simulator timestamps and counts every SaladCloud request.
+//!
+//! Phases:
+//! 1. setup: 1,000 resources (10 per project; setup API keys spread over 50 keys so that
+//!    creating 1,000 groups is not throttled to 240 requests per minute) converge to Ready;
+//! 2. steady: three forced poll rounds over all resources: SaladCloud requests per reconcile,
+//!    writes (SaladCloud, status, events); then RSS;
+//! 3. change → PATCH: 120 replica changes (generation bumps, image already built), time from the
+//!    object change to the PATCH arriving at the proxy;
+//! 4. one key: every Secret rotated to one API key (fresh budget in client and simulator), every
+//!    resource triggered at once (what the Secret watch does), the default 60 s poll, the real
+//!    240/min limiter in client and simulator, 75 s of wall time (one window rollover): 429s.
+//!
+//! Ends with one JSON line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use salad_sd_api::StableDiffusionDeployment;
+use salad_sd_controller::builds::BuildSettings;
+use salad_sd_controller::engine::{Engine, EngineConfig, Mode};
+use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::report::same_ignoring_times;
+use salad_sd_controller::secrets::SecretStore;
+use salad_sd_image::devtools::{
+    LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image,
+};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+const RESOURCES: usize = 1000;
+const PER_PROJECT: usize = 10;
+const SETUP_KEYS: usize = 50;
+const CHANGES: usize = 120;
+const STEADY_ROUNDS: usize = 3;
+const ONE_KEY_RUN: Duration = Duration::from_secs(75);
+const POLL: Duration = Duration::from_secs(60);
+const ONE_KEY: &str = "bench-one-key";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if args.iter().any(|a| a == "--serve-sim") {
+        return rt.block_on(serve_sim());
+    }
+    rt.block_on(bench())
+}
+
+/// Child process: the simulator with the real 240/min per-key limit, until stdin closes.
+async fn serve_sim() -> anyhow::Result<()> {
+    let sim = saladcloud_sim::Simulator::start(
+        saladcloud_sim::SimConfig {
+            rate_limit_per_minute: 240,
+            replicas_quota: 5000,
+            ..saladcloud_sim::SimConfig::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await?;
+    println!("URL {}", sim.base_url());
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The simulator child; killed on drop.
+struct SimProcess {
+    child: Child,
+    base_url: String,
+}
+
+impl SimProcess {
+    fn start() -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve-sim")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the simulator process")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .context("reading the simulator URL")?;
+        let base_url = line
+            .trim()
+            .strip_prefix("URL ")
+            .context("the simulator did not print its URL")?
+            .to_string();
+        Ok(Self { child, base_url })
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Loopback proxy in front of the simulator: counts requests and timestamps PATCHes.
+struct Proxy {
+    upstream: String,
+    http: reqwest::Client,
+    requests: AtomicU64,
+    writes: AtomicU64,
+    limited: AtomicU64,
+    by_op: Mutex<BTreeMap<String, u64>>,
+    patches: mpsc::UnboundedSender<(String, Instant)>,
+}
+
+async fn proxy_handler(
+    axum::extract::State(p): axum::extract::State<Arc<Proxy>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let arrived = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    if parts.method == http::Method::PATCH {
+        let group = parts.uri.path().rsplit('/').next().unwrap_or_default();
+        let _ = p.patches.send((group.to_string(), arrived));
+    }
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut fwd = p
+        .http
+        .request(parts.method.clone(), format!("{}{path}", p.upstream));
+    for (k, v) in &parts.headers {
+        if k != http::header::HOST && k != http::header::CONTENT_LENGTH {
+            fwd = fwd.header(k, v);
+        }
+    }
+    p.requests.fetch_add(1, Ordering::Relaxed);
+    if parts.method != http::Method::GET {
+        p.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    let op = format!("{} {}", parts.method, op_of(parts.uri.path()));
+    *p.by_op.lock().unwrap().entry(op).or_default() += 1;
+    match fwd.body(body).send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.as_u16() == 429 {
+                p.limited.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut out = axum::response::Response::builder().status(status);
+            for (k, v) in resp.headers() {
+                if k != http::header::CONTENT_LENGTH && k != http::header::TRANSFER_ENCODING {
+                    out = out.header(k, v);
+                }
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            out.body(axum::body::Body::from(bytes)).expect("response")
+        }
+        Err(e) => axum::response::Response::builder()
+            .status(502)
+            .body(axum::body::Body::from(format!("proxy: {e}")))
+            .expect("response"),
+    }
+}
+
+/// `/organizations/o/projects/p/containers/n/instances` → `containers/*/instances`.
+fn op_of(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < segs.len() {
+        let s = segs[i];
+        if ["organizations", "projects", "containers"].contains(&s) && i + 1 < segs.len() {
+            out.push(format!("{s}/*"));
+            i += 2;
+        } else {
+            if !s.is_empty() && s != "api" && s != "public" {
+                out.push(s.to_string());
+            }
+            i += 1;
+        }
+    }
+    out.join("/")
+}
+
+/// Stand-in for the Kubernetes API server: resources, their status, Secrets.
+#[derive(Default)]
+struct Cluster {
+    objects: Mutex<HashMap<String, StableDiffusionDeployment>>,
+    secrets: Mutex<HashMap<String, String>>,
+    status_writes: AtomicU64,
+    events: AtomicU64,
+    reconciles: AtomicU64,
+    per_resource: Mutex<HashMap<String, u64>>,
+}
+
+impl SecretStore for Cluster {
+    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(self
+            .secrets
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|k| BTreeMap::from([("apiKey".to_string(), k.as_bytes().to_vec())])))
+    }
+}
+
+impl Cluster {
+    fn get(&self, name: &str) -> StableDiffusionDeployment {
+        self.objects.lock().unwrap()[name].clone()
+    }
+
+    fn ready(&self, name: &str) -> bool {
+        let o = self.get(name);
+        o.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready"
+                    && c.status == "True"
+                    && c.observed_generation == o.metadata.generation
+            })
+        })
+    }
+
+    fn count(&self, name: &str) -> u64 {
+        self.per_resource
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One resource, driven like `Controller` drives it.
+async fn run_resource(name: String, cluster: Arc<Cluster>, engine: Arc<Engine>, wake: Arc<Notify>) {
+    loop {
+        let obj = cluster.get(&name);
+        let out = engine.reconcile(&obj, &*cluster, Mode::Apply).await;
+        {
+            let mut objects = cluster.objects.lock().unwrap();
+            let current = objects.get_mut(&name).expect("resource");
+            let unchanged = obj
+                .status
+                .as_ref()
+                .is_some_and(|p| same_ignoring_times(p, &out.status));
+            if !unchanged {
+                current.status = Some(out.status.clone());
+                cluster.status_writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        cluster
+            .events
+            .fetch_add(out.events.len() as u64, Ordering::Relaxed);
+        cluster.reconciles.fetch_add(1, Ordering::Relaxed);
+        *cluster
+            .per_resource
+            .lock()
+            .unwrap()
+            .entry(name.clone())
+            .or_default() += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(out.requeue_after) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+fn resource(i: usize, reg: &str, model_url: &str) -> StableDiffusionDeployment {
+    let mut obj: StableDiffusionDeployment = serde_json::from_value(json!({
+        "apiVersion": "salad-sd.dev/v1alpha1",
+        "kind": "StableDiffusionDeployment",
+        "metadata": { "name": format!("sd-{i:04}"), "namespace": "bench" },
+        "spec": {
+            "saladcloud": {
+                "organization": "bench-org",
+                "project": format!("proj-{:03}", i / PER_PROJECT),
+                "apiKeySecretRef": { "name": format!("salad-key-{:02}", i % SETUP_KEYS), "key": "apiKey" }
+            },
+            "server": { "kind": "SDNext", "baseImage": format!("{reg}/base/sdnext:tiny") },
+            "models": [{ "name": "tiny.safetensors", "kind": "Checkpoint", "source": { "url": model_url } }],
+            "image": { "repository": format!("{reg}/sd/bench") },
+            "replicas": 1,
+            "resources": { "memory": "8Gi", "gpuClasses": ["RTX 3060 Ti (8 GB)"] }
+        }
+    }))
+    .expect("valid resource");
+    obj.metadata.uid = Some(format!(
+        "{:08x}-7c3d-4e5f-8a9b-0c1d2e3f4a5b",
+        0x1000_0000 + i
+    ));
+    obj.metadata.generation = Some(1);
+    obj
+}
+
+fn proc_status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    while !done() {
+        if t0.elapsed() > limit {
+            bail!("{what}: not done after {} s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(t0.elapsed())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let sim = SimProcess::start()?;
+    let dir = tempfile::tempdir()?;
+    let registry = LocalRegistry::start(dir.path())
+        .await
+        .context("docker-registry (apt-get install docker-registry)")?;
+    push_tiny_base_image(&registry.host_port(), "base/sdnext:tiny", false).await?;
+    let models = ModelServer::start(ModelServerOptions::default()).await?;
+    models.add_generated("/models/tiny.safetensors", 256 * 1024, 5);
+
+    // The proxy: engine → proxy → simulator.
+    let sim_url = url_parts(&sim.base_url)?;
+    let (patch_tx, mut patch_rx) = mpsc::unbounded_channel();
+    let proxy = Arc::new(Proxy {
+        upstream: sim_url.0.clone(),
+        http: reqwest::Client::builder().no_proxy().build()?,
+        requests: AtomicU64::new(0),
+        writes: AtomicU64::new(0),
+        limited: AtomicU64::new(0),
+        by_op: Mutex::default(),
+        patches: patch_tx,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .fallback(proxy_handler)
+        .with_state(proxy.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let engine = Arc::new(Engine::new(
+        EngineConfig {
+            salad_api_url: format!("http://{proxy_addr}{}", sim_url.1),
+            poll_interval: POLL,
+            progress_interval: Duration::from_secs(1),
+            builds: BuildSettings {
+                insecure_registries: vec![registry.host_port()],
+                allow_private_sources: true,
+                ..BuildSettings::default()
+            },
+            ..EngineConfig::default()
+        },
+        Arc::new(Metrics::new()),
+    ));
+    let cluster = Arc::new(Cluster::default());
+    let model_url = models.url("/models/tiny.safetensors");
+    let names: Vec<String> = (0..RESOURCES).map(|i| format!("sd-{i:04}")).collect();
+    {
+        let mut objects = cluster.objects.lock().unwrap();
+        for (i, name) in names.iter().enumerate() {
+            objects.insert(name.clone(), resource(i, &registry.host_port(), &model_url));
+        }
+        let mut secrets = cluster.secrets.lock().unwrap();
+        for k in 0..SETUP_KEYS {
+            secrets.insert(
+                format!("salad-key-{k:02}"),
+                format!("bench-setup-key-{k:02}"),
+            );
+        }
+    }
+    let wakes: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
+    let spawn = |i: usize| {
+        tokio::spawn(run_resource(
+            names[i].clone(),
+            cluster.clone(),
+            engine.clone(),
+            wakes[i].clone(),
+        ))
+    };
+
+    // 1. Setup: one resource builds the image, then all converge.
+    let mut tasks = vec![spawn(0)];
+    let build = wait_until("image build", Duration::from_secs(60), || {
+        cluster.get(&names[0]).status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "ImageReady" && c.status == "True")
+        })
+    })
+    .await?;
+    tasks.extend((1..RESOURCES).map(spawn));
+    let converge = wait_until("1,000 resources Ready", Duration::from_secs(150), || {
+        names.iter().all(|n| cluster.ready(n))
+    })
+    .await?;
+    println!(
+        "setup: image built in {:.1} s; {RESOURCES} resources Ready in {:.1} s ({} SaladCloud requests, {} resources per project, {SETUP_KEYS} setup keys)",
+        build.as_secs_f64(),
+        converge.as_secs_f64(),
+        proxy.requests.load(Ordering::Relaxed),
+        PER_PROJECT
+    );
+
+    // 2. Steady state: forced poll rounds over every resource.
+    let req0 = proxy.requests.load(Ordering::Relaxed);
+    let writes0 = proxy.writes.load(Ordering::Relaxed);
+    let status0 = cluster.status_writes.load(Ordering::Relaxed);
+    let events0 = cluster.events.load(Ordering::Relaxed);
+    let rec0 = cluster.reconciles.load(Ordering::Relaxed);
+    let ops0 = proxy.by_op.lock().unwrap().clone();
+    for round in 0..STEADY_ROUNDS {
+        let before: Vec<u64> = names.iter().map(|n| cluster.count(n)).collect();
+        for w in &wakes {
+            w.notify_one();
+        }
+        wait_until(
+            &format!("steady round {round}"),
+            Duration::from_secs(60),
+            || {
+                names
+                    .iter()
+                    .zip(&before)
+                    .all(|(n, b)| cluster.count(n) > *b)
+            },
+        )
+        .await?;
+    }
+    let steady_requests = proxy.requests.load(Ordering::Relaxed) - req0;
+    let steady_reconciles = cluster.reconciles.load(Ordering::Relaxed) - rec0;
+    let steady_writes = proxy.writes.load(Ordering::Relaxed) - writes0;
+    let steady_status = cluster.status_writes.load(Ordering::Relaxed) - status0;
+    let steady_events = cluster.events.load(Ordering::Relaxed) - events0;
+    let per_poll = steady_requests as f64 / steady_reconciles as f64;
+    let ops1 = proxy.by_op.lock().unwrap().clone();
+    let steady_ops: BTreeMap<_, _> = ops1
+        .iter()
+        .map(|(k, v)| (k.clone(), v - ops0.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    println!(
+        "steady: {steady_reconciles} reconciles ({STEADY_ROUNDS} rounds × {RESOURCES} + background polls), {steady_requests} SaladCloud requests = {per_poll:.3} per resource per poll; by operation {steady_ops:?}; SaladCloud writes {steady_writes}, status writes {steady_status}, events {steady_events}"
+    );
+    let rss = proc_status_mib("VmRSS:");
+    let hwm = proc_status_mib("VmHWM:");
+    println!(
+        "memory with {RESOURCES} resources in steady state: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB (operator process: engine, {SETUP_KEYS} API-key clients, the in-process API-server stand-in and the proxy; the simulator is another process)"
+    );
+
+    // 3. Change → PATCH.
+    while patch_rx.try_recv().is_ok() {}
+    let mut latencies = Vec::with_capacity(CHANGES);
+    for i in 0..CHANGES {
+        let group = cluster
+            .get(&names[i])
+            .status
+            .and_then(|s| s.container_group)
+            .map(|g| g.name)
+            .context("a converged resource has a group")?;
+        let t0 = {
+            let mut objects = cluster.objects.lock().unwrap();
+            let o = objects.get_mut(&names[i]).expect("resource");
+            o.spec.replicas = 2;
+            o.metadata.generation = Some(o.metadata.generation.unwrap_or(1) + 1);
+            Instant::now()
+        };
+        wakes[i].notify_one();
+        let at = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match patch_rx.recv().await {
+                    Some((g, at)) if g == group => return Some(at),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+        .with_context(|| format!("no PATCH of `{group}` within 10 s of its spec change"))?;
+        latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!(
+        "change → PATCH over {CHANGES} replica changes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    wait_until(
+        "changed resources Ready again",
+        Duration::from_secs(60),
+        || names.iter().all(|n| cluster.ready(n)),
+    )
+    .await?;
+
+    // 4. One API key for all 1,000 resources, default poll, real limits.
+    let limiter_view = saladcloud::Client::new(
+        saladcloud::ClientConfig::new(saladcloud::ApiKey::new(ONE_KEY))
+            .with_base_url(format!("http://{proxy_addr}{}", sim_url.1)),
+    )?;
+    {
+        let mut secrets = cluster.secrets.lock().unwrap();
+        for v in secrets.values_mut() {
+            *v = ONE_KEY.to_string();
+        }
+    }
+    let req0 = proxy.requests.load(Ordering::Relaxed);
+    let writes0 = proxy.writes.load(Ordering::Relaxed);
+    let limited0 = proxy.limited.load(Ordering::Relaxed);
+    let rec0 = cluster.reconciles.load(Ordering::Relaxed);
+    let status0 = cluster.status_writes.load(Ordering::Relaxed);
+    let sim_stats0 = sim_stats(&sim_url.0).await?;
+    for w in &wakes {
+        w.notify_one();
+    }
+    tokio::time::sleep(ONE_KEY_RUN).await;
+    let one_requests = proxy.requests.load(Ordering::Relaxed) - req0;
+    let one_writes = proxy.writes.load(Ordering::Relaxed) - writes0;
+    let one_429 = proxy.limited.load(Ordering::Relaxed) - limited0;
+    let one_reconciles = cluster.reconciles.load(Ordering::Relaxed) - rec0;
+    let one_status = cluster.status_writes.load(Ordering::Relaxed) - status0;
+    let sim_stats1 = sim_stats(&sim_url.0).await?;
+    let sim_429 = sim_stats1["rate_limited"].as_u64().unwrap_or(0)
+        - sim_stats0["rate_limited"].as_u64().unwrap_or(0);
+    let lim = limiter_view.rate_limiter_stats();
+    let per_min = one_requests as f64 / ONE_KEY_RUN.as_secs_f64() * 60.0;
+    println!(
+        "one key, {} s at the default {} s poll: {one_requests} SaladCloud requests ({per_min:.0}/min; budget {}/{} s), {one_reconciles} reconciles finished, 429s seen by the proxy {one_429} / counted by the simulator {sim_429}; limiter delayed {} permits, longest wait {:.1} s; SaladCloud writes {one_writes}, status writes {one_status}; at this budget each of {RESOURCES} resources is polled every ~{:.0} s instead of {} s",
+        ONE_KEY_RUN.as_secs(),
+        POLL.as_secs(),
+        lim.budget,
+        lim.window.as_secs(),
+        lim.delayed,
+        lim.max_wait.as_secs_f64(),
+        RESOURCES as f64 / (f64::from(lim.budget) / lim.window.as_secs_f64()),
+        POLL.as_secs()
+    );
+    println!(
+        "time scale: 1 (real 60 s windows in client and simulator); total run {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for t in tasks {
+        t.abort();
+    }
+    drop(sim);
+    println!(
+        "{}",
+        json!({
+            "change_to_patch_ms_p50": (p50 * 100.0).round() / 100.0,
+            "change_to_patch_ms_p99": (p99 * 100.0).round() / 100.0,
+            "steady_requests_per_resource_per_poll": (per_poll * 1000.0).round() / 1000.0,
+            "rss_mib_1000": (rss * 10.0).round() / 10.0,
+            "rate_limited_429": sim_429.max(one_429),
+        })
+    );
+    Ok(())
+}
+
+/// `http://127.0.0.1:PORT/api/public` → (`http://127.0.0.1:PORT`, `/api/public`).
+fn url_parts(base: &str) -> anyhow::Result<(String, String)> {
+    let rest = base
+        .strip_prefix("http://")
+        .context("the simulator URL is http")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{path}")
+    };
+    Ok((format!("http://{host}"), path))
+}
+
+async fn sim_stats(origin: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("{origin}/_admin/stats"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
