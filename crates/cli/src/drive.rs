@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::StableDiffusionDeployment;
-use salad_sd_api::names::group_name_prefix;
 use salad_sd_controller::builds::BuildSettings;
-use salad_sd_controller::desired::{self, GpuChoice};
+use salad_sd_controller::desired;
 use salad_sd_controller::metrics::Metrics;
-use salad_sd_controller::plan::{
-    self, Action, DeleteReason, Desired, ImageState, Observed, ObservedGroup, PatchReason, Plan,
-};
+use salad_sd_controller::plan::{Action, DeleteReason, PatchReason, Plan};
 use salad_sd_controller::secrets::{self, MapSecretStore};
 use salad_sd_controller::{Engine, EngineConfig, Mode, Reconciled};
 use serde_json::json;
@@ -602,18 +599,8 @@ pub async fn diff(args: DiffArgs) -> u8 {
         ));
     }
 
-    // The container group: when the image is missing, plan against a placeholder for it.
-    let group_plan = if build_needed {
-        match hypothetical_plan(&s).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                let m = format!("cannot plan the container group: {e:#}");
-                return result(p, "error", EXIT_ERROR, &m, Some(&r));
-            }
-        }
-    } else {
-        engine_plan
-    };
+    // The container group (the engine plans it against a placeholder when the image is missing).
+    let group_plan = engine_plan;
     let lines = describe(&group_plan, &s.sdd.spec.rollout.strategy);
     for l in &lines {
         p.text(format!("container group: {l}"));
@@ -704,82 +691,4 @@ fn describe(plan: &Plan, strategy: &salad_sd_api::RolloutStrategy) -> Vec<String
         });
     }
     out
-}
-
-/// The engine's planner run as if the image of the current recipe existed (under a placeholder
-/// digest): what `apply` will do to the container group once the build is done.
-async fn hypothetical_plan(s: &Session) -> anyhow::Result<Plan> {
-    let spec = &s.sdd.spec;
-    let meta = &s.sdd.metadata;
-    let uid = meta.uid.clone().unwrap_or_default();
-    let name = meta.name.clone().unwrap_or_default();
-    let resolved = secrets::resolve(spec, &s.store).await?;
-    let key = resolved
-        .api_key
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no SaladCloud API key"))?;
-    let client = saladcloud::Client::new(
-        saladcloud::ClientConfig::new(key).with_base_url(s.cfg.salad_api_url.clone()),
-    )?;
-    let org = &spec.saladcloud.organization;
-    let project = &spec.saladcloud.project;
-    let resolver = saladcloud::GpuClassResolver::new(client.clone());
-    let gpu = resolver.resolve(org, &spec.resources.gpu_classes).await?;
-    let priority = desired::priority(spec.priority);
-    let choice = GpuChoice {
-        ids: gpu.iter().map(|g| g.id.clone()).collect(),
-        hourly_price: gpu
-            .iter()
-            .filter_map(|g| g.price(priority))
-            .reduce(f64::max),
-    };
-    let placeholder = format!("{}@sha256:{}", spec.image.repository, "0".repeat(64));
-    let proto = desired::group_definition(spec, &uid, &placeholder, &choice, &resolved);
-    let prefix = group_name_prefix(&name, &uid);
-    let fixed = spec.saladcloud.container_group_name.clone();
-    let mut groups = Vec::new();
-    for g in client.list_container_groups(org, project).await? {
-        let owned = plan::owned_by(&g, &uid);
-        if !(owned || g.name.starts_with(&prefix) || fixed.as_deref() == Some(g.name.as_str())) {
-            continue;
-        }
-        let instances = if owned {
-            Some(
-                client
-                    .list_container_group_instances(org, project, &g.name)
-                    .await?,
-            )
-        } else {
-            None
-        };
-        groups.push(ObservedGroup {
-            group: g,
-            instances,
-        });
-    }
-    let desired = Desired {
-        owner_uid: uid,
-        deleting: false,
-        deletion_policy: spec.deletion_policy,
-        strategy: spec.rollout.strategy,
-        stopped: spec.stopped,
-        fixed_name: fixed,
-        adopt: spec.saladcloud.adopt == Some(true),
-        name_prefix: prefix,
-        generation: meta.generation.unwrap_or(1),
-        // Nothing is remembered between runs.
-        generation_observed: false,
-        min_ready: spec
-            .rollout
-            .min_ready_replicas
-            .unwrap_or(spec.replicas)
-            .max(0) as u32,
-        group: Some(proto),
-    };
-    let observed = Observed {
-        groups,
-        image: ImageState::Ready,
-        burned_names: BTreeSet::new(),
-    };
-    Ok(plan::plan(&desired, &observed))
 }

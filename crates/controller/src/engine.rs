@@ -423,9 +423,24 @@ impl Engine {
                     rep.warn(category, format!("{message}; retrying"));
                 }
             }
+            // A dry run (`salad-sd diff`) also says what would happen to the group once the
+            // image exists: plan against a placeholder digest in the target repository.
+            if mode == Mode::DryRun && desired.group.is_none() {
+                let placeholder = format!("{}@sha256:{}", spec.image.repository, "0".repeat(64));
+                desired.group = Some(desired::group_definition(
+                    spec,
+                    &uid,
+                    &placeholder,
+                    &choice,
+                    &secrets,
+                ));
+            }
         }
 
-        let plan = plan::plan(&desired, &observed);
+        let mut plan = plan::plan(&desired, &observed);
+        if mode == Mode::DryRun && observed.image == ImageState::Missing {
+            plan.actions.insert(0, Action::Build);
+        }
         let mut error = None;
         if mode == Mode::Apply {
             for action in &plan.actions {
