@@ -233,18 +233,7 @@ impl ServerProfile {
             ServerKind::ComfyUi => "/health",
             ServerKind::Custom => return None,
         };
-        Some(ProbeDefaults {
-            handler: ProbeHandler::Http {
-                path: path.into(),
-                port,
-                headers: vec![],
-            },
-            initial_delay_seconds: 0,
-            period_seconds: 30,
-            timeout_seconds: 10,
-            success_threshold: 1,
-            failure_threshold: 3,
-        })
+        Some(http_probe(path, port, 30, 10))
     }
 
     /// Default readiness probe (only meaningful with the gateway on).
@@ -254,18 +243,23 @@ impl ServerProfile {
             ServerKind::ComfyUi => "/ready",
             ServerKind::Custom => return None,
         };
-        Some(ProbeDefaults {
-            handler: ProbeHandler::Http {
-                path: path.into(),
-                port,
-                headers: vec![],
-            },
-            initial_delay_seconds: 0,
-            period_seconds: 5,
-            timeout_seconds: 3,
-            success_threshold: 1,
-            failure_threshold: 3,
-        })
+        Some(http_probe(path, port, 5, 3))
+    }
+}
+
+/// An HTTP GET probe checked every `period` seconds, failing after three misses.
+fn http_probe(path: &str, port: i32, period: i32, timeout: i32) -> ProbeDefaults {
+    ProbeDefaults {
+        handler: ProbeHandler::Http {
+            path: path.into(),
+            port,
+            headers: vec![],
+        },
+        initial_delay_seconds: 0,
+        period_seconds: period,
+        timeout_seconds: timeout,
+        success_threshold: 1,
+        failure_threshold: 3,
     }
 }
 

@@ -367,23 +367,8 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         && plan.actions.is_empty();
 
     // Stop and start.
-    if let Some(g) = target_group {
-        let status = g.group.current_state.status;
-        if d.stopped
-            && matches!(
-                status,
-                ContainerGroupStatus::Running | ContainerGroupStatus::Deploying
-            )
-        {
-            plan.actions.push(Action::Stop {
-                name: target_name.clone(),
-            });
-        }
-        if !d.stopped && status == ContainerGroupStatus::Stopped {
-            plan.actions.push(Action::Start {
-                name: target_name.clone(),
-            });
-        }
+    if let Some(action) = target_group.and_then(|g| stop_or_start(d, g)) {
+        plan.actions.push(action);
     }
 
     // Retire the others: once the target serves the desired state, or right away when they
@@ -461,6 +446,18 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
     plan
 }
 
+/// Stop or start a group to match `spec.stopped`.
+fn stop_or_start(d: &Desired, g: &ObservedGroup) -> Option<Action> {
+    let name = g.group.name.clone();
+    match g.group.current_state.status {
+        ContainerGroupStatus::Running | ContainerGroupStatus::Deploying if d.stopped => {
+            Some(Action::Stop { name })
+        }
+        ContainerGroupStatus::Stopped if !d.stopped => Some(Action::Start { name }),
+        _ => None,
+    }
+}
+
 fn next_name(d: &Desired, o: &Observed) -> String {
     let taken: BTreeSet<&str> = o.groups.iter().map(|g| g.group.name.as_str()).collect();
     let base = format!("{}-{}", d.name_prefix, d.generation.max(0));
@@ -483,19 +480,8 @@ fn plan_without_image(d: &Desired, o: &Observed, ours: &[&ObservedGroup]) -> Pla
         plan.actions.push(Action::Build);
     }
     // Stop and start do not need the new image.
-    for g in ours {
-        let status = g.group.current_state.status;
-        if d.stopped
-            && matches!(
-                status,
-                ContainerGroupStatus::Running | ContainerGroupStatus::Deploying
-            )
-        {
-            plan.actions.push(Action::Stop {
-                name: g.group.name.clone(),
-            });
-        }
-    }
+    plan.actions
+        .extend(ours.iter().filter_map(|g| stop_or_start(d, g)));
     plan.target = ours.first().map(|g| g.group.name.clone());
     plan
 }
