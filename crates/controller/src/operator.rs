@@ -288,6 +288,20 @@ async fn ensure_endpoint(
     if !ready && status.endpoint_config_map.is_some() {
         return Ok(status.endpoint_config_map.clone());
     }
+    // Written already for this URL (the previous status says so): no write per poll.
+    let previous = sdd.status.as_ref();
+    let written_url = previous
+        .filter(|p| p.endpoint_config_map.as_deref() == Some(cm_name.as_str()))
+        .and_then(|p| p.container_group.as_ref())
+        .and_then(|g| g.access_url.as_deref());
+    let previously_ready = previous.is_some_and(|p| {
+        p.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
+    if ready && previously_ready && written_url == Some(url.as_str()) {
+        return Ok(Some(cm_name));
+    }
     let owner = sdd
         .controller_owner_ref(&())
         .ok_or(Error::Malformed("a uid"))?;

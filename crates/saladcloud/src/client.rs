@@ -503,7 +503,8 @@ impl Client {
         req: &Request,
         attempt: u32,
     ) -> Result<Response, (Error, Option<Duration>)> {
-        self.limiter.acquire().await;
+        // Held until the response body has arrived: the budget counts from there.
+        let permit = self.limiter.acquire().await;
         let url = format!("{}{}", self.base, req.path);
         let mut builder = self
             .http
@@ -528,6 +529,7 @@ impl Client {
             Err(e) => Err((None, HeaderMap::new(), e)),
         };
         let duration = t0.elapsed();
+        drop(permit);
         let (status, headers) = match &result {
             Ok((s, h, _)) => (Some(*s), h.clone()),
             Err((s, h, _)) => (*s, h.clone()),

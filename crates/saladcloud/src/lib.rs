@@ -23,5 +23,5 @@ pub use client::{
 pub use error::Error;
 pub use gpu::{DEFAULT_GPU_CLASS_TTL, GpuClassResolver, ResolvedGpuClass};
 pub use model::*;
-pub use ratelimit::{RateLimiter, RateLimiterStats};
+pub use ratelimit::{Permit, RateLimiter, RateLimiterStats};
 pub use retry::RetryPolicy;

@@ -1,6 +1,6 @@
 //! Sliding-window rate limiter, one per API key, shared by every [`crate::Client`] in the process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,18 +28,47 @@ pub struct RateLimiterStats {
 
 #[derive(Debug)]
 struct State {
-    grants: VecDeque<Instant>,
+    /// One slot per permit in the window: `None` while its request is in flight, then the time
+    /// it finished. Counting from the end of a request (not from the grant) keeps the client's
+    /// window at least as conservative as the server's, which counts arrivals: a burst granted at
+    /// once but delivered over a few seconds can then never meet the server's window twice.
+    slots: Vec<(u64, Option<Instant>)>,
+    next_id: u64,
     stats: RateLimiterStats,
 }
 
-/// Grants at most `budget` permits in any window of `window` length (a sliding log, so no
-/// window, however aligned, exceeds the budget). Callers wait asynchronously for a permit.
+/// Grants at most `budget` permits in any window of `window` length, counting each permit until
+/// `window` after its request finished. Waiters are served first come, first served, so a rare
+/// request (say a GPU class lookup) is not starved by a crowd of polls.
 #[derive(Debug)]
 pub struct RateLimiter {
     budget: u32,
     window: Duration,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// FIFO queue of waiters (tokio's mutex is fair).
+    turnstile: tokio::sync::Mutex<()>,
 }
+
+/// A granted permit. Dropping it marks the request finished; the permit then counts against the
+/// budget for one more window.
+#[derive(Debug)]
+pub struct Permit {
+    id: u64,
+    state: Arc<Mutex<State>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(slot) = st.slots.iter_mut().find(|(id, _)| *id == self.id) {
+            slot.1 = Some(now);
+        }
+    }
+}
+
+/// How often a full limiter whose permits are all in flight looks again.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(50);
 
 impl RateLimiter {
     /// A limiter of `budget` permits per `window` (a budget of 0 is treated as 1).
@@ -48,47 +77,54 @@ impl RateLimiter {
         Self {
             budget,
             window,
-            state: Mutex::new(State {
-                grants: VecDeque::with_capacity(budget as usize),
+            state: Arc::new(Mutex::new(State {
+                slots: Vec::with_capacity(budget as usize),
+                next_id: 0,
                 stats: RateLimiterStats {
                     budget,
                     window,
                     ..RateLimiterStats::default()
                 },
-            }),
+            })),
+            turnstile: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Waits until a permit is available and takes it.
-    pub async fn acquire(&self) {
+    /// Waits (in arrival order) until a permit is available and takes it. Hold the permit until
+    /// the response has arrived.
+    pub async fn acquire(&self) -> Permit {
         let started = Instant::now();
-        let mut waited = false;
+        let _turn = self.turnstile.lock().await;
         loop {
             let wake_at = {
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                while st
-                    .grants
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    st.grants.pop_front();
-                }
-                if st.grants.len() < self.budget as usize {
-                    st.grants.push_back(now);
+                let window = self.window;
+                st.slots
+                    .retain(|(_, done)| done.is_none_or(|t| now.duration_since(t) < window));
+                if st.slots.len() < self.budget as usize {
+                    let id = st.next_id;
+                    st.next_id += 1;
+                    st.slots.push((id, None));
                     st.stats.acquired += 1;
-                    if waited {
-                        let w = now.duration_since(started);
+                    let w = now.duration_since(started);
+                    if !w.is_zero() {
                         st.stats.delayed += 1;
                         st.stats.total_wait += w;
                         st.stats.max_wait = st.stats.max_wait.max(w);
                     }
-                    return;
+                    return Permit {
+                        id,
+                        state: self.state.clone(),
+                    };
                 }
-                // Full: the oldest grant leaves the window at `oldest + window`.
-                st.grants[0] + self.window
+                // Full: the earliest finished permit leaves the window at `done + window`.
+                st.slots
+                    .iter()
+                    .filter_map(|(_, done)| done.map(|t| t + window))
+                    .min()
+                    .unwrap_or(now + IN_FLIGHT_RECHECK)
             };
-            waited = true;
             tokio::time::sleep_until(wake_at).await;
         }
     }
@@ -98,9 +134,9 @@ impl RateLimiter {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let in_window = st
-            .grants
+            .slots
             .iter()
-            .filter(|t| now.duration_since(**t) < self.window)
+            .filter(|(_, done)| done.is_none_or(|t| now.duration_since(t) < self.window))
             .count();
         RateLimiterStats {
             in_window: u32::try_from(in_window).unwrap_or(u32::MAX),
@@ -126,4 +162,58 @@ pub(crate) fn shared_limiter(api_key: &str, budget: u32, window: Duration) -> Ar
     map.entry(digest)
         .or_insert_with(|| Arc::new(RateLimiter::new(budget, window)))
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_counts_until_a_window_after_its_request_finished() {
+        let window = Duration::from_secs(60);
+        let limiter = Arc::new(RateLimiter::new(1, window));
+        let t0 = Instant::now();
+        let slow = limiter.acquire().await;
+        let waiter = tokio::spawn({
+            let l = limiter.clone();
+            async move {
+                let _p = l.acquire().await;
+                Instant::now()
+            }
+        });
+        // Counting from the grant would free the slot at 60 s; the request is still running.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(
+            !waiter.is_finished(),
+            "an in-flight request keeps its permit"
+        );
+        drop(slow);
+        let granted = waiter.await.unwrap();
+        assert_eq!(
+            granted.duration_since(t0),
+            Duration::from_secs(260),
+            "finished at 200 s, plus one window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order() {
+        let limiter = Arc::new(RateLimiter::new(1, Duration::from_secs(1)));
+        let first = limiter.acquire().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (l, o) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = l.acquire().await;
+                o.lock().unwrap().push(i);
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
 }
