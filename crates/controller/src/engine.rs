@@ -305,6 +305,20 @@ impl Engine {
         let project = &spec.saladcloud.project;
         let prefix = group_name_prefix(&name, &uid);
 
+        // GPU classes first: one cached list per organization, so after a restart the lookup is
+        // not queued behind every resource's poll in the shared rate limiter.
+        let gpu = if deleting {
+            Vec::new()
+        } else {
+            match resolver.resolve(org, &spec.resources.gpu_classes).await {
+                Ok(g) => g,
+                Err(e) if e.is_terminal() => return rep.stalled(e.category(), e.to_string()),
+                Err(e) => {
+                    return rep.failed(self.backoff(&uid, true), e.category(), e.to_string(), true);
+                }
+            }
+        };
+
         // Observe the groups. Steady state costs one GET.
         let groups = match self
             .observe_groups(&client, sdd, &prefix, &prev, deleting)
@@ -357,13 +371,6 @@ impl Engine {
         let mut gpu_price = None;
         let recipe = desired::recipe(spec, &secrets);
         if !deleting {
-            let gpu = match resolver.resolve(org, &spec.resources.gpu_classes).await {
-                Ok(g) => g,
-                Err(e) if e.is_terminal() => return rep.stalled(e.category(), e.to_string()),
-                Err(e) => {
-                    return rep.failed(self.backoff(&uid, true), e.category(), e.to_string(), true);
-                }
-            };
             let priority = desired::priority(spec.priority);
             gpu_price = gpu
                 .iter()
