@@ -431,6 +431,15 @@ fn check_names(parts: &[(&str, &str)]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The three names of a container-group path.
+fn check_group_path(org: &str, project: &str, name: &str) -> Result<(), ApiError> {
+    check_names(&[
+        ("organization", org),
+        ("project", project),
+        ("container group", name),
+    ])
+}
+
 fn parse_json(headers: &HeaderMap, body: &Bytes, patch: bool) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -491,11 +500,7 @@ async fn get_group(
     State(s): State<Arc<Shared>>,
     Path((org, project, name)): GroupPath,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let v = s.with_world(|w, now| w.get(&org, &project, &name, now))?;
     Ok(json_response(StatusCode::OK, v))
 }
@@ -506,11 +511,7 @@ async fn update_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let patch = parse_json(&headers, &body, true)?;
     let v = s.with_world(|w, now| w.update(&org, &project, &name, &patch, now))?;
     Ok(json_response(StatusCode::OK, v))
@@ -520,11 +521,7 @@ async fn delete_group(
     State(s): State<Arc<Shared>>,
     Path((org, project, name)): GroupPath,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     s.with_world(|w, now| w.delete(&org, &project, &name, now))?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -533,11 +530,7 @@ async fn start_group(
     State(s): State<Arc<Shared>>,
     Path((org, project, name)): GroupPath,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     s.with_world(|w, now| w.start(&org, &project, &name, now))?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -546,11 +539,7 @@ async fn stop_group(
     State(s): State<Arc<Shared>>,
     Path((org, project, name)): GroupPath,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     s.with_world(|w, now| w.stop(&org, &project, &name, now))?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -559,11 +548,7 @@ async fn list_instances(
     State(s): State<Arc<Shared>>,
     Path((org, project, name)): GroupPath,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let v = s.with_world(|w, now| w.instances(&org, &project, &name, now))?;
     Ok(json_response(StatusCode::OK, v))
 }
@@ -572,11 +557,7 @@ async fn get_instance(
     State(s): State<Arc<Shared>>,
     Path((org, project, name, id)): Path<(String, String, String, String)>,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let v = s.with_world(|w, now| w.instance(&org, &project, &name, &id, now))?;
     Ok(json_response(StatusCode::OK, v))
 }
@@ -587,11 +568,7 @@ async fn patch_instance(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let patch = parse_json(&headers, &body, true)?;
     let v = s.with_world(|w, now| w.patch_instance(&org, &project, &name, &id, &patch, now))?;
     Ok(json_response(StatusCode::OK, v))
@@ -601,11 +578,7 @@ async fn instance_action(
     State(s): State<Arc<Shared>>,
     Path((org, project, name, id, action)): Path<(String, String, String, String, String)>,
 ) -> ApiResult {
-    check_names(&[
-        ("organization", &org),
-        ("project", &project),
-        ("container group", &name),
-    ])?;
+    check_group_path(&org, &project, &name)?;
     let action = match action.as_str() {
         "reallocate" => InstanceAction::Reallocate,
         "recreate" => InstanceAction::Recreate,
