@@ -174,10 +174,10 @@ pub async fn reconcile(
     if !deleting && !has_finalizer {
         // Guard the container group before creating it; the watch brings us back.
         let patch = json!([
-            { "op": "test", "path": "/metadata/finalizers", "value": sdd.metadata.finalizers },
+            { "op": "test", "path": "/metadata/finalizers", "value": current_finalizers(&sdd) },
             { "op": "add",
-              "path": if sdd.metadata.finalizers.is_some() { "/metadata/finalizers/-" } else { "/metadata/finalizers" },
-              "value": if sdd.metadata.finalizers.is_some() { json!(FINALIZER) } else { json!([FINALIZER]) } }
+              "path": if sdd.finalizers().is_empty() { "/metadata/finalizers" } else { "/metadata/finalizers/-" },
+              "value": if sdd.finalizers().is_empty() { json!([FINALIZER]) } else { json!(FINALIZER) } }
         ]);
         let patch: json_patch::Patch = serde_json::from_value(patch).expect("valid JSON patch");
         api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
@@ -209,7 +209,7 @@ pub async fn reconcile(
 
     if out.release_finalizer {
         let patch = json!([
-            { "op": "test", "path": "/metadata/finalizers", "value": sdd.metadata.finalizers },
+            { "op": "test", "path": "/metadata/finalizers", "value": current_finalizers(&sdd) },
             { "op": "replace", "path": "/metadata/finalizers",
               "value": sdd.finalizers().iter().filter(|f| *f != FINALIZER).collect::<Vec<_>>() }
         ]);
@@ -226,6 +226,16 @@ pub async fn reconcile(
     }
     write_status(&api, &name, sdd.status.as_ref(), &status).await?;
     Ok(Action::requeue(out.requeue_after))
+}
+
+/// The finalizers as the API server stores them (an empty list is absent), for a `test` op that
+/// makes the patch fail rather than drop someone else's concurrent change.
+fn current_finalizers(sdd: &StableDiffusionDeployment) -> serde_json::Value {
+    if sdd.finalizers().is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(sdd.finalizers())
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -582,5 +592,38 @@ impl LeaderLease {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../manifests/examples/sdxl-lora.yaml");
+
+    #[test]
+    fn every_secret_a_spec_names_triggers_it() {
+        let sdd: StableDiffusionDeployment = serde_saphyr::from_str(SEED).unwrap();
+        for name in ["salad-api-key", "registry-push", "ghcr-pull", "huggingface"] {
+            assert!(references_secret(&sdd, name), "{name}");
+        }
+        assert!(!references_secret(&sdd, "unrelated"));
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1024);
+        assert!(t.len() <= 1024 && s.starts_with(&t));
+        assert_eq!(truncate("short", 1024), "short");
+    }
+
+    #[test]
+    fn an_empty_finalizer_list_is_tested_as_absent() {
+        let mut sdd: StableDiffusionDeployment = serde_saphyr::from_str(SEED).unwrap();
+        sdd.metadata.finalizers = Some(vec![]);
+        assert_eq!(current_finalizers(&sdd), serde_json::Value::Null);
+        sdd.metadata.finalizers = Some(vec!["other.io/x".into()]);
+        assert_eq!(current_finalizers(&sdd), json!(["other.io/x"]));
     }
 }
