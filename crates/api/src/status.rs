@@ -8,8 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Observed state of a StableDiffusionDeployment.
+// The schema default `observedGeneration: -1` (as Flux's own CRDs do) makes a resource the
+// operator has not seen yet read as "in progress" to kstatus and Flux `wait: true`, not "current".
+/// Observed state of a StableDiffusionDeployment, written by the operator. observedGeneration is
+/// -1 until the operator has seen the resource.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[schemars(extend("default" = {"observedGeneration": -1}))]
 #[serde(rename_all = "camelCase")]
 pub struct StableDiffusionDeploymentStatus {
     /// The metadata.generation this status describes.

@@ -154,6 +154,31 @@ fn fixtures() -> Vec<Fixture> {
         ),
     },
     Fixture {
+        // What the API server serves for a new object: the CRD's status default
+        // (`observedGeneration: -1`, nested defaults filled in) closes the kstatus corner case
+        // above, so Flux `wait: true` waits for the operator.
+        name: "fresh, status defaulted by the API server",
+        object: sdd(
+            1,
+            false,
+            false,
+            Some(StableDiffusionDeploymentStatus {
+                observed_generation: Some(-1),
+                ..Default::default()
+            }),
+        ),
+        argo: (
+            "Progressing",
+            "Waiting for the operator to observe generation 1".into(),
+        ),
+        kstatus: (
+            "InProgress",
+            "StableDiffusionDeployment generation is 1, but latest observed generation is -1".into(),
+        ),
+        wait_ready: false,
+        wait_diverges: None,
+    },
+    Fixture {
         name: "building",
         object: sdd(
             1,
@@ -613,7 +638,10 @@ fn the_lua_harness_sees_the_object_argocd_would_pass() {
          obj.status.conditions[2].type }",
     )
     .unwrap();
-    let stalled = &fixtures()[2];
+    let stalled = fixtures()
+        .into_iter()
+        .find(|f| f.name == "stalled")
+        .expect("the stalled fixture");
     let got = argo_health(lua, &echo, &stalled.object, "echo");
     let _ = std::fs::remove_file(&echo);
     assert_eq!(got.1, format!("{STALLED}|2|false|Stalled"));
