@@ -235,7 +235,14 @@ fn converged(g: &ObservedGroup, min_ready: u32, replicas: u32) -> bool {
         return g.group.current_state.status != ContainerGroupStatus::Failed
             && g.group.current_state.status != ContainerGroupStatus::Pending;
     }
+    // Every instance runs the group's version (those being stopped aside), and enough are ready.
+    let all_current = g.instances.as_deref().is_none_or(|list| {
+        list.iter().all(|i| {
+            i.version == g.group.version || i.state == saladcloud::model::InstanceState::Stopping
+        })
+    });
     g.group.current_state.status == ContainerGroupStatus::Running
+        && all_current
         && ready_instances(&g.group, g.instances.as_deref()) >= min_ready.min(replicas).max(1)
 }
 

@@ -433,6 +433,33 @@ fn cases() -> Vec<Case> {
             want_outcome: "Progressing/Updating",
         },
         Case {
+            reason: "BlueGreen: an instance of the new group still on an old version blocks the switch",
+            desired: desired(&blue_green_env),
+            observed: {
+                let mut o = observed(vec![
+                    applied(&blue_green, &name(1)),
+                    applied(&blue_green_env, &name(2)),
+                ]);
+                let new_group = &mut o.groups[1];
+                new_group.group.version = 2;
+                let instance = |id: &str, version: u32| {
+                    serde_json::from_value::<saladcloud::model::ContainerGroupInstance>(
+                        serde_json::json!({
+                            "id": id, "machine_id": id, "state": "running", "version": version,
+                            "ready": true, "started": true
+                        }),
+                    )
+                    .unwrap()
+                };
+                new_group.instances =
+                    Some(vec![instance("a", 2), instance("b", 2), instance("c", 1)]);
+                new_group.group.replicas = 2;
+                o
+            },
+            want: vec![],
+            want_outcome: "Progressing/RolloutInProgress",
+        },
+        Case {
             reason: "drift: the image was changed in the portal on the current revision",
             desired: desired(&Spec {
                 generation_observed: true,
