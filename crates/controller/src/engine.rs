@@ -284,8 +284,61 @@ impl Engine {
             return rep.stalled("InvalidSpec", format!("the spec is invalid: {message}"));
         }
 
-        let secrets = match secrets::resolve(spec, store).await {
+        // Orphan: nothing to do on SaladCloud, so nothing to read either (not even the API key).
+        if deleting && spec.deletion_policy == salad_sd_api::DeletionPolicy::Orphan {
+            let nothing = Observed {
+                groups: Vec::new(),
+                image: ImageState::Missing,
+                burned_names: BTreeSet::new(),
+            };
+            return rep.finish(FinishInput {
+                plan: plan::plan(
+                    &Desired {
+                        owner_uid: uid,
+                        deleting,
+                        deletion_policy: spec.deletion_policy,
+                        strategy: spec.rollout.strategy,
+                        stopped: spec.stopped,
+                        fixed_name: None,
+                        adopt: false,
+                        name_prefix: String::new(),
+                        generation,
+                        generation_observed: false,
+                        min_ready: 0,
+                        group: None,
+                    },
+                    &nothing,
+                ),
+                observed: &nothing,
+                built: None,
+                replicas: spec.replicas,
+                hourly_price: None,
+                smoke: prev.smoke_test.clone(),
+                error: None,
+                deleting,
+                backoff: Duration::ZERO,
+                now: now(),
+            });
+        }
+
+        // Deleting needs only the API key: a `kubectl delete -f` that removed the other Secrets
+        // first must not keep the resource from going away.
+        let resolved = if deleting {
+            secrets::resolve_api_key(spec, store).await
+        } else {
+            secrets::resolve(spec, store).await
+        };
+        let secrets = match resolved {
             Ok(s) => s,
+            Err(e) if e.is_terminal() && deleting => {
+                return rep.stalled(
+                    "SecretMissing",
+                    format!(
+                        "{e}; the container group cannot be deleted without it. Restore the Secret, or set \
+                         spec.deletionPolicy: Orphan to leave the group running and release the resource"
+                    ),
+                );
+            }
             Err(e) if e.is_terminal() => return rep.stalled("SecretMissing", e.to_string()),
             Err(e) => {
                 return rep.failed(

@@ -138,6 +138,19 @@ async fn read_all<S: SecretStore>(
         })
 }
 
+/// Reads only the SaladCloud API key (enough to delete the container group).
+pub async fn resolve_api_key<S: SecretStore>(
+    spec: &StableDiffusionDeploymentSpec,
+    store: &S,
+) -> Result<ResolvedSecrets, SecretError> {
+    let key_ref = &spec.saladcloud.api_key_secret_ref;
+    let key = read_key(store, &key_ref.name, &key_ref.key, "the SaladCloud API key").await?;
+    Ok(ResolvedSecrets {
+        api_key: Some(ApiKey::new(key)),
+        ..ResolvedSecrets::default()
+    })
+}
+
 /// Reads everything `spec` refers to.
 pub async fn resolve<S: SecretStore>(
     spec: &StableDiffusionDeploymentSpec,

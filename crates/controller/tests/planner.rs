@@ -1176,7 +1176,12 @@ fn converge(d: &Desired, w: &mut World) -> Result<Plan, TestCaseError> {
     for _round in 0..10 {
         let p = plan(d, &w.observed());
         check_plan(d, w, &p)?;
-        if p.actions.is_empty() {
+        // An empty plan while waiting (a rollout in progress) may be followed by actions once
+        // the world moves on; an empty plan at rest must stay empty.
+        let at_rest = !matches!(p.outcome, Outcome::Progressing { .. });
+        if p.actions.is_empty() && !at_rest {
+            empty_in_a_row = 0;
+        } else if p.actions.is_empty() {
             empty_in_a_row += 1;
             if empty_in_a_row == 2 {
                 return Ok(p);
