@@ -134,134 +134,137 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let mut out =
-        vec![Fixture {
-        name: "fresh (no status yet)",
-        object: sdd(1, false, false, None),
-        argo: (
-            "Progressing",
-            "Waiting for the operator to observe generation 1".into(),
-        ),
-        // The kstatus README's own corner case: "If the library sees the resource before the
-        // controller has had a chance to update the conditions, it also will not realize the
-        // resource use the Ready condition." With no status.observedGeneration and no
-        // conditions, Compute() falls through to "Resource is current".
-        kstatus: ("Current", "Resource is current".into()),
-        wait_ready: false,
-        wait_diverges: Some(
-            "kstatus cannot tell an unobserved object from a condition-less one; kubectl wait \
+    let mut out = vec![
+        Fixture {
+            name: "fresh (no status yet)",
+            object: sdd(1, false, false, None),
+            argo: (
+                "Progressing",
+                "Waiting for the operator to observe generation 1".into(),
+            ),
+            // The kstatus README's own corner case: "If the library sees the resource before the
+            // controller has had a chance to update the conditions, it also will not realize the
+            // resource use the Ready condition." With no status.observedGeneration and no
+            // conditions, Compute() falls through to "Resource is current".
+            kstatus: ("Current", "Resource is current".into()),
+            wait_ready: false,
+            wait_diverges: Some(
+                "kstatus cannot tell an unobserved object from a condition-less one; kubectl wait \
              needs a Ready condition, so it keeps waiting (docs/integrations.md)",
-        ),
-    },
-    Fixture {
-        // What the API server serves for a new object: the CRD's status default
-        // (`observedGeneration: -1`, nested defaults filled in) closes the kstatus corner case
-        // above, so Flux `wait: true` waits for the operator.
-        name: "fresh, status defaulted by the API server",
-        object: sdd(
-            1,
-            false,
-            false,
-            Some(StableDiffusionDeploymentStatus {
-                observed_generation: Some(-1),
-                ..Default::default()
-            }),
-        ),
-        argo: (
-            "Progressing",
-            "Waiting for the operator to observe generation 1".into(),
-        ),
-        kstatus: (
-            "InProgress",
-            "StableDiffusionDeployment generation is 1, but latest observed generation is -1".into(),
-        ),
-        wait_ready: false,
-        wait_diverges: None,
-    },
-    Fixture {
-        name: "building",
-        object: sdd(
-            1,
-            false,
-            false,
-            Some(StableDiffusionDeploymentStatus {
-                observed_generation: Some(1),
-                phase: Phase::Building,
-                message: Some(BUILDING.into()),
-                conditions: vec![
-                    cond(
-                        "Ready",
-                        "False",
-                        "Building",
-                        "The server image is being built",
-                        1,
-                    ),
-                    cond("Reconciling", "True", "Building", BUILDING, 1),
-                    cond("ImageReady", "False", "Building", BUILDING, 1),
-                    cond("Synced", "True", "ReconcileSuccess", "", 1),
-                ],
-                replica_summary: Some("0/3".into()),
-                ..Default::default()
-            }),
-        ),
-        argo: ("Progressing", BUILDING.into()),
-        kstatus: ("InProgress", BUILDING.into()),
-        wait_ready: false,
-        wait_diverges: None,
-    },
-    Fixture {
-        name: "stalled",
-        object: sdd(
-            2,
-            false,
-            false,
-            Some(StableDiffusionDeploymentStatus {
-                observed_generation: Some(2),
-                phase: Phase::Failed,
-                message: Some(STALLED.into()),
-                conditions: vec![
-                    cond("Ready", "False", "Stalled", STALLED, 2),
-                    cond("Stalled", "True", "GpuClassNotFound", STALLED, 2),
-                    cond("ImageReady", "True", "Built", "", 2),
-                    cond("Synced", "False", "GpuClassNotFound", STALLED, 2),
-                ],
-                image: Some(image()),
-                ..Default::default()
-            }),
-        ),
-        argo: ("Degraded", STALLED.into()),
-        kstatus: ("Failed", STALLED.into()),
-        wait_ready: false,
-        wait_diverges: None,
-    },
-    Fixture {
-        name: "stalled, but the spec changed since",
-        object: sdd(
-            3,
-            false,
-            false,
-            Some(StableDiffusionDeploymentStatus {
-                observed_generation: Some(2),
-                phase: Phase::Failed,
-                message: Some(STALLED.into()),
-                conditions: vec![
-                    cond("Ready", "False", "Stalled", STALLED, 2),
-                    cond("Stalled", "True", "GpuClassNotFound", STALLED, 2),
-                ],
-                ..Default::default()
-            }),
-        ),
-        argo: (
-            "Progressing",
-            "Waiting for the operator to observe generation 3".into(),
-        ),
-        kstatus: (
-            "InProgress",
-            "StableDiffusionDeployment generation is 3, but latest observed generation is 2".into(),
-        ),
-        wait_ready: false,
-        wait_diverges: None,
-    }];
+            ),
+        },
+        Fixture {
+            // What the API server serves for a new object: the CRD's status default
+            // (`observedGeneration: -1`, nested defaults filled in) closes the kstatus corner case
+            // above, so Flux `wait: true` waits for the operator.
+            name: "fresh, status defaulted by the API server",
+            object: sdd(
+                1,
+                false,
+                false,
+                Some(StableDiffusionDeploymentStatus {
+                    observed_generation: Some(-1),
+                    ..Default::default()
+                }),
+            ),
+            argo: (
+                "Progressing",
+                "Waiting for the operator to observe generation 1".into(),
+            ),
+            kstatus: (
+                "InProgress",
+                "StableDiffusionDeployment generation is 1, but latest observed generation is -1"
+                    .into(),
+            ),
+            wait_ready: false,
+            wait_diverges: None,
+        },
+        Fixture {
+            name: "building",
+            object: sdd(
+                1,
+                false,
+                false,
+                Some(StableDiffusionDeploymentStatus {
+                    observed_generation: Some(1),
+                    phase: Phase::Building,
+                    message: Some(BUILDING.into()),
+                    conditions: vec![
+                        cond(
+                            "Ready",
+                            "False",
+                            "Building",
+                            "The server image is being built",
+                            1,
+                        ),
+                        cond("Reconciling", "True", "Building", BUILDING, 1),
+                        cond("ImageReady", "False", "Building", BUILDING, 1),
+                        cond("Synced", "True", "ReconcileSuccess", "", 1),
+                    ],
+                    replica_summary: Some("0/3".into()),
+                    ..Default::default()
+                }),
+            ),
+            argo: ("Progressing", BUILDING.into()),
+            kstatus: ("InProgress", BUILDING.into()),
+            wait_ready: false,
+            wait_diverges: None,
+        },
+        Fixture {
+            name: "stalled",
+            object: sdd(
+                2,
+                false,
+                false,
+                Some(StableDiffusionDeploymentStatus {
+                    observed_generation: Some(2),
+                    phase: Phase::Failed,
+                    message: Some(STALLED.into()),
+                    conditions: vec![
+                        cond("Ready", "False", "Stalled", STALLED, 2),
+                        cond("Stalled", "True", "GpuClassNotFound", STALLED, 2),
+                        cond("ImageReady", "True", "Built", "", 2),
+                        cond("Synced", "False", "GpuClassNotFound", STALLED, 2),
+                    ],
+                    image: Some(image()),
+                    ..Default::default()
+                }),
+            ),
+            argo: ("Degraded", STALLED.into()),
+            kstatus: ("Failed", STALLED.into()),
+            wait_ready: false,
+            wait_diverges: None,
+        },
+        Fixture {
+            name: "stalled, but the spec changed since",
+            object: sdd(
+                3,
+                false,
+                false,
+                Some(StableDiffusionDeploymentStatus {
+                    observed_generation: Some(2),
+                    phase: Phase::Failed,
+                    message: Some(STALLED.into()),
+                    conditions: vec![
+                        cond("Ready", "False", "Stalled", STALLED, 2),
+                        cond("Stalled", "True", "GpuClassNotFound", STALLED, 2),
+                    ],
+                    ..Default::default()
+                }),
+            ),
+            argo: (
+                "Progressing",
+                "Waiting for the operator to observe generation 3".into(),
+            ),
+            kstatus: (
+                "InProgress",
+                "StableDiffusionDeployment generation is 3, but latest observed generation is 2"
+                    .into(),
+            ),
+            wait_ready: false,
+            wait_diverges: None,
+        },
+    ];
 
     let serving = StableDiffusionDeploymentStatus {
         observed_generation: Some(3),
