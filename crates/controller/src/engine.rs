@@ -948,11 +948,7 @@ impl Reporter {
         let previous = plan
             .retiring
             .iter()
-            .filter_map(|n| i.observed.groups.iter().find(|g| &g.group.name == n))
-            .find(|g| {
-                i.observed.groups.len() > 1
-                    || g.group.name != plan.target.clone().unwrap_or_default()
-            });
+            .find_map(|n| i.observed.groups.iter().find(|g| &g.group.name == n));
         let image_ready = i.observed.image == ImageState::Ready;
         let (phase, mut conds) = report::phase_and_conditions(
             &plan.outcome,
