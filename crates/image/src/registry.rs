@@ -480,7 +480,17 @@ impl RegistryClient {
         if let Some(h) = self.current_auth(&scope) {
             rb = rb.header(AUTHORIZATION, h);
         }
+        let sent_token = self.current_auth(&scope).is_some();
         let resp = rb.send().await.map_err(|e| self.unreachable(e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED && sent_token {
+            // The session was opened with this token a moment ago, so the credentials are
+            // fine: the token expired during the stream, which cannot be replayed. Transient:
+            // the next build gets a fresh token and reuses every finished layer.
+            return Err(Error::RegistryUnreachable {
+                host: self.host.clone(),
+                detail: "the upload token expired during the streaming upload (HTTP 401); the build is retried".into(),
+            });
+        }
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.unexpected(&scope, OP_STREAM_PATCH, resp).await);
         }
