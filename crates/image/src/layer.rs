@@ -200,21 +200,22 @@ async fn download_stage(
         let _ = tx.send(Err(io::Error::other(DOWNLOAD_FAILED))).await;
         Err(StageError::Failed(e))
     };
+    let truncated = |got: u64| {
+        len.filter(|exp| got < *exp)
+            .map(|expected| Error::Truncated {
+                name: ctx.name.clone(),
+                url: ctx.url.clone(),
+                expected,
+                got,
+            })
+    };
     while let Some(item) = download.stream.next().await {
         let chunk = match item {
             Ok(c) => c,
             Err(e) => {
                 // The connection broke: short of the announced size this is a truncation.
-                if let Some(exp) = len
-                    && n < exp
-                {
-                    return fail(Error::Truncated {
-                        name: ctx.name.clone(),
-                        url: ctx.url.clone(),
-                        expected: exp,
-                        got: n,
-                    })
-                    .await;
+                if let Some(e) = truncated(n) {
+                    return fail(e).await;
                 }
                 return fail(Error::SourceNetwork {
                     name: ctx.name.clone(),
@@ -252,16 +253,8 @@ async fn download_stage(
             return Err(StageError::Cancelled);
         }
     }
-    if let Some(exp) = len
-        && n < exp
-    {
-        return fail(Error::Truncated {
-            name: ctx.name.clone(),
-            url: ctx.url.clone(),
-            expected: exp,
-            got: n,
-        })
-        .await;
+    if let Some(e) = truncated(n) {
+        return fail(e).await;
     }
     report(n, Phase::Uploading);
     Ok((hex::encode(hasher.finalize()), n))

@@ -460,6 +460,14 @@ impl Group {
         }
     }
 
+    /// Stops the group: no longer started, finish time now, every instance stopping.
+    fn halt(&mut self, at: Instant) {
+        self.started = false;
+        self.finish_time = Timestamp::now();
+        self.update_time = self.finish_time;
+        self.stop_all(at);
+    }
+
     fn stop_all(&mut self, at: Instant) {
         for inst in &mut self.instances {
             if inst.state != InstState::Stopping {
@@ -965,11 +973,8 @@ impl World {
         let g = self.group_mut(org, project, name)?;
         if g.deleting.is_none() {
             g.deleting = Some(now + delete);
-            g.started = false;
             g.prepare = None;
-            g.finish_time = Timestamp::now();
-            g.update_time = g.finish_time;
-            g.stop_all(now);
+            g.halt(now);
         }
         Ok(())
     }
@@ -1019,10 +1024,7 @@ impl World {
             )));
         }
         if g.started {
-            g.started = false;
-            g.finish_time = Timestamp::now();
-            g.update_time = g.finish_time;
-            g.stop_all(now);
+            g.halt(now);
         }
         Ok(())
     }
