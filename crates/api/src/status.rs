@@ -72,6 +72,24 @@ pub struct StableDiffusionDeploymentStatus {
     pub endpoint_config_map: Option<String>,
 }
 
+impl StableDiffusionDeploymentStatus {
+    /// The condition of this type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Is the condition of this type present with status True?
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+
+    /// `Ready=True` for `generation`: the spec of that generation is served.
+    pub fn is_ready_at(&self, generation: Option<i64>) -> bool {
+        self.condition("Ready")
+            .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+    }
+}
+
 /// Coarse lifecycle phase.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Phase {

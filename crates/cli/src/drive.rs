@@ -202,16 +202,46 @@ fn prepare(c: &Common, interval: Duration) -> Result<Session, u8> {
 }
 
 fn stalled(r: &Reconciled) -> bool {
-    r.status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Stalled" && c.status == "True")
+    r.status.is_true("Stalled")
 }
 
 fn ready(r: &Reconciled, generation: i64) -> bool {
-    r.status.conditions.iter().any(|c| {
-        c.type_ == "Ready" && c.status == "True" && c.observed_generation == Some(generation)
-    })
+    r.status.is_ready_at(Some(generation))
+}
+
+/// Ends a reconcile loop on a stall, a terminal error, or too many transient errors in a row
+/// (with its exit code); counts the transient ones.
+fn stop_on_failure(printer: Printer, r: &Reconciled, failures: &mut u32) -> Option<u8> {
+    if stalled(r) {
+        return Some(result(
+            printer,
+            "stalled",
+            EXIT_STALLED,
+            &stalled_message(r),
+            Some(r),
+        ));
+    }
+    match &r.error {
+        Some((category, transient)) => {
+            *failures += 1;
+            if *transient && *failures < MAX_TRANSIENT_FAILURES {
+                return None;
+            }
+            let m = if *transient {
+                format!(
+                    "{category} {failures} times in a row: {}",
+                    status_message(r)
+                )
+            } else {
+                format!("{category}: {}", status_message(r))
+            };
+            Some(result(printer, "error", EXIT_ERROR, &m, Some(r)))
+        }
+        None => {
+            *failures = 0;
+            None
+        }
+    }
 }
 
 fn stalled_message(r: &Reconciled) -> String {
@@ -391,31 +421,8 @@ pub async fn apply(args: ApplyArgs) -> u8 {
         let r = s.engine.reconcile(&s.sdd, &s.store, Mode::Apply).await;
         follow.show(&r);
         s.sdd.status = Some(r.status.clone());
-        if stalled(&r) {
-            return result(
-                s.printer,
-                "stalled",
-                EXIT_STALLED,
-                &stalled_message(&r),
-                Some(&r),
-            );
-        }
-        match &r.error {
-            Some((category, false)) => {
-                let m = format!("{category}: {}", status_message(&r));
-                return result(s.printer, "error", EXIT_ERROR, &m, Some(&r));
-            }
-            Some((category, true)) => {
-                failures += 1;
-                if failures >= MAX_TRANSIENT_FAILURES {
-                    let m = format!(
-                        "{category} {failures} times in a row: {}",
-                        status_message(&r)
-                    );
-                    return result(s.printer, "error", EXIT_ERROR, &m, Some(&r));
-                }
-            }
-            None => failures = 0,
+        if let Some(code) = stop_on_failure(s.printer, &r, &mut failures) {
+            return code;
         }
         if ready(&r, generation) {
             return result(s.printer, "ready", EXIT_OK, &ready_summary(&r), Some(&r));
@@ -499,32 +506,15 @@ pub async fn delete(args: DeleteArgs) -> u8 {
         follow.show(&r);
         s.sdd.status = Some(r.status.clone());
         if r.release_finalizer {
-            return result(
-                s.printer,
-                "deleted",
-                EXIT_OK,
-                "deleted: SaladCloud lists no container group of this resource any more",
-                Some(&r),
-            );
+            let m = if s.sdd.spec.deletion_policy == salad_sd_api::DeletionPolicy::Orphan {
+                "released: the container groups are left running (deletionPolicy: Orphan)"
+            } else {
+                "deleted: SaladCloud lists no container group of this resource any more"
+            };
+            return result(s.printer, "deleted", EXIT_OK, m, Some(&r));
         }
-        if stalled(&r) {
-            return result(
-                s.printer,
-                "stalled",
-                EXIT_STALLED,
-                &stalled_message(&r),
-                Some(&r),
-            );
-        }
-        match &r.error {
-            Some((category, transient)) => {
-                failures += 1;
-                if !transient || failures >= MAX_TRANSIENT_FAILURES {
-                    let m = format!("{category}: {}", status_message(&r));
-                    return result(s.printer, "error", EXIT_ERROR, &m, Some(&r));
-                }
-            }
-            None => failures = 0,
+        if let Some(code) = stop_on_failure(s.printer, &r, &mut failures) {
+            return code;
         }
         let now = Instant::now();
         if now >= deadline {

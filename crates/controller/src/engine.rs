@@ -228,13 +228,10 @@ impl Engine {
     ) -> Reconciled {
         let started = Instant::now();
         let out = self.reconcile_inner(sdd, store, mode).await;
-        let result = match (
-            &out.error,
-            &out.status.conditions.iter().find(|c| c.type_ == STALLED),
-        ) {
+        let result = match (&out.error, out.status.is_true(STALLED)) {
             (Some(_), _) => "error",
-            (None, Some(_)) => "stalled",
-            _ => "success",
+            (None, true) => "stalled",
+            (None, false) => "success",
         };
         match &out.error {
             Some((category, _)) => self.metrics.record_error(category),
@@ -292,23 +289,12 @@ impl Engine {
                 burned_names: BTreeSet::new(),
             };
             return rep.finish(FinishInput {
-                plan: plan::plan(
-                    &Desired {
-                        owner_uid: uid,
-                        deleting,
-                        deletion_policy: spec.deletion_policy,
-                        strategy: spec.rollout.strategy,
-                        stopped: spec.stopped,
-                        fixed_name: None,
-                        adopt: false,
-                        name_prefix: String::new(),
-                        generation,
-                        generation_observed: false,
-                        min_ready: 0,
-                        group: None,
-                    },
-                    &nothing,
-                ),
+                plan: Plan {
+                    actions: Vec::new(),
+                    target: None,
+                    retiring: Vec::new(),
+                    outcome: Outcome::Released,
+                },
                 observed: &nothing,
                 built: None,
                 replicas: spec.replicas,
@@ -699,11 +685,7 @@ impl Engine {
         let project = &spec.saladcloud.project;
         let uid = sdd.metadata.uid.clone().unwrap_or_default();
         let fixed = spec.saladcloud.container_group_name.clone();
-        let ready_before = prev.conditions.iter().any(|c| {
-            c.type_ == READY
-                && c.status == "True"
-                && c.observed_generation == sdd.metadata.generation
-        });
+        let ready_before = prev.is_ready_at(sdd.metadata.generation);
         let known: Vec<String> = prev
             .container_group
             .iter()
@@ -858,16 +840,9 @@ impl Reporter {
         self.events.push(Event::warning(reason, message));
     }
 
-    fn prev_condition(
-        &self,
-        type_: &str,
-    ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.prev.conditions.iter().find(|c| c.type_ == type_)
-    }
-
     /// Stalled before planning: status keeps what it knew about the groups.
     fn stalled(mut self, reason: &str, message: String) -> Reconciled {
-        if self.prev_condition(STALLED).map(|c| &c.message) != Some(&message) {
+        if self.prev.condition(STALLED).map(|c| &c.message) != Some(&message) {
             self.events.push(Event::warning(reason, message.clone()));
         }
         let mut status = self.prev.clone();
@@ -978,7 +953,8 @@ impl Reporter {
         });
         if image_ready
             && self
-                .prev_condition(IMAGE_READY)
+                .prev
+                .condition(IMAGE_READY)
                 .is_some_and(|c| c.status != "True")
             && let Some(img) = i.built
         {
@@ -1027,13 +1003,14 @@ impl Reporter {
                 .push(Event::warning(&e.category, e.message.clone()));
         }
         if let Outcome::Stalled { reason, message } = &plan.outcome
-            && self.prev_condition(STALLED).map(|c| &c.message) != Some(message)
+            && self.prev.condition(STALLED).map(|c| &c.message) != Some(message)
         {
             self.events.push(Event::warning(reason, message.clone()));
         }
         if plan.outcome == Outcome::Converged
             && self
-                .prev_condition(READY)
+                .prev
+                .condition(READY)
                 .is_none_or(|c| c.status != "True" || c.reason != "Serving")
         {
             self.events.push(Event::normal(

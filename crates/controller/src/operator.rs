@@ -290,10 +290,7 @@ async fn ensure_endpoint(
         return Ok(status.endpoint_config_map.clone());
     };
     let cm_name = format!("{name}-endpoint");
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = status.is_true("Ready");
     // Follow the group only once it serves, so the endpoint never points at a cold group.
     if !ready && status.endpoint_config_map.is_some() {
         return Ok(status.endpoint_config_map.clone());
@@ -304,11 +301,7 @@ async fn ensure_endpoint(
         .filter(|p| p.endpoint_config_map.as_deref() == Some(cm_name.as_str()))
         .and_then(|p| p.container_group.as_ref())
         .and_then(|g| g.access_url.as_deref());
-    let previously_ready = previous.is_some_and(|p| {
-        p.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
+    let previously_ready = previous.is_some_and(|p| p.is_true("Ready"));
     if ready && previously_ready && written_url == Some(url.as_str()) {
         return Ok(Some(cm_name));
     }
