@@ -138,6 +138,35 @@ async fn read_all<S: SecretStore>(
         })
 }
 
+/// A store that reads each Secret at most once (one reconcile's worth of reads).
+struct Once<'a, S> {
+    inner: &'a S,
+    seen: std::sync::Mutex<BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>>,
+}
+
+impl<'a, S> Once<'a, S> {
+    fn new(inner: &'a S) -> Self {
+        Self {
+            inner,
+            seen: Default::default(),
+        }
+    }
+}
+
+impl<S: SecretStore> SecretStore for Once<'_, S> {
+    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        if let Some(hit) = self.seen.lock().unwrap().get(name) {
+            return Ok(hit.clone());
+        }
+        let fetched = self.inner.secret(name).await?;
+        self.seen
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), fetched.clone());
+        Ok(fetched)
+    }
+}
+
 /// Reads only the SaladCloud API key (enough to delete the container group).
 pub async fn resolve_api_key<S: SecretStore>(
     spec: &StableDiffusionDeploymentSpec,
@@ -156,6 +185,8 @@ pub async fn resolve<S: SecretStore>(
     spec: &StableDiffusionDeploymentSpec,
     store: &S,
 ) -> Result<ResolvedSecrets, SecretError> {
+    // Several keys often live in one Secret (username and password, say): read each once.
+    let store = &Once::new(store);
     let mut out = ResolvedSecrets::default();
     let key_ref = &spec.saladcloud.api_key_secret_ref;
     out.api_key = Some(ApiKey::new(
@@ -258,5 +289,47 @@ impl MapSecretStore {
 impl SecretStore for MapSecretStore {
     async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         Ok(self.0.get(name).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    struct Counting(MapSecretStore, AtomicUsize);
+
+    impl SecretStore for Counting {
+        async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.secret(name).await
+        }
+    }
+
+    #[tokio::test]
+    async fn each_secret_is_read_once_per_resolve() {
+        let mut sdd: salad_sd_api::StableDiffusionDeployment = serde_saphyr::from_str(
+            include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml"),
+        )
+        .unwrap();
+        sdd.spec.image.push_secret_ref = None;
+        let store = Counting(
+            MapSecretStore::default()
+                .with("salad-api-key", "apiKey", "k")
+                .with("ghcr-pull", "username", "u")
+                .with("ghcr-pull", "password", "p"),
+            AtomicUsize::new(0),
+        );
+        let resolved = resolve(&sdd.spec, &store).await.unwrap();
+        assert!(matches!(
+            resolved.pull_auth,
+            Some(RegistryAuthentication::Basic { .. })
+        ));
+        assert_eq!(
+            store.1.load(Ordering::SeqCst),
+            2,
+            "salad-api-key and ghcr-pull, once each"
+        );
     }
 }
