@@ -25,7 +25,7 @@ use crate::builds::BuildSettings;
 use crate::engine::{Engine, EngineConfig, EventType, Mode, backoff_delay, parse_duration};
 use crate::metrics::Metrics;
 use crate::report::same_ignoring_times;
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretData, SecretStore};
 
 /// `salad-sd operator` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -123,7 +123,7 @@ pub struct KubeSecretStore {
 }
 
 impl SecretStore for KubeSecretStore {
-    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret(&self, name: &str) -> Result<Option<SecretData>, String> {
         match self.api.get_opt(name).await {
             Ok(Some(s)) => Ok(Some(
                 s.data

@@ -10,13 +10,14 @@ use salad_sd_image::RegistryCredentials;
 use saladcloud::ApiKey;
 use saladcloud::model::{RegistryAuthentication, Secret};
 
+/// The data of one Secret: key → bytes.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
 /// Where Secrets come from.
 pub trait SecretStore: Send + Sync {
     /// The data of the Secret `name` in the resource's namespace, or `None` if it does not exist.
-    fn secret(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<BTreeMap<String, Vec<u8>>>, String>> + Send;
+    fn secret(&self, name: &str)
+    -> impl Future<Output = Result<Option<SecretData>, String>> + Send;
 }
 
 /// A Secret the spec names is missing or incomplete: only the user can fix it.
@@ -124,7 +125,7 @@ async fn read_all<S: SecretStore>(
     store: &S,
     name: &str,
     purpose: &str,
-) -> Result<BTreeMap<String, Vec<u8>>, SecretError> {
+) -> Result<SecretData, SecretError> {
     store
         .secret(name)
         .await
@@ -141,7 +142,7 @@ async fn read_all<S: SecretStore>(
 /// A store that reads each Secret at most once (one reconcile's worth of reads).
 struct Once<'a, S> {
     inner: &'a S,
-    seen: std::sync::Mutex<BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>>,
+    seen: std::sync::Mutex<BTreeMap<String, Option<SecretData>>>,
 }
 
 impl<'a, S> Once<'a, S> {
@@ -154,7 +155,7 @@ impl<'a, S> Once<'a, S> {
 }
 
 impl<S: SecretStore> SecretStore for Once<'_, S> {
-    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret(&self, name: &str) -> Result<Option<SecretData>, String> {
         if let Some(hit) = self.seen.lock().unwrap().get(name) {
             return Ok(hit.clone());
         }
@@ -287,7 +288,7 @@ impl MapSecretStore {
 }
 
 impl SecretStore for MapSecretStore {
-    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret(&self, name: &str) -> Result<Option<SecretData>, String> {
         Ok(self.0.get(name).cloned())
     }
 }
@@ -301,7 +302,7 @@ mod tests {
     struct Counting(MapSecretStore, AtomicUsize);
 
     impl SecretStore for Counting {
-        async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        async fn secret(&self, name: &str) -> Result<Option<SecretData>, String> {
             self.1.fetch_add(1, Ordering::SeqCst);
             self.0.secret(name).await
         }
