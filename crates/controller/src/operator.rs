@@ -2,7 +2,6 @@
 //! runs the engine, and writes back status (server-side apply), Events, the finalizer and the
 //! endpoint ConfigMap. Leader election keeps a second replica from writing.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
