@@ -73,6 +73,8 @@ use crate::status::StableDiffusionDeploymentStatus;
         .message("server.kind Custom needs server.baseImage (there is no default image for a custom server)"),
     validation = Rule::new("!self.gateway.enabled || !has(self.gateway.port) || self.gateway.port == self.server.port")
         .message("gateway.port must equal server.port (the gateway forwards to the port the server listens on); leave gateway.port unset to follow server.port"),
+    validation = Rule::new("!(self.server.kind in ['SDNext', 'Automatic1111']) || self.models.exists(m, m.kind == 'Checkpoint')")
+        .message("SDNext and Automatic1111 need a model of kind Checkpoint: without one SD.Next has nothing to load and Automatic1111 would download SD 1.5 at every start"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StableDiffusionDeploymentSpec {
@@ -235,6 +237,16 @@ pub struct SecretRef {
 
 /// The inference server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.kind != 'SDNext' || !has(self.args) || !self.args.exists(a, a == '--api-only' || a.startsWith('--api-only='))")
+        .message("server.args: SD.Next's --api-only listens on IPv4 only (it ignores --server-name), so SaladCloud's gateway and probes cannot reach it; remove it"),
+    validation = Rule::new("self.kind != 'SDNext' || !has(self.args) || !self.args.exists(a, a == '--no-download')")
+        .message("server.args: --no-download exists only in old SD.Next builds and newer ones exit at start on an unknown flag; remove it"),
+    validation = Rule::new("self.layout != 'Upstream' || self.backend == 'Diffusers'")
+        .message("server.backend Original does not exist in upstream's current SD.Next image (layout Upstream); use Diffusers or layout SaladBase"),
+    validation = Rule::new("self.kind != 'Automatic1111' || self.port != 7859")
+        .message("server.port 7859 is where Automatic1111 itself listens inside the container (socat forwards IPv6 to it); pick another port"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSpec {
     /// Server software: SDNext (default), Automatic1111, ComfyUI or Custom. Decides the default
@@ -242,13 +254,36 @@ pub struct ServerSpec {
     #[serde(default)]
     pub kind: ServerKind,
 
-    /// Base image the models are added to. Defaults: SDNext `saladtechnologies/sdnext:base`,
-    /// Automatic1111 `saladtechnologies/a1111:ipv6-v1.9.4`, ComfyUI
-    /// `ghcr.io/saladtechnologies/comfyui-api:comfy0.3.62-api1.10.0-torch2.8.0-cuda12.8-runtime`.
-    /// Required for Custom.
+    /// Base image the models are added to. Defaults (their CUDA decides which GPUs can run them;
+    /// RTX 5090 classes need CUDA 12.8 or newer):
+    /// SDNext layout SaladBase `saladtechnologies/sdnext:base` (CUDA 11.7, not for RTX 5090);
+    /// SDNext layout Upstream `vladmandic/sdnext-cuda:latest` (CUDA 12.8);
+    /// Automatic1111 `saladtechnologies/a1111:ipv6-v1.9.4` (CUDA 12.1, not for RTX 5090);
+    /// ComfyUI `ghcr.io/saladtechnologies/comfyui-api:comfy0.3.62-api1.10.0-torch2.8.0-cuda12.8-runtime`
+    /// (CUDA 12.8). Required for Custom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub base_image: Option<String>,
+
+    /// SDNext only: which image layout the base image has. SaladBase (default) is SaladCloud's
+    /// `saladtechnologies/sdnext:base` (app in `/webui`, data in `/webui/data`, runs the server
+    /// as uid 1000). Upstream is SD.Next's own `vladmandic/sdnext-cuda` (app in `/app`, data in
+    /// `/mnt/data`, models in `/mnt/models`, runs as root).
+    #[serde(default)]
+    pub layout: SdNextLayout,
+
+    /// SDNext only: the pipeline backend, passed as `--backend`. Diffusers (default) runs SD 1.5,
+    /// SDXL and newer models and reads ControlNet files from `models/control/controlnet`;
+    /// Original (SaladBase layout only) is the A1111-style backend of 2023 images (SD 1.5 only,
+    /// ControlNet in `models/ControlNet`).
+    #[serde(default)]
+    pub backend: SdNextBackend,
+
+    /// Let the server hash every model file at load (SDNext and Automatic1111). Off by default:
+    /// hashing reads the whole checkpoint before the first image, minutes for an SDXL file on a
+    /// slow disk, and only feeds the model hash shown in image metadata.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub model_hashing: bool,
 
     /// TCP port the server listens on (over IPv6, as SaladCloud requires).
     #[serde(default = "default_port")]
@@ -256,7 +291,8 @@ pub struct ServerSpec {
     pub port: i32,
 
     /// Extra launch arguments appended to the server's command line (for SDNext, for example
-    /// `--backend diffusers` or `--no-hashing`).
+    /// `--lowvram`). SDNext refuses `--api-only` (IPv4 only) and `--no-download` (unknown to
+    /// newer builds, which then exit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub args: Vec<LaunchArg>,
@@ -269,6 +305,26 @@ pub struct ServerSpec {
     pub env: Vec<EnvVar>,
 }
 
+/// SD.Next image layout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum SdNextLayout {
+    // saladtechnologies/sdnext:base: /webui, data in /webui/data, server runs as uid 1000.
+    #[default]
+    SaladBase,
+    // vladmandic/sdnext-cuda: /app, SD_DATADIR=/mnt/data, SD_MODELSDIR=/mnt/models, root.
+    Upstream,
+}
+
+/// SD.Next pipeline backend.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum SdNextBackend {
+    // diffusers: SD 1.5, SDXL and newer; ControlNet in models/control/controlnet.
+    #[default]
+    Diffusers,
+    // original: the A1111-style backend of 2023 images; SD 1.5 only.
+    Original,
+}
+
 /// One launch argument.
 pub type LaunchArg = String;
 
@@ -277,6 +333,9 @@ impl Default for ServerSpec {
         Self {
             kind: ServerKind::default(),
             base_image: None,
+            layout: SdNextLayout::default(),
+            backend: SdNextBackend::default(),
+            model_hashing: false,
             port: default_port(),
             args: Vec::new(),
             env: Vec::new(),
@@ -334,7 +393,17 @@ pub struct EnvVarSource {
 
 /// A model file baked into the image.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.kind != 'Other' || has(self.path)").message("models of kind Other need path: the absolute directory to put the file in"))]
+#[x_kube(
+    validation = Rule::new("self.kind != 'Other' || has(self.path)").message("models of kind Other need path: the absolute directory to put the file in"),
+    validation = Rule::new("self.kind != 'Checkpoint' || self.name.endsWith('.safetensors') || self.name.endsWith('.ckpt')")
+        .message("a Checkpoint's name must end in .safetensors or .ckpt: the servers list checkpoints by extension and ignore other files"),
+    validation = Rule::new("!(self.kind in ['Lora', 'VAE']) || self.name.endsWith('.safetensors') || self.name.endsWith('.ckpt') || self.name.endsWith('.pt')")
+        .message("a Lora or VAE name must end in .safetensors, .ckpt or .pt: the servers list them by extension and ignore other files"),
+    validation = Rule::new("self.kind != 'Embedding' || self.name.endsWith('.safetensors') || self.name.endsWith('.pt') || self.name.endsWith('.bin')")
+        .message("an Embedding's name must end in .safetensors, .pt or .bin: the servers list them by extension and ignore other files"),
+    validation = Rule::new("self.kind != 'ControlNet' || self.name.endsWith('.safetensors') || self.name.endsWith('.pth') || self.name.endsWith('.pt') || self.name.endsWith('.ckpt') || self.name.endsWith('.bin')")
+        .message("a ControlNet's name must end in .safetensors, .pth, .pt, .ckpt or .bin: the servers list them by extension and ignore other files"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// File name in the image, for example `dreamshaper_8.safetensors`. Also the model's

@@ -68,9 +68,19 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
         );
     }
 
-    let profile = ServerProfile::of(spec.server.kind);
+    let profile = ServerProfile::of(&spec.server);
     if spec.server.kind == ServerKind::Custom && spec.server.base_image.is_none() {
         bad("server.baseImage", "server.kind Custom needs server.baseImage (there is no default image for a custom server)".into());
+    }
+    for problem in server_problems(&spec.server) {
+        bad(problem.0, problem.1.into());
+    }
+    if matches!(
+        spec.server.kind,
+        ServerKind::SdNext | ServerKind::Automatic1111
+    ) && !spec.models.iter().any(|m| m.kind == ModelKind::Checkpoint)
+    {
+        bad("models", "SDNext and Automatic1111 need a model of kind Checkpoint: without one SD.Next has nothing to load and Automatic1111 would download SD 1.5 at every start".into());
     }
     if !(1..=65535).contains(&spec.server.port) {
         bad(
@@ -115,6 +125,19 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             bad(
                 &format!("models[{i}].name"),
                 format!("`{}` must be a plain file name", m.name),
+            );
+        }
+        if let Some(accepted) = accepted_extensions(m.kind)
+            && !accepted.iter().any(|ext| m.name.ends_with(ext))
+        {
+            bad(
+                &format!("models[{i}].name"),
+                format!(
+                    "`{}`: a {:?} file name must end in {}: the servers list these files by extension and ignore others",
+                    m.name,
+                    m.kind,
+                    accepted.join(", ")
+                ),
             );
         }
         if m.kind == ModelKind::Other && m.path.is_none() {
@@ -281,6 +304,41 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
                 );
             }
         }
+    }
+    out
+}
+
+/// File name endings each model kind is listed by (`None`: any name).
+pub fn accepted_extensions(kind: ModelKind) -> Option<&'static [&'static str]> {
+    match kind {
+        ModelKind::Checkpoint => Some(&[".safetensors", ".ckpt"]),
+        ModelKind::Lora | ModelKind::Vae => Some(&[".safetensors", ".ckpt", ".pt"]),
+        ModelKind::Embedding => Some(&[".safetensors", ".pt", ".bin"]),
+        ModelKind::ControlNet => Some(&[".safetensors", ".pth", ".pt", ".ckpt", ".bin"]),
+        ModelKind::Other => None,
+    }
+}
+
+/// What is wrong with the server section, as `(field, message)`.
+fn server_problems(server: &ServerSpec) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if server.kind == ServerKind::SdNext {
+        if server
+            .args
+            .iter()
+            .any(|a| a == "--api-only" || a.starts_with("--api-only="))
+        {
+            out.push(("server.args", "SD.Next's --api-only listens on IPv4 only (it ignores --server-name), so SaladCloud's gateway and probes cannot reach it; remove it"));
+        }
+        if server.args.iter().any(|a| a == "--no-download") {
+            out.push(("server.args", "--no-download exists only in old SD.Next builds and newer ones exit at start on an unknown flag; remove it"));
+        }
+    }
+    if server.layout == SdNextLayout::Upstream && server.backend == SdNextBackend::Original {
+        out.push(("server.backend", "server.backend Original does not exist in upstream's current SD.Next image (layout Upstream); use Diffusers or layout SaladBase"));
+    }
+    if server.kind == ServerKind::Automatic1111 && server.port == crate::profile::A1111_INNER_PORT {
+        out.push(("server.port", "server.port 7859 is where Automatic1111 itself listens inside the container (socat forwards IPv6 to it); pick another port"));
     }
     out
 }

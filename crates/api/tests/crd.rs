@@ -248,6 +248,91 @@ struct CelCase {
 fn cel_cases() -> Vec<CelCase> {
     vec![
         CelCase {
+            reason: "SD.Next has nothing to load without a checkpoint",
+            message: "SDNext and Automatic1111 need a model of kind Checkpoint",
+            break_it: |o| {
+                o["spec"]["models"][0]["kind"] = json!("Lora");
+                o["spec"]["models"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("default");
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "--api-only binds IPv4 only, out of the gateway's reach",
+            message: "--api-only listens on IPv4 only",
+            break_it: |o| o["spec"]["server"]["args"] = json!(["--api-only"]),
+            old: None,
+        },
+        CelCase {
+            reason: "newer SD.Next exits on unknown flags",
+            message: "--no-download exists only in old SD.Next builds",
+            break_it: |o| o["spec"]["server"]["args"] = json!(["--lowvram", "--no-download"]),
+            old: None,
+        },
+        CelCase {
+            reason: "upstream's current SD.Next has no original backend",
+            message: "server.backend Original does not exist",
+            break_it: |o| {
+                o["spec"]["server"]["layout"] = json!("Upstream");
+                o["spec"]["server"]["backend"] = json!("Original");
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "socat would collide with A1111's own listener",
+            message: "server.port 7859 is where Automatic1111 itself listens",
+            break_it: |o| {
+                o["spec"]["server"]["kind"] = json!("Automatic1111");
+                o["spec"]["server"]["port"] = json!(7859);
+                o["spec"]["gateway"]["port"] = json!(7859);
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "a checkpoint without a known extension is not listed",
+            message: "a Checkpoint's name must end in",
+            break_it: |o| o["spec"]["models"][0]["name"] = json!("dreamshaper_8.zip"),
+            old: None,
+        },
+        CelCase {
+            reason: "a LoRA without a known extension is not listed",
+            message: "a Lora or VAE name must end in",
+            break_it: |o| {
+                let mut lora = o["spec"]["models"][0].clone();
+                lora["name"] = json!("detail.bin");
+                lora["kind"] = json!("Lora");
+                lora.as_object_mut().unwrap().remove("default");
+                o["spec"]["models"].as_array_mut().unwrap().push(lora);
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "an embedding without a known extension is not listed",
+            message: "an Embedding's name must end in",
+            break_it: |o| {
+                let mut emb = o["spec"]["models"][0].clone();
+                emb["name"] = json!("easynegative.ckpt");
+                emb["kind"] = json!("Embedding");
+                emb.as_object_mut().unwrap().remove("default");
+                o["spec"]["models"].as_array_mut().unwrap().push(emb);
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "a ControlNet without a known extension is not listed",
+            message: "a ControlNet's name must end in",
+            break_it: |o| {
+                let mut cn = o["spec"]["models"][0].clone();
+                cn["name"] = json!("canny.onnx");
+                cn["kind"] = json!("ControlNet");
+                cn.as_object_mut().unwrap().remove("default");
+                o["spec"]["models"].as_array_mut().unwrap().push(cn);
+            },
+            old: None,
+        },
+        CelCase {
             reason: "BlueGreen creates a new group per rollout, which a fixed name forbids",
             message: "rollout.strategy BlueGreen needs",
             break_it: |o| o["spec"]["saladcloud"]["containerGroupName"] = json!("fixed-name"),
@@ -369,7 +454,10 @@ fn cel_cases() -> Vec<CelCase> {
             reason: "SaladCloud takes one probe handler",
             message: "a probe has at most one of http, tcp or exec",
             break_it: |o| {
-                o["spec"]["probes"]["liveness"]["exec"] = json!({"command": ["true"]});
+                o["spec"]["probes"] = json!({"liveness": {
+                    "http": {"path": "/sdapi/v1/memory"},
+                    "exec": {"command": ["true"]},
+                }});
             },
             old: None,
         },

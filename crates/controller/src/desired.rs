@@ -16,7 +16,7 @@ use crate::secrets::ResolvedSecrets;
 
 /// The image to build for a spec. Secrets (model tokens) ride along but never enter the hash.
 pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -> Recipe {
-    let profile = ServerProfile::of(spec.server.kind);
+    let profile = ServerProfile::of(&spec.server);
     let base_image = spec
         .server
         .base_image
@@ -51,7 +51,7 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
         ..ConfigEdit::default()
     };
     if let Some((entrypoint, cmd)) = launch {
-        config.entrypoint = Some(entrypoint);
+        config.entrypoint = entrypoint;
         config.cmd = Some(cmd);
     }
     if let Some(ckpt) = &ckpt {
@@ -80,11 +80,7 @@ pub fn model_path(spec: &StableDiffusionDeploymentSpec, model: &salad_sd_api::Mo
     let dir = model
         .path
         .clone()
-        .or_else(|| {
-            ServerProfile::of(spec.server.kind)
-                .model_dir(model.kind)
-                .map(str::to_owned)
-        })
+        .or_else(|| ServerProfile::of(&spec.server).model_dir(model.kind))
         .unwrap_or_else(|| "/models".into());
     format!("{}/{}", dir.trim_end_matches('/'), model.name)
 }
@@ -126,7 +122,7 @@ pub fn group_definition(
     gpu: &GpuChoice,
     secrets: &ResolvedSecrets,
 ) -> salad::ContainerGroupPrototype {
-    let profile = ServerProfile::of(spec.server.kind);
+    let profile = ServerProfile::of(&spec.server);
     let port = spec.server.port;
     let r = &spec.resources;
     let memory_mb = quantity::to_megabytes(&r.memory).unwrap_or(0) as u32;
@@ -316,8 +312,13 @@ mod tests {
             "SD.Next startup waits for a generation"
         );
         assert_eq!(
-            (startup.initial_delay_seconds, startup.failure_threshold),
-            (60, 20)
+            (
+                startup.initial_delay_seconds,
+                startup.period_seconds,
+                startup.failure_threshold
+            ),
+            (30, 30, 20),
+            "about ten minutes for the first checkpoint load"
         );
         let liveness = p.liveness_probe.as_ref().unwrap();
         assert_eq!(liveness.http.as_ref().unwrap().path, "/sdapi/v1/memory");
