@@ -12,7 +12,7 @@ all: build
 build:
 	$(CARGO) build --workspace
 
-## Install what the tests need (Debian docker-registry, lua5.4), when missing.
+## Install what the tests need (Debian docker-registry, lua5.4, runc, socat, python3.11), when missing.
 deps:
 	@scripts/ensure-deps.sh
 

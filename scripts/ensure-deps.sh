@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use, when they are missing:
-# docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests) and lua5.4
-# (runs the Argo CD health check in its test).
+# docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests), lua5.4
+# (runs the Argo CD health check in its test), and for `make test-runtime` runc (runs the built
+# images) with socat and Debian's python3.11 (copied into the stand-in base images).
 set -euo pipefail
 missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[ -x /usr/bin/socat ] || missing+=(socat)
+[ -x /usr/bin/python3.11 ] || missing+=(python3.11)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2

@@ -1,0 +1,348 @@
+//! Runs a pulled image as a node's container runtime does: layers unpacked and stacked as
+//! overlayfs lower directories under an empty upper directory, the process started by `runc`
+//! with the image's (or the group's) entrypoint, command, environment and working directory,
+//! and Docker's default capabilities. The container shares the host's network namespace, so its
+//! listeners are the test's loopback listeners.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use saladcloud::model::CreateContainer;
+use serde_json::json;
+
+use super::oci::RunConfig;
+use super::{NodeError, Result};
+
+/// Docker's (and containerd's) default capability set.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Why this machine cannot run containers, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if effective_uid() != 0 {
+        return Some("the runtime test needs root (runc and overlayfs mounts)".into());
+    }
+    if Command::new("runc").arg("--version").output().is_err() {
+        return Some("runc is not installed (Debian package runc)".into());
+    }
+    let overlay = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !overlay.contains("overlay") {
+        return Some("the kernel has no overlayfs".into());
+    }
+    None
+}
+
+fn effective_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// What the runtime starts: the image config with the container group's overrides applied, as
+/// SaladCloud does (`command` replaces entrypoint and command; group variables win).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// argv.
+    pub args: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+}
+
+impl Launch {
+    /// The process a container group runs from an image.
+    pub fn of(image: &RunConfig, container: &CreateContainer) -> Result<Self> {
+        let args = match &container.command {
+            Some(command) if !command.is_empty() => command.clone(),
+            _ => image
+                .entrypoint
+                .iter()
+                .chain(image.cmd.iter())
+                .cloned()
+                .collect(),
+        };
+        if args.is_empty() {
+            return Err(NodeError(
+                "the image has neither entrypoint nor command".into(),
+            ));
+        }
+        if !image.user.is_empty() && image.user != "root" && image.user != "0" {
+            return Err(NodeError(format!(
+                "image user `{}`: the test node runs images as root only",
+                image.user
+            )));
+        }
+        let mut env: Vec<String> = image
+            .env
+            .iter()
+            .filter(|kv| {
+                let key = kv.split('=').next().unwrap_or_default();
+                !container.environment_variables.contains_key(key)
+            })
+            .cloned()
+            .collect();
+        env.extend(
+            container
+                .environment_variables
+                .iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        let cwd = if image.working_dir.is_empty() {
+            "/".into()
+        } else {
+            image.working_dir.clone()
+        };
+        Ok(Self { args, env, cwd })
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| NodeError(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(NodeError(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Unpacks a gzip layer into `dir`, keeping owners and modes.
+fn unpack(layer: &Path, dir: &Path) -> Result<()> {
+    let file = File::open(layer).map_err(|e| NodeError(format!("opening layer: {e}")))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    for entry in archive
+        .entries()
+        .map_err(|e| NodeError(format!("reading layer: {e}")))?
+    {
+        let mut entry = entry.map_err(|e| NodeError(format!("reading layer: {e}")))?;
+        let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".wh."))
+        {
+            return Err(NodeError(format!(
+                "{}: whiteouts are not supported by the test node",
+                path.display()
+            )));
+        }
+        entry
+            .unpack_in(dir)
+            .map_err(|e| NodeError(format!("unpacking {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// A running container. Dropping it kills the process, unmounts and removes its state.
+pub struct Container {
+    id: String,
+    state: PathBuf,
+    merged: PathBuf,
+    upper: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Container {
+    /// Unpacks `layers` (bottom first) under `workdir`, mounts them and starts `launch`.
+    pub fn start(id: &str, layers: &[PathBuf], launch: &Launch, workdir: &Path) -> Result<Self> {
+        let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
+        let mut lowers = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let dir = workdir.join(format!("lower-{i}"));
+            std::fs::create_dir_all(&dir).map_err(io("creating a layer directory"))?;
+            unpack(layer, &dir)?;
+            lowers.push(dir);
+        }
+        let upper = workdir.join("upper");
+        let work = workdir.join("work");
+        let merged = workdir.join("rootfs");
+        let bundle = workdir.join("bundle");
+        let state = workdir.join("runc-state");
+        for d in [&upper, &work, &merged, &bundle, &state] {
+            std::fs::create_dir_all(d).map_err(io("creating container directories"))?;
+        }
+        let lowerdir = lowers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        run(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o"])
+                .arg(format!(
+                    "lowerdir={lowerdir},upperdir={},workdir={}",
+                    upper.display(),
+                    work.display()
+                ))
+                .arg(&merged),
+            "mounting overlayfs",
+        )?;
+        let mut container = Self {
+            id: id.to_owned(),
+            state,
+            merged,
+            upper,
+            log: workdir.join("container.log"),
+            child: None,
+        };
+        container.write_bundle(&bundle, launch)?;
+        let log = File::create(&container.log).map_err(io("creating the container log"))?;
+        let log2 = log.try_clone().map_err(io("creating the container log"))?;
+        let child = Command::new("runc")
+            .arg("--root")
+            .arg(&container.state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(io("starting runc"))?;
+        container.child = Some(child);
+        Ok(container)
+    }
+
+    fn write_bundle(&self, bundle: &Path, launch: &Launch) -> Result<()> {
+        run(
+            Command::new("runc").arg("spec").arg("--bundle").arg(bundle),
+            "runc spec",
+        )?;
+        let path = bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).map_err(|e| NodeError(format!("reading runc spec: {e}")))?,
+        )
+        .map_err(|e| NodeError(format!("runc spec: {e}")))?;
+        spec["root"] = json!({"path": self.merged, "readonly": false});
+        spec["hostname"] = json!(self.id);
+        let p = &mut spec["process"];
+        p["terminal"] = json!(false);
+        p["args"] = json!(launch.args);
+        p["env"] = json!(launch.env);
+        p["cwd"] = json!(launch.cwd);
+        p["user"] = json!({"uid": 0, "gid": 0});
+        p["noNewPrivileges"] = json!(false);
+        p["capabilities"] = json!({
+            "bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS,
+            "permitted": DEFAULT_CAPS,
+        });
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "network");
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))
+            .map_err(|e| NodeError(format!("writing runc spec: {e}")))
+    }
+
+    /// Whether the container's process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Runs `command` in the container (`runc exec`, the container's env and working
+    /// directory); `true` when it exits 0 within `timeout`.
+    pub async fn exec(&self, command: &[String], timeout: Duration) -> bool {
+        let mut cmd = tokio::process::Command::new("runc");
+        cmd.arg("--root")
+            .arg(&self.state)
+            .arg("exec")
+            .arg(&self.id)
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let Ok(mut child) = cmd.spawn() else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = child.kill().await;
+                false
+            }
+        }
+    }
+
+    /// Regular files in the overlay's upper directory with their sizes, largest first: what
+    /// the container wrote, including whole files copied up from the image.
+    pub fn upper_files(&self) -> Vec<(String, u64)> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(root, &e.path(), out),
+                    Ok(t) if t.is_file() => {
+                        let path = e.path();
+                        let rel = path.strip_prefix(root).unwrap_or(&path);
+                        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        out.push((format!("/{}", rel.display()), size));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.upper, &self.upper, &mut out);
+        out.sort_by_key(|f| std::cmp::Reverse(f.1));
+        out
+    }
+
+    /// What the container printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let runc = |args: &[&str]| {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.state)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        runc(&["kill", &self.id, "KILL"]);
+        if let Some(mut child) = self.child.take() {
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        runc(&["delete", "--force", &self.id]);
+        let _ = Command::new("umount").arg(&self.merged).status();
+    }
+}

@@ -1,0 +1,396 @@
+//! The built image really starts (`make test-runtime`): for each server kind, `salad-sd`'s
+//! builder bakes models into a stand-in base that starts the way upstream's image does, the
+//! image is pulled back from a real `docker-registry`, mounted as overlayfs and run by `runc`
+//! with exactly the process the container group would run, and SaladCloud's probes are run
+//! against it with the group's own settings. Needs root and runc; ignored by `make test`.
+//!
+//! Each kind prints one JSON line:
+//! `{"kind":…,"startup_probe_passed_s":…,"models_seen":…,"start_upper_bytes":…}`.
+
+use std::time::{Duration, Instant};
+
+use salad_sd_api::StableDiffusionDeployment;
+use salad_sd_controller::desired::{GpuChoice, group_definition, recipe};
+use salad_sd_controller::secrets::ResolvedSecrets;
+use salad_sd_e2e::node::oci::Registry;
+use salad_sd_e2e::node::probes::{self, Outcome};
+use salad_sd_e2e::node::runtime::{self, Container, Launch};
+use salad_sd_e2e::node::standin::{StandIn, missing_host_programs, push_standin};
+use salad_sd_image::devtools::{LocalRegistry, ModelServer, ModelServerOptions, generated_sha256};
+use salad_sd_image::{Builder, BuilderOptions, SourcePolicy};
+use serde_json::{Value, json};
+
+const CHECKPOINT_SIZE: u64 = 100 << 20;
+const SMALL: u64 = 256 << 10;
+const ONE_MIB: u64 = 1 << 20;
+
+/// The models every kind bakes: (name, kind, size, what the server lists it as).
+const MODELS: &[(&str, &str, u64, &str)] = &[
+    (
+        "dreamshaper_8.safetensors",
+        "Checkpoint",
+        CHECKPOINT_SIZE,
+        "checkpoint",
+    ),
+    ("detail.safetensors", "Lora", SMALL, "lora"),
+    ("vae-ft-mse.safetensors", "VAE", SMALL, "vae"),
+    ("easynegative.pt", "Embedding", 16 << 10, "embedding"),
+    ("control_canny.pth", "ControlNet", SMALL, "controlnet"),
+];
+
+struct Case {
+    name: &'static str,
+    standin: StandIn,
+    /// Extra YAML lines under `server:`.
+    server: &'static str,
+    /// Run the base image's own (upstream) entrypoint instead of ours.
+    upstream_launch: bool,
+}
+
+struct Run {
+    startup: Outcome,
+    liveness: Option<Outcome>,
+    readiness: Option<Outcome>,
+    seen: Value,
+    upper_bytes: u64,
+    upper_files: Vec<(String, u64)>,
+    ipv4_refused: bool,
+    logs: String,
+}
+
+fn skip_reason() -> Option<String> {
+    let mut why = runtime::unavailable();
+    let missing = missing_host_programs();
+    if why.is_none() && !missing.is_empty() {
+        why = Some(format!(
+            "the stand-in images need {} (make deps installs them)",
+            missing.join(", ")
+        ));
+    }
+    why
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn run_case(case: &Case) -> Option<Run> {
+    if let Some(why) = skip_reason() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the runtime test: {why}"
+        );
+        eprintln!("SKIPPED runtime/{}: {why}", case.name);
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = LocalRegistry::start(&dir.path().join("registry"))
+        .await
+        .expect("start /usr/bin/docker-registry");
+    let reg = registry.host_port();
+    let base_repo = format!("standin/{}", case.name);
+    push_standin(&reg, &base_repo, "1", case.standin)
+        .await
+        .expect("push the stand-in base");
+    let models = ModelServer::start(ModelServerOptions::default())
+        .await
+        .expect("model server");
+    let mut model_yaml = String::new();
+    for (i, (name, kind, size, _)) in MODELS.iter().enumerate() {
+        let path = format!("models/{name}");
+        models.add_generated(&path, *size, i as u64 + 1);
+        model_yaml.push_str(&format!(
+            "    - name: {name}\n      kind: {kind}\n      source:\n        url: {}\n        sha256: \"{}\"\n",
+            models.url(&path),
+            generated_sha256(*size, i as u64 + 1)
+        ));
+    }
+    let port = free_port();
+    let yaml = format!(
+        r#"
+apiVersion: salad-sd.dev/v1alpha1
+kind: StableDiffusionDeployment
+metadata:
+  name: rt-{name}
+  namespace: default
+  uid: 6c1a4f0e-0000-4000-8000-000000000001
+spec:
+  saladcloud:
+    organization: acme
+    project: runtime
+    apiKeySecretRef:
+      name: salad-api-key
+      key: apiKey
+  server:
+    baseImage: {reg}/{base_repo}:1
+    port: {port}
+{server}
+  models:
+{model_yaml}
+  image:
+    repository: {reg}/built/{name}
+  resources:
+    cpu: 4
+    memory: 12Gi
+    gpuClasses: [RTX 3060 Ti]
+  gateway:
+    enabled: true
+"#,
+        name = case.name,
+        server = case.server,
+    );
+    let sdd: StableDiffusionDeployment = serde_saphyr::from_str(&yaml).expect("spec");
+    let problems = salad_sd_api::validate::validate(&sdd.spec);
+    assert!(problems.is_empty(), "{}: {problems:?}", case.name);
+
+    let secrets = ResolvedSecrets {
+        api_key: None,
+        env: Default::default(),
+        model_tokens: Default::default(),
+        push_credentials: Default::default(),
+        pull_auth: None,
+    };
+    let builder = Builder::new(BuilderOptions {
+        insecure_registries: vec![reg.clone()],
+        source_policy: SourcePolicy {
+            allow_private_sources: true,
+            allow_file_sources: false,
+        },
+        ..BuilderOptions::default()
+    })
+    .expect("builder");
+    let built = builder
+        .build(
+            &recipe(&sdd.spec, &secrets),
+            &format!("{reg}/built/{}", case.name),
+        )
+        .await
+        .expect("build");
+    let gpu = GpuChoice {
+        ids: vec!["00000000-0000-4000-8000-000000000000".into()],
+        hourly_price: None,
+    };
+    let mut group = group_definition(&sdd.spec, "uid", &built.reference, &gpu, &secrets);
+
+    let (image, layers) = Registry::new(&reg)
+        .pull(&format!("built/{}", case.name), &built.digest, dir.path())
+        .await
+        .expect("pull the built image back");
+    if case.upstream_launch {
+        // What SD.Next's base does on its own: its entrypoint (chown -R) with our arguments.
+        let mut command: Vec<String> = vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            "${INSTALLDIR}/entrypoint.sh \"$0\" \"$@\"".into(),
+        ];
+        command.extend(image.cmd.iter().cloned());
+        group.container.command = Some(command);
+    }
+    let launch = Launch::of(&image, &group.container).expect("launch");
+    let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
+    let mut container =
+        Container::start(&id, &layers, &launch, &dir.path().join("node")).expect("container");
+    let started = Instant::now();
+
+    let startup_probe = group.startup_probe.clone().expect("a startup probe");
+    let startup = probes::run(&mut container, &startup_probe, started).await;
+    let upper_files = container.upper_files();
+    let upper_bytes = upper_files.iter().map(|(_, n)| n).sum();
+    let mut liveness = None;
+    let mut readiness = None;
+    let mut seen = Value::Null;
+    if matches!(startup, Outcome::Passed(_)) {
+        if let Some(p) = &group.liveness_probe {
+            liveness = Some(probes::run(&mut container, p, Instant::now()).await);
+        }
+        if let Some(p) = &group.readiness_probe {
+            readiness = Some(probes::run(&mut container, p, Instant::now()).await);
+        }
+        seen = reqwest::Client::new()
+            .get(format!("http://[::1]:{port}/standin/seen"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the server answers on [::1]")
+            .json()
+            .await
+            .expect("json");
+    }
+    let ipv4_refused = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_err();
+    let logs = container.logs();
+    drop(container);
+    Some(Run {
+        startup,
+        liveness,
+        readiness,
+        seen,
+        upper_bytes,
+        upper_files,
+        ipv4_refused,
+        logs,
+    })
+}
+
+/// Asserts what every kind must do and prints its JSON line.
+fn assert_serves(case: &Case, run: &Run) {
+    let Outcome::Passed(after) = &run.startup else {
+        panic!(
+            "{}: startup probe {:?}; container output:\n{}",
+            case.name, run.startup, run.logs
+        );
+    };
+    for (what, outcome) in [("liveness", &run.liveness), ("readiness", &run.readiness)] {
+        if let Some(o) = outcome {
+            assert!(
+                matches!(o, Outcome::Passed(_)),
+                "{}: {what} probe {o:?}\n{}",
+                case.name,
+                run.logs
+            );
+        }
+    }
+    let mut models_seen = 0;
+    for (name, _, _, listed_as) in MODELS {
+        let list = run.seen["models"][listed_as]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no {listed_as} list in {}", case.name, run.seen));
+        assert!(
+            list.iter().any(|n| n == name),
+            "{}: the server does not see {name} among its {listed_as} files: {}",
+            case.name,
+            run.seen
+        );
+        models_seen += 1;
+    }
+    assert!(
+        run.seen["loaded"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("dreamshaper_8.safetensors")),
+        "{}: loaded {}",
+        case.name,
+        run.seen["loaded"]
+    );
+    println!(
+        "{}",
+        json!({
+            "kind": case.name,
+            "startup_probe_passed_s": (after.as_secs_f64() * 10.0).round() / 10.0,
+            "models_seen": models_seen,
+            "start_upper_bytes": run.upper_bytes,
+            "hashed": run.seen["hashed"],
+            "server_uid": run.seen["uid"],
+        })
+    );
+}
+
+fn assert_no_copy_up(case: &Case, run: &Run) {
+    assert!(
+        run.upper_bytes < ONE_MIB,
+        "{}: the start wrote {} bytes to the overlay's upper layer (model files copied up?); largest: {:?}",
+        case.name,
+        run.upper_bytes,
+        &run.upper_files[..run.upper_files.len().min(10)]
+    );
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn sdnext_salad_base_starts_and_passes_its_probes() {
+    let case = Case {
+        name: "sdnext-salad",
+        standin: StandIn::SdNextSalad,
+        server: "    kind: SDNext\n    layout: SaladBase",
+        upstream_launch: false,
+    };
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert_no_copy_up(&case, &run);
+    assert_eq!(run.seen["uid"], 1000, "SD.Next runs as webui-user");
+    assert_eq!(run.seen["hashed"], false, "hashing is off by default");
+    assert!(
+        run.ipv4_refused,
+        "SD.Next with --server-name [::] listens on IPv6 only; 127.0.0.1 must be refused"
+    );
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn sdnext_upstream_layout_starts_and_passes_its_probes() {
+    let case = Case {
+        name: "sdnext-upstream",
+        standin: StandIn::SdNextUpstream,
+        server: "    kind: SDNext\n    layout: Upstream",
+        upstream_launch: false,
+    };
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert_no_copy_up(&case, &run);
+    assert_eq!(run.seen["hashed"], false);
+    assert!(run.ipv4_refused, "listens on IPv6 only");
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn a1111_starts_through_its_entrypoint_and_sees_every_model() {
+    let case = Case {
+        name: "a1111",
+        standin: StandIn::A1111,
+        server: "    kind: Automatic1111",
+        upstream_launch: false,
+    };
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert_no_copy_up(&case, &run);
+    assert_eq!(run.seen["hashed"], false);
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn comfyui_starts_and_passes_its_probes() {
+    let case = Case {
+        name: "comfyui",
+        standin: StandIn::ComfyUi,
+        server: "    kind: ComfyUI",
+        upstream_launch: false,
+    };
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert_no_copy_up(&case, &run);
+}
+
+/// The measurement can see a copy-up: upstream's own start (`chown -R` over the data
+/// directory) copies the checkpoint into the upper layer.
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn negative_control_upstream_chown_copies_the_checkpoint() {
+    let case = Case {
+        name: "sdnext-upstream-chown",
+        standin: StandIn::SdNextSalad,
+        server: "    kind: SDNext",
+        upstream_launch: true,
+    };
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert!(
+        run.upper_bytes >= CHECKPOINT_SIZE,
+        "upstream's chown -R must copy the {CHECKPOINT_SIZE}-byte checkpoint up; measured {}",
+        run.upper_bytes
+    );
+}
