@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod creds;
-mod dev;
 mod drive;
 mod output;
 mod resource;
@@ -43,10 +42,8 @@ enum Command {
     #[command(after_long_help = build::BUILD_HELP)]
     Build(build::BuildArgs),
     /// Run the SaladCloud simulator (for the demo and tests) until Ctrl-C.
+    #[cfg(feature = "sim")]
     Sim(saladcloud_sim::cli::SimArgs),
-    /// Development helpers for the demo and tests (local registry, model server, base image).
-    #[command(hide = true, subcommand)]
-    Dev(dev::DevCommand),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +83,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => drive::diff(args).await,
             Command::Delete(args) => drive::delete(args).await,
             Command::Build(args) => build::run(args).await,
+            #[cfg(feature = "sim")]
             Command::Sim(args) => match saladcloud_sim::cli::run(args).await {
                 Ok(()) => 0,
                 Err(e) => {
@@ -93,7 +91,6 @@ fn main() -> ExitCode {
                     drive::EXIT_ERROR
                 }
             },
-            Command::Dev(cmd) => dev::run(cmd).await,
         }
     });
     ExitCode::from(code)

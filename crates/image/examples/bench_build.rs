@@ -8,13 +8,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use futures::StreamExt;
-use salad_sd_image::devtools::{
-    LocalRegistry, ModelServer, ModelServerOptions, generated_content, generated_sha256,
-    push_tiny_base_image,
-};
 use salad_sd_image::{
     Builder, BuilderOptions, ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourcePolicy,
     StoredGzEncoder,
+};
+use salad_sd_testkit::{
+    LocalRegistry, ModelServer, ModelServerOptions, generated_content, generated_sha256,
+    push_tiny_base_image,
 };
 use sha2::{Digest, Sha256};
 

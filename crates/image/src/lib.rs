@@ -9,7 +9,6 @@
 
 mod builder;
 mod credentials;
-pub mod devtools;
 mod error;
 mod gzip;
 mod layer;

@@ -628,26 +628,6 @@ impl RegistryClient {
         }
         Ok(sha256_digest(&body))
     }
-
-    /// Lists tags of a repository (used by tests and the demo).
-    pub(crate) async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let scope = Scope::pull(repo);
-        let url = self.url(&format!("v2/{repo}/tags/list"));
-        let resp = self.send(&scope, |c| c.get(url.clone())).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !resp.status().is_success() {
-            return Err(self.unexpected(&scope, "list tags", resp).await);
-        }
-        let v: serde_json::Value = resp.json().await.map_err(|e| self.unreachable(e))?;
-        Ok(v["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str().map(str::to_owned))
-            .collect())
-    }
 }
 
 /// Wrapper so `auth_error` accepts both `u16` and `StatusCode`.
