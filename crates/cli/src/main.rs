@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod creds;
 mod drive;
+mod exit;
 mod output;
 mod resource;
 
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(drive::EXIT_ERROR);
+            return ExitCode::from(exit::EXIT_ERROR);
         }
     };
     let code = runtime.block_on(async move {
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    drive::EXIT_ERROR
+                    exit::EXIT_ERROR
                 }
             },
             Command::Apply(args) => drive::apply(args).await,
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    drive::EXIT_ERROR
+                    exit::EXIT_ERROR
                 }
             },
         }
