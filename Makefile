@@ -33,9 +33,14 @@ check-crds:
 fmt:
 	$(CARGO) fmt --all
 
+## fmt, clippy (also the operator build without the simulator), unused dependencies
+## (cargo-machete, installed when missing).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p salad-sd-cli --no-default-features -- -D warnings
+	@command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete --with-metadata
 
 ci: lint check-crds test
 

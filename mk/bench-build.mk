@@ -3,3 +3,10 @@
 ## BENCH_MODEL_MIB=2048 BENCH_SMALL_MIB=256 BENCH_SECOND_MIB=64 can be overridden.
 bench-build:
 	@scripts/bench-build.sh
+
+.PHONY: bench-gzip
+## The layer encoder decision: stored-block gzip writer vs flate2 level 0 on the same data,
+## BENCH_GZIP_RUNS runs each (default 9), min/median/max MiB/s, one JSON line.
+bench-gzip:
+	$(CARGO) build -q --release -p salad-sd-image --example bench_gzip
+	target/release/examples/bench_gzip --mib "$${BENCH_GZIP_MIB:-256}" --runs "$${BENCH_GZIP_RUNS:-9}"

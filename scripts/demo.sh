@@ -15,6 +15,9 @@ CARGO=${CARGO:-cargo}
 OUT=demo/out
 RUN=$OUT/run
 BIN=target/debug/salad-sd
+# Demo scaffolding (local registry, model server, base image, txt2img): crates/testkit, not the
+# product binary.
+DEV=target/debug/salad-sd-dev
 PIDS=()
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -63,8 +66,8 @@ fi
 
 bold "building salad-sd"
 TB=$(now)
-$CARGO build -q -p salad-sd-cli
-note "built $BIN in $(since "$TB")s"
+$CARGO build -q -p salad-sd-cli -p salad-sd-testkit
+note "built $BIN and $DEV in $(since "$TB")s"
 T1=$(now)
 
 rm -rf "$RUN"
@@ -73,9 +76,9 @@ mkdir -p "$RUN"
 bold "starting the SaladCloud simulator, a local registry and a model server (127.0.0.1 only)"
 "$BIN" sim --listen 127.0.0.1:0 --demo-timings >"$RUN/sim.log" 2>&1 &
 PIDS+=($!)
-"$BIN" dev registry --dir "$RUN/registry" >"$RUN/registry.log" 2>&1 &
+"$DEV" registry --dir "$RUN/registry" >"$RUN/registry.log" 2>&1 &
 PIDS+=($!)
-"$BIN" dev serve-models \
+"$DEV" serve-models \
   --generate dreamshaper_8.safetensors:48:8 \
   --generate detail-tweaker.safetensors:8:9 >"$RUN/models.log" 2>&1 &
 PIDS+=($!)
@@ -91,7 +94,7 @@ note "SaladCloud API (simulated): $SIM_API"
 note "registry (real, docker-registry): $REGISTRY"
 note "models (generated files): $MODELS  dreamshaper_8.safetensors 48 MiB, detail-tweaker.safetensors 8 MiB"
 
-BASE=$("$BIN" dev push-base-image --registry "$REGISTRY" demo/sdnext:base)
+BASE=$("$DEV" push-base-image --registry "$REGISTRY" demo/sdnext:base)
 note "base image made for the demo: $BASE"
 
 for f in dreamshaper dreamshaper-lora; do
@@ -128,7 +131,7 @@ S2=$(since "$TS")
 URL1=$(grep '^access URL:' "$RUN/2-apply.log" | tail -n1 | awk '{print $3}')
 GROUP1=$(grep -o "in container group \`[^\`]*\`" "$RUN/2-apply.log" | tail -n1 | tr -d '`' | awk '{print $4}')
 note "txt2img through the container gateway of $URL1:"
-"$BIN" dev txt2img --access-url "$URL1" --gateway-url "$SIM" \
+"$DEV" txt2img --access-url "$URL1" --gateway-url "$SIM" \
   --prompt "a lighthouse on a cliff at sunset" --out "$OUT/dreamshaper.png" | sed 's/^/   /'
 
 bold "3/5 spec change: add a LoRA (diff, then apply --wait: only the LoRA's layer is built)"
@@ -138,7 +141,7 @@ run_step 0 "$RUN/3-apply.log" "$BIN" apply --wait --timeout 3m -f "$OUT/dreamsha
 S3=$(since "$TS")
 URL2=$(grep '^access URL:' "$RUN/3-apply.log" | tail -n1 | awk '{print $3}')
 GROUP2=$(grep -o "in container group \`[^\`]*\`" "$RUN/3-apply.log" | tail -n1 | tr -d '`' | awk '{print $4}')
-"$BIN" dev txt2img --access-url "$URL2" --gateway-url "$SIM" \
+"$DEV" txt2img --access-url "$URL2" --gateway-url "$SIM" \
   --prompt "a lighthouse on a cliff at sunset, detailed" --out "$OUT/dreamshaper-lora.png" | sed 's/^/   /'
 
 bold "4/5 salad-sd diff again: in sync (exit 0)"

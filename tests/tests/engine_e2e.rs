@@ -14,7 +14,7 @@ use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::secrets::MapSecretStore;
 use salad_sd_controller::{Engine, EngineConfig, Event, EventType, Mode, Reconciled};
-use salad_sd_image::devtools::{
+use salad_sd_testkit::{
     LocalRegistry, ModelServer, ModelServerOptions, generated_sha256, push_tiny_base_image,
 };
 use saladcloud::model::{ContainerGroup, ContainerGroupPatch, UpdateContainer};

@@ -16,8 +16,8 @@ use salad_sd_e2e::node::oci::Registry;
 use salad_sd_e2e::node::probes::{self, Outcome};
 use salad_sd_e2e::node::runtime::{self, Container, Launch};
 use salad_sd_e2e::node::standin::{StandIn, missing_host_programs, push_standin};
-use salad_sd_image::devtools::{LocalRegistry, ModelServer, ModelServerOptions, generated_sha256};
 use salad_sd_image::{Builder, BuilderOptions, SourcePolicy};
+use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, generated_sha256};
 use serde_json::{Value, json};
 
 const CHECKPOINT_SIZE: u64 = 100 << 20;

@@ -10,7 +10,7 @@ use salad_sd_image::{Builder, BuilderOptions, BuiltImage, SourcePolicy};
 use serde_json::json;
 
 use crate::creds;
-use crate::drive::{EXIT_ERROR, EXIT_STALLED};
+use crate::exit::{EXIT_ERROR, EXIT_STALLED};
 use crate::output::{BuildProgress, Format, Printer, bytes};
 use crate::resource;
 

@@ -22,19 +22,9 @@ use serde_json::json;
 
 use crate::build::{BuildFlags, build_image};
 use crate::creds;
+use crate::exit::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_STALLED, EXIT_TIMEOUT};
 use crate::output::{Format, Printer};
 use crate::resource;
-
-/// Success: applied, in sync, deleted.
-pub const EXIT_OK: u8 = 0;
-/// An error: unreadable file, missing credentials, SaladCloud or registry unreachable, …
-pub const EXIT_ERROR: u8 = 1;
-/// `diff` found changes.
-pub const EXIT_CHANGES: u8 = 2;
-/// Stalled: only a change of the spec (or of a Secret, or outside help) can fix it.
-pub const EXIT_STALLED: u8 = 3;
-/// `--timeout` passed before the goal was reached.
-pub const EXIT_TIMEOUT: u8 = 4;
 
 /// `apply --help` epilogue.
 pub const APPLY_HELP: &str = concat!(

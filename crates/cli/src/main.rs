@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod creds;
-mod dev;
 mod drive;
+mod exit;
 mod output;
 mod resource;
 
@@ -43,10 +43,8 @@ enum Command {
     #[command(after_long_help = build::BUILD_HELP)]
     Build(build::BuildArgs),
     /// Run the SaladCloud simulator (for the demo and tests) until Ctrl-C.
+    #[cfg(feature = "sim")]
     Sim(saladcloud_sim::cli::SimArgs),
-    /// Development helpers for the demo and tests (local registry, model server, base image).
-    #[command(hide = true, subcommand)]
-    Dev(dev::DevCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,7 +67,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(drive::EXIT_ERROR);
+            return ExitCode::from(exit::EXIT_ERROR);
         }
     };
     let code = runtime.block_on(async move {
@@ -79,21 +77,21 @@ fn main() -> ExitCode {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    drive::EXIT_ERROR
+                    exit::EXIT_ERROR
                 }
             },
             Command::Apply(args) => drive::apply(args).await,
             Command::Diff(args) => drive::diff(args).await,
             Command::Delete(args) => drive::delete(args).await,
             Command::Build(args) => build::run(args).await,
+            #[cfg(feature = "sim")]
             Command::Sim(args) => match saladcloud_sim::cli::run(args).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    drive::EXIT_ERROR
+                    exit::EXIT_ERROR
                 }
             },
-            Command::Dev(cmd) => dev::run(cmd).await,
         }
     });
     ExitCode::from(code)

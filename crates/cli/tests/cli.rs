@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use salad_sd_image::devtools::{
+use salad_sd_testkit::{
     LocalRegistry, ModelServer, ModelServerOptions, generated_sha256, push_tiny_base_image,
 };
 use saladcloud::{ApiKey, Client, ClientConfig};

@@ -38,9 +38,7 @@ use salad_sd_controller::engine::{Engine, EngineConfig, Mode};
 use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::report::same_ignoring_times;
 use salad_sd_controller::secrets::SecretStore;
-use salad_sd_image::devtools::{
-    LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image,
-};
+use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 

@@ -2,7 +2,7 @@
 //! controller-rs `ApiServerVerifier` style: every request the reconcile sends is checked (method,
 //! path, query, body) and answered; a request nobody expected fails the test, and so does a
 //! missing one (the verifier waits for it under a timeout). SaladCloud is the simulator, the
-//! registry is Debian's `docker-registry`, models come from the devtools model server; all on
+//! registry is Debian's `docker-registry`, models come from the testkit model server; all on
 //! 127.0.0.1, every test bounded in time.
 
 use std::collections::BTreeMap;
@@ -24,9 +24,7 @@ use salad_sd_controller::engine::{Engine, EngineConfig};
 use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::operator::{Context, reconcile};
 use salad_sd_controller::secrets::ResolvedSecrets;
-use salad_sd_image::devtools::{
-    LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image,
-};
+use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
 use saladcloud_sim::{SimConfig, SimHandle, Simulator};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};

@@ -1,20 +1,21 @@
 //! `make bench-build`: builds a synthetic ≥2 GiB model into a local registry and compares the
 //! time with a plain `curl -T` upload of the same bytes. Prints one JSON line at the end.
 //!
-//! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N]`.
+//! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N] [--chunked]`;
+//! `--chunked` uploads with 8 MiB `Content-Range` PATCHes instead of one streaming PATCH.
 
 use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
 use futures::StreamExt;
-use salad_sd_image::devtools::{
-    LocalRegistry, ModelServer, ModelServerOptions, generated_content, generated_sha256,
-    push_tiny_base_image,
-};
 use salad_sd_image::{
     Builder, BuilderOptions, ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourcePolicy,
-    StoredGzEncoder,
+    StoredGzEncoder, UploadMode,
+};
+use salad_sd_testkit::{
+    LocalRegistry, ModelServer, ModelServerOptions, generated_content, generated_sha256,
+    push_tiny_base_image,
 };
 use sha2::{Digest, Sha256};
 
@@ -152,6 +153,11 @@ async fn main() -> Res<()> {
         source_policy: SourcePolicy {
             allow_private_sources: true,
             allow_file_sources: false,
+        },
+        upload_mode: if std::env::args().any(|a| a == "--chunked") {
+            UploadMode::Chunked
+        } else {
+            UploadMode::Auto
         },
         ..Default::default()
     };

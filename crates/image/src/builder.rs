@@ -7,41 +7,23 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::credentials::RegistryCredentials;
 use crate::error::{Error, Result};
 use crate::layer::{self, Ctx, Limits};
+use crate::manifest::{
+    self, BuiltLayer, DOCKER_FOREIGN_GZIP, DOCKER_FOREIGN_TAR, DOCKER_MANIFEST_LIST, LayerDone,
+    OCI_INDEX,
+};
 use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, LayerSpec, Recipe, model_index_tag};
 use crate::reference::ImageReference;
 use crate::registry::{ByteStream, Mount, OP_STREAM_PATCH, RegistryClient, Scope, response_stream};
-use crate::source::{SourceFetcher, display_url};
-use crate::{
-    ANNOTATION_MODEL_PATH, ANNOTATION_MODEL_SHA256, DOCKER_CONFIG, DOCKER_LAYER_GZIP,
-    DOCKER_MANIFEST_V2, LABEL_BASE_DIGEST, LABEL_RECIPE_HASH,
-};
-
-/// Manifest layer annotation: the layer's name in the recipe.
-pub(crate) const ANNOTATION_MODEL_NAME: &str = "dev.salad-sd.model.name";
-const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-const DOCKER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-const DOCKER_FOREIGN_TAR: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const HISTORY_CREATED: &str = "2000-01-01T00:00:00Z";
-
-/// Which model sources are acceptable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourcePolicy {
-    /// Allow `http://` and hosts that are (or resolve to) loopback, link-local or private
-    /// addresses. Only for tests and local demos.
-    pub allow_private_sources: bool,
-    /// Allow `file://` URLs. Never in operator mode.
-    pub allow_file_sources: bool,
-}
+use crate::source::{SourceFetcher, SourcePolicy, display_url};
+use crate::{ANNOTATION_MODEL_SHA256, DOCKER_MANIFEST_V2};
 
 /// How blobs are uploaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,21 +85,6 @@ impl fmt::Debug for BuilderOptions {
     }
 }
 
-/// One appended layer of a built image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuiltLayer {
-    /// Layer name from the recipe.
-    pub name: String,
-    /// Layer blob digest.
-    pub digest: String,
-    /// Layer blob size in bytes.
-    pub size: u64,
-    /// sha256 (hex) of the model file or archive.
-    pub file_sha256: String,
-    /// True when the layer was already in the target repository and nothing was downloaded.
-    pub reused: bool,
-}
-
 /// A pushed image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuiltImage {
@@ -166,12 +133,6 @@ struct Base {
 struct Counters {
     uploaded: u64,
     downloaded: u64,
-}
-
-struct LayerDone {
-    built: BuiltLayer,
-    diff_id: String,
-    path: String,
 }
 
 impl Builder {
@@ -272,25 +233,7 @@ impl Builder {
                 status: 200,
                 detail: e.to_string(),
             })?;
-        let layers = manifest["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| l["annotations"][ANNOTATION_MODEL_PATH].is_string())
-            .map(|l| BuiltLayer {
-                name: l["annotations"][ANNOTATION_MODEL_NAME]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                digest: l["digest"].as_str().unwrap_or("").to_owned(),
-                size: l["size"].as_u64().unwrap_or(0),
-                file_sha256: l["annotations"][ANNOTATION_MODEL_SHA256]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                reused: true,
-            })
-            .collect();
+        let layers = manifest::model_layers(&manifest);
         Ok(Some(BuiltImage {
             reference: format!("{}@{digest}", target.repository_name()),
             digest,
@@ -351,7 +294,7 @@ impl Builder {
             done.push(self.model_layer(spec, &target, &mut counters).await?);
         }
 
-        edit_config(&mut config, recipe, &hash, &base.digest, &done);
+        manifest::edit_config(&mut config, recipe, &hash, &base.digest, &done);
         let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("config serializes"));
         let config_size = config_bytes.len() as u64;
         let (config_digest, sent) = treg
@@ -361,14 +304,9 @@ impl Builder {
 
         let mut layers = base_layers;
         for d in &done {
-            layers.push(model_descriptor(d));
+            layers.push(manifest::model_descriptor(d));
         }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST_V2,
-            "config": { "mediaType": DOCKER_CONFIG, "size": config_size, "digest": config_digest },
-            "layers": layers,
-        });
+        let manifest = manifest::image_manifest(config_size, &config_digest, layers);
         let manifest_bytes =
             Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
         counters.uploaded += manifest_bytes.len() as u64;
@@ -464,7 +402,7 @@ impl Builder {
             })?;
         let mut layers = Vec::new();
         for l in manifest["layers"].as_array().cloned().unwrap_or_default() {
-            layers.push(convert_layer(&reference, l)?);
+            layers.push(manifest::convert_layer(&reference, l)?);
         }
         Ok(Base {
             reference,
@@ -794,22 +732,16 @@ impl Builder {
         c: &mut Counters,
     ) -> Result<()> {
         let treg = self.registry(&target.registry)?;
-        let cfg = json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": { "Labels": { ANNOTATION_MODEL_SHA256: sha.to_ascii_lowercase(), ANNOTATION_MODEL_PATH: done.path } },
-            "rootfs": { "type": "layers", "diff_ids": [done.diff_id] },
-        });
+        let cfg = manifest::index_config(sha, done);
         let cfg_bytes = Bytes::from(serde_json::to_vec(&cfg).expect("config serializes"));
         let cfg_size = cfg_bytes.len() as u64;
         let (cfg_digest, sent) = treg.push_blob_bytes(&target.repository, cfg_bytes).await?;
         c.uploaded += sent;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST_V2,
-            "config": { "mediaType": DOCKER_CONFIG, "size": cfg_size, "digest": cfg_digest },
-            "layers": [model_descriptor(done)],
-        });
+        let manifest = manifest::image_manifest(
+            cfg_size,
+            &cfg_digest,
+            vec![manifest::model_descriptor(done)],
+        );
         let body = Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
         c.uploaded += body.len() as u64;
         treg.put_manifest(
@@ -820,194 +752,5 @@ impl Builder {
         )
         .await?;
         Ok(())
-    }
-}
-
-fn model_descriptor(d: &LayerDone) -> Value {
-    json!({
-        "mediaType": DOCKER_LAYER_GZIP,
-        "size": d.built.size,
-        "digest": d.built.digest,
-        "annotations": {
-            ANNOTATION_MODEL_SHA256: d.built.file_sha256,
-            ANNOTATION_MODEL_PATH: d.path,
-            ANNOTATION_MODEL_NAME: d.built.name,
-        },
-    })
-}
-
-/// Converts a base layer descriptor to Docker v2 media types.
-fn convert_layer(reference: &ImageReference, mut l: Value) -> Result<Value> {
-    let media_type = l["mediaType"].as_str().unwrap_or("").to_owned();
-    let converted = match media_type.as_str() {
-        DOCKER_LAYER_GZIP | DOCKER_LAYER_TAR | DOCKER_FOREIGN_GZIP | DOCKER_FOREIGN_TAR => {
-            media_type.clone()
-        }
-        "application/vnd.oci.image.layer.v1.tar+gzip" => DOCKER_LAYER_GZIP.to_owned(),
-        "application/vnd.oci.image.layer.v1.tar" => DOCKER_LAYER_TAR.to_owned(),
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
-            DOCKER_FOREIGN_GZIP.to_owned()
-        }
-        "application/vnd.oci.image.layer.nondistributable.v1.tar" => DOCKER_FOREIGN_TAR.to_owned(),
-        _ => {
-            return Err(Error::UnsupportedBaseLayer {
-                reference: reference.to_string(),
-                media_type,
-            });
-        }
-    };
-    l["mediaType"] = Value::String(converted);
-    Ok(l)
-}
-
-/// Applies the recipe's config edits to the base config (unknown fields are kept).
-fn edit_config(
-    config: &mut Value,
-    recipe: &Recipe,
-    hash: &str,
-    base_digest: &str,
-    layers: &[LayerDone],
-) {
-    if !config.is_object() {
-        *config = json!({});
-    }
-    if !config["config"].is_object() {
-        config["config"] = json!({});
-    }
-    let c = &mut config["config"];
-    let mut env: Vec<String> = c["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    for (k, v) in &recipe.config.env {
-        let entry = format!("{k}={v}");
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str()) || *e == k)
-        {
-            Some(slot) => *slot = entry,
-            None => env.push(entry),
-        }
-    }
-    c["Env"] = json!(env);
-    if let Some(ep) = &recipe.config.entrypoint {
-        c["Entrypoint"] = json!(ep);
-    }
-    if let Some(cmd) = &recipe.config.cmd {
-        c["Cmd"] = json!(cmd);
-    }
-    if !c["Labels"].is_object() {
-        c["Labels"] = json!({});
-    }
-    for (k, v) in &recipe.config.labels {
-        c["Labels"][k] = json!(v);
-    }
-    c["Labels"][LABEL_RECIPE_HASH] = json!(hash);
-    c["Labels"][LABEL_BASE_DIGEST] = json!(base_digest);
-
-    if !config["rootfs"].is_object() {
-        config["rootfs"] = json!({ "type": "layers", "diff_ids": [] });
-    }
-    if !config["rootfs"]["diff_ids"].is_array() {
-        config["rootfs"]["diff_ids"] = json!([]);
-    }
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array_mut()
-        .expect("diff_ids is an array");
-    for l in layers {
-        diff_ids.push(json!(l.diff_id));
-    }
-    // History must stay aligned with the layers; only extend it when the base has one.
-    if let Some(history) = config["history"].as_array_mut().filter(|h| !h.is_empty()) {
-        for l in layers {
-            history.push(json!({
-                "created": HISTORY_CREATED,
-                "created_by": format!("salad-sd-image: add {} at {}", l.built.name, l.path),
-                "comment": format!("model sha256 {}", l.built.file_sha256),
-            }));
-        }
-        history.push(json!({
-            "created": HISTORY_CREATED,
-            "created_by": "salad-sd-image: set env, entrypoint, cmd, labels",
-            "empty_layer": true,
-        }));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::recipe::{ConfigEdit, Source};
-
-    #[test]
-    fn edits_config_keeping_unknown_fields() {
-        let mut cfg = json!({
-            "architecture": "amd64", "os": "linux", "custom": {"keep": true},
-            "config": { "Env": ["PATH=/bin", "PORT=1"], "Cmd": ["old"], "Labels": {"a": "b"}, "StopSignal": "SIGINT" },
-            "rootfs": { "type": "layers", "diff_ids": ["sha256:1"] },
-            "history": [{"created_by": "base"}],
-        });
-        let mut env = std::collections::BTreeMap::new();
-        env.insert("PORT".to_owned(), "7860".to_owned());
-        env.insert("HOST".to_owned(), "::".to_owned());
-        let recipe = Recipe {
-            base_image: "x/y:z".into(),
-            layers: vec![LayerSpec {
-                name: "m".into(),
-                source: Source {
-                    url: "https://e/x".into(),
-                    sha256: None,
-                    auth: None,
-                },
-                content: LayerContent::File {
-                    path_in_image: "/m/x".into(),
-                    mode: 0o644,
-                },
-            }],
-            config: ConfigEdit {
-                env,
-                entrypoint: None,
-                cmd: Some(vec!["--listen".into()]),
-                labels: Default::default(),
-            },
-        };
-        let done = vec![LayerDone {
-            built: BuiltLayer {
-                name: "m".into(),
-                digest: "sha256:l".into(),
-                size: 1,
-                file_sha256: "f".into(),
-                reused: false,
-            },
-            diff_id: "sha256:2".into(),
-            path: "/m/x".into(),
-        }];
-        edit_config(&mut cfg, &recipe, "h", "sha256:b", &done);
-        assert_eq!(
-            cfg["config"]["Env"],
-            json!(["PATH=/bin", "PORT=7860", "HOST=::"])
-        );
-        assert_eq!(cfg["config"]["Cmd"], json!(["--listen"]));
-        assert_eq!(cfg["config"]["StopSignal"], "SIGINT");
-        assert_eq!(cfg["custom"]["keep"], true);
-        assert_eq!(cfg["config"]["Labels"]["a"], "b");
-        assert_eq!(cfg["config"]["Labels"][LABEL_RECIPE_HASH], "h");
-        assert_eq!(cfg["rootfs"]["diff_ids"], json!(["sha256:1", "sha256:2"]));
-        assert_eq!(cfg["history"].as_array().unwrap().len(), 3);
-    }
-
-    #[test]
-    fn converts_oci_layers_and_refuses_zstd() {
-        let r = ImageReference::parse("a/b:c").unwrap();
-        let l = convert_layer(&r, json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "d", "size": 1})).unwrap();
-        assert_eq!(l["mediaType"], DOCKER_LAYER_GZIP);
-        let e = convert_layer(
-            &r,
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd"}),
-        )
-        .unwrap_err();
-        assert!(e.is_terminal());
     }
 }

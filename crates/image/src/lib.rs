@@ -9,10 +9,10 @@
 
 mod builder;
 mod credentials;
-pub mod devtools;
 mod error;
 mod gzip;
 mod layer;
+mod manifest;
 mod progress;
 mod recipe;
 mod reference;
@@ -20,14 +20,16 @@ mod registry;
 mod secret;
 mod source;
 
-pub use builder::{Builder, BuilderOptions, BuiltImage, BuiltLayer, SourcePolicy, UploadMode};
+pub use builder::{Builder, BuilderOptions, BuiltImage, UploadMode};
 pub use credentials::{RegistryCredential, RegistryCredentials};
 pub use error::{Error, ErrorCategory, Result};
 pub use gzip::StoredGzEncoder;
+pub use manifest::BuiltLayer;
 pub use progress::{Phase, Progress, ProgressSink};
 pub use recipe::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
 pub use reference::ImageReference;
 pub use secret::Secret;
+pub use source::SourcePolicy;
 
 /// Media type of the manifests this crate pushes.
 pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

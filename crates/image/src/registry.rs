@@ -1,5 +1,26 @@
 //! A thin client for the OCI distribution API: just the calls the builder needs, with Basic and
 //! Bearer-token auth, plain-http only for listed hosts, and a single streaming PATCH upload.
+//!
+//! # Why the client is ours
+//! `oci-client` (0.18.0, read at its source) is the Rust client there is; three things the
+//! builder relies on are missing from it:
+//! - **The digest is computed while streaming.** A model layer's digest (sha256 of the gzip
+//!   stream) exists only after its last byte. `oci-client`'s `push_blob_stream` takes the digest
+//!   up front, which would mean downloading a multi-GB model twice or spooling it to disk. Here
+//!   the upload body hashes what it sends, and the digest goes in the closing `PUT ?digest=`.
+//! - **One streaming PATCH.** The whole layer goes in one PATCH with chunked transfer encoding
+//!   (crane's way). `oci-client`'s digest-while-streaming path (`push_blob_stream_chunked`)
+//!   sends one `Content-Range` PATCH per 4 MiB and waits for each. Measured with
+//!   `bench_build --model-mib 1024` on the shared 2-core machine (load average 4.6–5.3), two
+//!   runs per mode: one streaming PATCH 6.6 s and 5.1 s at 28 MiB peak RSS; 8 MiB
+//!   `Content-Range` PATCHes (`UploadMode::Chunked`, `--chunked`) 10.3 s and 8.7 s at 45 MiB.
+//!   `make bench-build` (2 GiB model): the build took 0.85× the time of `curl -T` of the same
+//!   bytes (13.8 s against 16.3 s), peak RSS 28.8 MiB, a rebuild 0.006 s with 0 bytes moved.
+//!   A registry that refuses the streaming PATCH gets the chunked PATCHes (`UploadMode::Auto`).
+//! - **A mount answered with 202.** A registry that does not mount a blob across repositories
+//!   answers 202 with an upload session (distribution spec); `oci-client`'s `mount_blob` treats
+//!   anything but 201 as an error. Here 202 is [`Mount::Session`] and the blob is uploaded into
+//!   that session (tested against a token-auth registry in `tests/bearer.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -627,26 +648,6 @@ impl RegistryClient {
             return Err(self.unexpected(&scope, "put manifest", resp).await);
         }
         Ok(sha256_digest(&body))
-    }
-
-    /// Lists tags of a repository (used by tests and the demo).
-    pub(crate) async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let scope = Scope::pull(repo);
-        let url = self.url(&format!("v2/{repo}/tags/list"));
-        let resp = self.send(&scope, |c| c.get(url.clone())).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !resp.status().is_success() {
-            return Err(self.unexpected(&scope, "list tags", resp).await);
-        }
-        let v: serde_json::Value = resp.json().await.map_err(|e| self.unreachable(e))?;
-        Ok(v["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str().map(str::to_owned))
-            .collect())
     }
 }
 

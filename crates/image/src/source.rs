@@ -11,12 +11,21 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
 use url::Url;
 
-use crate::builder::SourcePolicy;
 use crate::error::{Error, Result, describe_reqwest};
 use crate::recipe::Source;
 use crate::registry::ByteStream;
 
 const MAX_REDIRECTS: usize = 10;
+
+/// Which model sources are acceptable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourcePolicy {
+    /// Allow `http://` and hosts that are (or resolve to) loopback, link-local or private
+    /// addresses. Only for tests and local demos.
+    pub allow_private_sources: bool,
+    /// Allow `file://` URLs. Never in operator mode.
+    pub allow_file_sources: bool,
+}
 
 /// An opened download.
 pub(crate) struct Download {

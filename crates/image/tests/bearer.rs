@@ -1,7 +1,7 @@
 //! Runs the builder against a fake token-auth registry: an axum server on 127.0.0.1 that demands
 //! `Authorization: Bearer <token>` on every /v2 request (401 with a Bearer challenge otherwise),
 //! hands out scoped tokens from its own `/token` realm after checking Basic credentials, and
-//! proxies authorised requests to a real CNCF distribution registry (`devtools::LocalRegistry`)
+//! proxies authorised requests to a real CNCF distribution registry (`salad_sd_testkit::LocalRegistry`)
 //! without the Authorization header, so storage semantics stay real.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,12 +20,12 @@ use axum::http::header::{
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use salad_sd_image::devtools::{
-    LocalRegistry, ModelServer, ModelServerOptions, list_tags, push_tiny_base_image,
-};
 use salad_sd_image::{
     Builder, BuilderOptions, ConfigEdit, Error, LayerContent, LayerSpec, Recipe,
     RegistryCredentials, Secret, Source, SourcePolicy,
+};
+use salad_sd_testkit::{
+    LocalRegistry, ModelServer, ModelServerOptions, list_tags, push_tiny_base_image,
 };
 
 const SERVICE: &str = "fake-token-registry";

@@ -1,5 +1,5 @@
 //! Builds against a real CNCF distribution registry (`/usr/bin/docker-registry`) with models
-//! served by the devtools ModelServer. Every test is bounded in time and kills what it starts.
+//! served by the testkit ModelServer (crates/testkit). Every test is bounded in time and kills what it starts.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -7,14 +7,14 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use salad_sd_image::devtools::{
-    LocalRegistry, Misbehavior, ModelServer, ModelServerOptions, generated_sha256, list_tags,
-    push_tiny_base_image,
-};
 use salad_sd_image::{
     Builder, BuilderOptions, ConfigEdit, Error, ErrorCategory, LayerContent, LayerSpec, Phase,
     Progress, ProgressSink, Recipe, RegistryCredentials, Secret, Source, SourceAuth, SourcePolicy,
     UploadMode,
+};
+use salad_sd_testkit::{
+    LocalRegistry, Misbehavior, ModelServer, ModelServerOptions, generated_sha256, list_tags,
+    push_tiny_base_image,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};

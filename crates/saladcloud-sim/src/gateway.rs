@@ -1,8 +1,5 @@
 //! A minimal fake SD.Next behind each container group's access domain.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +8,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::png;
-use crate::server::Shared;
+use crate::world::GatewayTarget;
 
 const MODEL_NAME: &str = "v1-5-pruned-emaonly";
 const MODEL_HASH: &str = "6ce0161689";
@@ -31,21 +28,18 @@ fn json_ok(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
-/// Answer one request addressed to the access domain `dns`.
+/// Answer one request addressed to the access domain `dns`, served by `target` (the group
+/// behind the domain, if any); `api_key` is the simulator's key, checked when the gateway
+/// requires auth.
 pub(crate) fn handle(
-    shared: &Arc<Shared>,
+    target: Option<GatewayTarget>,
+    api_key: Option<&str>,
     dns: &str,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
-    let target = {
-        let mut world = shared.world.lock().expect("world lock poisoned");
-        let now = Instant::now();
-        world.advance(now);
-        world.gateway_target(dns, now)
-    };
     let Some(target) = target else {
         return text(
             StatusCode::NOT_FOUND,
@@ -63,7 +57,7 @@ pub(crate) fn handle(
                 "this container gateway requires a Salad-Api-Key header",
             );
         }
-        if shared.api_key.as_deref().is_some_and(|k| k != key) {
+        if api_key.is_some_and(|k| k != key) {
             return text(StatusCode::FORBIDDEN, "invalid Salad-Api-Key");
         }
     }

@@ -708,6 +708,27 @@ async fn admin_interrupt(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
 // ---------------------------------------------------------------------------------------------
 // Gateway.
 
+/// Hands a request for the access domain `dns` to the fake SD.Next, with the world's view of it.
+fn gateway(
+    s: &Shared,
+    dns: &str,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let target = s.with_world(|w, now| w.gateway_target(dns, now));
+    gateway::handle(
+        target,
+        s.api_key.as_deref(),
+        dns,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
 async fn host_dispatch(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
@@ -727,7 +748,7 @@ async fn host_dispatch(State(s): State<Arc<Shared>>, req: Request, next: Next) -
             Ok(b) => b,
             Err(_) => return StatusCode::BAD_REQUEST.into_response(),
         };
-        return gateway::handle(
+        return gateway(
             &s,
             &host,
             &parts.method,
@@ -746,7 +767,7 @@ async fn gateway_by_path_root(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    gateway::handle(&s, &dns, &method, "/", &headers, &body)
+    gateway(&s, &dns, &method, "/", &headers, &body)
 }
 
 async fn gateway_by_path(
@@ -756,5 +777,5 @@ async fn gateway_by_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    gateway::handle(&s, &dns, &method, &format!("/{rest}"), &headers, &body)
+    gateway(&s, &dns, &method, &format!("/{rest}"), &headers, &body)
 }

@@ -1,20 +1,27 @@
-//! Hidden `salad-sd dev …` helpers for the demo and tests, on 127.0.0.1 only: a throwaway
-//! registry, a model file server, a tiny base image and a txt2img client.
+//! `salad-sd-dev`: helpers for `make demo`, on 127.0.0.1 only: a throwaway registry, a model
+//! file server, a tiny base image and a txt2img client. Not part of the product binary.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::Engine as _;
-use salad_sd_image::devtools::{
+use clap::Parser;
+use salad_sd_testkit::{
     LocalRegistry, ModelServer, ModelServerOptions, generated_sha256, push_tiny_base_image,
 };
 
-use crate::drive::EXIT_ERROR;
+/// Development helpers for the demo (local registry, model server, base image, txt2img).
+#[derive(Debug, Parser)]
+#[command(name = "salad-sd-dev")]
+struct Cli {
+    #[command(subcommand)]
+    command: DevCommand,
+}
 
-/// `salad-sd dev …`.
 #[derive(Debug, clap::Subcommand)]
-pub enum DevCommand {
+enum DevCommand {
     /// Run a CNCF distribution registry (Debian docker-registry) on 127.0.0.1 until stopped;
     /// prints `registry listening on 127.0.0.1:PORT`.
     Registry {
@@ -90,18 +97,18 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
-/// Runs a `dev` subcommand.
-pub async fn run(cmd: DevCommand) -> u8 {
-    match run_inner(cmd).await {
-        Ok(()) => 0,
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            EXIT_ERROR
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run_inner(cmd: DevCommand) -> anyhow::Result<()> {
+async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     match cmd {
         DevCommand::Registry { dir } => {
             let reg = LocalRegistry::start(&dir).await?;

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use std::io::{Error, ErrorKind, Result};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -28,16 +28,16 @@ impl LocalRegistry {
 
     async fn start_inner(dir: &Path, htpasswd: Option<&str>) -> Result<Self> {
         if !Path::new(REGISTRY_BIN).exists() {
-            return Err(Error::Io {
-                context: format!(
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
                     "{REGISTRY_BIN} not found: install Debian package docker-registry (apt-get install docker-registry)"
                 ),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            ));
         }
         let io = |context: &str| {
             let context = context.to_owned();
-            move |source| Error::Io { context, source }
+            move |source: Error| Error::new(source.kind(), format!("{context}: {source}"))
         };
         std::fs::create_dir_all(dir.join("data")).map_err(io("creating registry storage"))?;
         let mut last_err = None;
@@ -88,14 +88,14 @@ impl LocalRegistry {
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::other)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         let url = format!("http://127.0.0.1:{}/v2/", self.port);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log =
                     std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
-                return Err(Error::Internal(format!(
+                return Err(Error::other(format!(
                     "docker-registry exited with {status}: {}",
                     log.trim()
                 )));
@@ -106,8 +106,9 @@ impl LocalRegistry {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Internal(
-                    "docker-registry did not answer /v2/ within 15 s".into(),
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "docker-registry did not answer /v2/ within 15 s",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,14 +1,131 @@
-use std::io::Write;
+//! A tiny base image pushed over plain http to a local, open registry (no auth, no retries: the
+//! product's registry client lives in `salad-sd-image` and is what the tests exercise).
+
+use std::io::{Error, ErrorKind, Result, Write};
 
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::reference::ImageReference;
-use crate::registry::{RegistryClient, sha256_digest};
+const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// An open registry on `http://HOST:PORT`.
+struct PlainRegistry {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl PlainRegistry {
+    fn new(host_port: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(Error::other)?;
+        Ok(Self {
+            http,
+            base: format!("http://{host_port}"),
+        })
+    }
+
+    async fn expect(
+        what: &str,
+        resp: reqwest::Response,
+        ok: StatusCode,
+    ) -> Result<reqwest::Response> {
+        if resp.status() == ok {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Err(Error::other(format!("{what}: HTTP {status}: {body}")))
+    }
+
+    /// Monolithic upload (POST, then PUT with the whole blob). Returns the digest.
+    async fn push_blob(&self, repo: &str, data: Bytes) -> Result<String> {
+        let digest = sha256_digest(&data);
+        let resp = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send()
+            .await
+            .map_err(Error::other)?;
+        let resp = Self::expect("start upload", resp, StatusCode::ACCEPTED).await?;
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::other("upload session without Location"))?;
+        let mut url = if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_owned()
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let resp = self
+            .http
+            .put(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .send()
+            .await
+            .map_err(Error::other)?;
+        Self::expect("finish upload", resp, StatusCode::CREATED).await?;
+        Ok(digest)
+    }
+
+    /// PUTs a manifest under a tag or digest. Returns its digest.
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: Bytes,
+    ) -> Result<String> {
+        let digest = sha256_digest(&body);
+        let resp = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header(CONTENT_TYPE, media_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(Error::other)?;
+        Self::expect("put manifest", resp, StatusCode::CREATED).await?;
+        Ok(digest)
+    }
+
+    /// Tags of `repo`; none when the repository does not exist.
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        let resp = self
+            .http
+            .get(format!("{}/v2/{repo}/tags/list", self.base))
+            .send()
+            .await
+            .map_err(Error::other)?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let resp = Self::expect("list tags", resp, StatusCode::OK).await?;
+        let v: serde_json::Value = resp.json().await.map_err(Error::other)?;
+        Ok(v["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect())
+    }
+}
 
 struct Entry<'a> {
     path: &'a str,
@@ -56,13 +173,16 @@ pub async fn push_tiny_base_image(
     repo_tag: &str,
     oci: bool,
 ) -> Result<String> {
-    let r = ImageReference::parse(&format!("{registry_host_port}/{repo_tag}"))?;
-    let tag = r.tag.clone().ok_or_else(|| Error::InvalidReference {
-        reference: repo_tag.into(),
-        reason: "needs a tag".into(),
-    })?;
-    let reg = RegistryClient::new(registry_host_port, true, None)?;
-    let repo = r.repository.as_str();
+    let (repo, tag) = repo_tag
+        .rsplit_once(':')
+        .filter(|(repo, tag)| !repo.is_empty() && !tag.is_empty() && !tag.contains('/'))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("`{repo_tag}` is not repository:tag"),
+            )
+        })?;
+    let reg = PlainRegistry::new(registry_host_port)?;
 
     let (l1, d1) = tiny_layer(&[
         Entry {
@@ -97,11 +217,11 @@ pub async fn push_tiny_base_image(
     let layer_type = if oci {
         "application/vnd.oci.image.layer.v1.tar+gzip"
     } else {
-        crate::DOCKER_LAYER_GZIP
+        DOCKER_LAYER_GZIP
     };
     for (blob, _) in &layers {
         let size = blob.len();
-        let (digest, _) = reg.push_blob_bytes(repo, blob.clone()).await?;
+        let digest = reg.push_blob(repo, blob.clone()).await?;
         layer_descs.push(json!({ "mediaType": layer_type, "size": size, "digest": digest }));
     }
     let config_for = |arch: &str| {
@@ -127,7 +247,7 @@ pub async fn push_tiny_base_image(
             "application/vnd.oci.image.manifest.v1+json",
         )
     } else {
-        (crate::DOCKER_CONFIG, crate::DOCKER_MANIFEST_V2)
+        (DOCKER_CONFIG, DOCKER_MANIFEST_V2)
     };
     let mut manifests = Vec::new();
     for arch in if oci {
@@ -137,7 +257,7 @@ pub async fn push_tiny_base_image(
     } {
         let cfg = Bytes::from(serde_json::to_vec(&config_for(arch)).expect("json"));
         let cfg_size = cfg.len();
-        let (cfg_digest, _) = reg.push_blob_bytes(repo, cfg).await?;
+        let cfg_digest = reg.push_blob(repo, cfg).await?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": manifest_type,
@@ -149,7 +269,7 @@ pub async fn push_tiny_base_image(
     }
     if !oci {
         let (_, body) = manifests.pop().expect("one manifest");
-        return reg.put_manifest(repo, &tag, manifest_type, body).await;
+        return reg.put_manifest(repo, tag, manifest_type, body).await;
     }
     let mut entries = Vec::new();
     for (arch, body) in manifests {
@@ -167,13 +287,13 @@ pub async fn push_tiny_base_image(
         "manifests": entries,
     });
     let body = Bytes::from(serde_json::to_vec(&index).expect("json"));
-    reg.put_manifest(repo, &tag, "application/vnd.oci.image.index.v1+json", body)
+    reg.put_manifest(repo, tag, "application/vnd.oci.image.index.v1+json", body)
         .await
 }
 
 /// Tags of `repo` on a plain-http registry (`127.0.0.1:PORT`), sorted.
 pub async fn list_tags(registry_host_port: &str, repo: &str) -> Result<Vec<String>> {
-    let reg = RegistryClient::new(registry_host_port, true, None)?;
+    let reg = PlainRegistry::new(registry_host_port)?;
     let mut tags = reg.list_tags(repo).await?;
     tags.sort();
     Ok(tags)

@@ -1,0 +1,12 @@
+//! Exit codes of `salad-sd`, shared by every subcommand (documented in each command's help).
+
+/// Success: applied, in sync, deleted.
+pub const EXIT_OK: u8 = 0;
+/// An error: unreadable file, missing credentials, SaladCloud or registry unreachable, …
+pub const EXIT_ERROR: u8 = 1;
+/// `diff` found changes.
+pub const EXIT_CHANGES: u8 = 2;
+/// Stalled: only a change of the spec (or of a Secret, or outside help) can fix it.
+pub const EXIT_STALLED: u8 = 3;
+/// `--timeout` passed before the goal was reached.
+pub const EXIT_TIMEOUT: u8 = 4;

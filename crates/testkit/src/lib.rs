@@ -1,0 +1,16 @@
+//! Dev-only scaffolding for tests, benchmarks and the local demo, kept out of the product crates:
+//! a throwaway CNCF distribution registry, a tiny model file server that can misbehave on
+//! demand, and a tiny base image. Everything listens on 127.0.0.1 only. The `salad-sd-dev`
+//! binary exposes them to `make demo`.
+//!
+//! Errors are plain [`std::io::Error`]s: nothing here is retried or shown to a user.
+
+mod base_image;
+mod model_server;
+mod registry;
+
+pub use base_image::{list_tags, push_tiny_base_image};
+pub use model_server::{
+    Misbehavior, ModelServer, ModelServerOptions, generated_content, generated_sha256,
+};
+pub use registry::LocalRegistry;
