@@ -78,7 +78,12 @@ async fn deletion_survives_missing_secrets_and_says_what_to_do_without_the_key()
             let r = engine
                 .reconcile(&sdd, &only_the_api_key(), Mode::Apply)
                 .await;
-            assert!(r.error.is_none(), "{:?}: {:?}", r.error, r.status.message);
+            assert!(
+                r.failure.is_none(),
+                "{:?}: {:?}",
+                r.failure,
+                r.status.message
+            );
             if r.release_finalizer {
                 released = true;
                 break;
@@ -94,9 +99,18 @@ async fn deletion_survives_missing_secrets_and_says_what_to_do_without_the_key()
                 .is_none()
         );
 
-        // Delete without the API key: stalled, and the message says how out.
+        // Delete without the API key while status records a group: stalled, and the message
+        // says how out.
+        let mut recorded = sdd.clone();
+        recorded.status = Some(salad_sd_api::StableDiffusionDeploymentStatus {
+            container_group: Some(salad_sd_api::ContainerGroupStatus {
+                name: name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         let r = engine
-            .reconcile(&sdd, &MapSecretStore::default(), Mode::Apply)
+            .reconcile(&recorded, &MapSecretStore::default(), Mode::Apply)
             .await;
         assert!(!r.release_finalizer);
         let message = r.status.message.clone().unwrap_or_default();
@@ -104,6 +118,20 @@ async fn deletion_survives_missing_secrets_and_says_what_to_do_without_the_key()
             message.contains("salad-api-key") && message.contains("deletionPolicy: Orphan"),
             "{message}"
         );
+
+        // Without the API key and with no group ever recorded, there is nothing to delete:
+        // released at once, without a SaladCloud call, and the Event says why.
+        sim.admin().reset_stats();
+        let r = engine
+            .reconcile(&sdd, &MapSecretStore::default(), Mode::Apply)
+            .await;
+        assert!(r.release_finalizer, "{:?}", r.status.message);
+        assert!(
+            r.events.iter().any(|e| e.reason == "ReleasedWithoutApiKey"),
+            "{:?}",
+            r.events
+        );
+        assert_eq!(sim.admin().stats().total_requests, 0);
 
         // Orphan needs no Secret and no SaladCloud call.
         sim.admin().reset_stats();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::builds::BuildSettings;
+use salad_sd_controller::failure::Backoff;
 use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::secrets::MapSecretStore;
 use salad_sd_controller::{Engine, EngineConfig, Event, EventType, Mode, Reconciled};
@@ -74,6 +75,7 @@ impl Harness {
                     max_backoff: Duration::from_millis(200),
                     max_elapsed: Duration::from_secs(3),
                 },
+                backoff: Backoff::default(),
             },
             Arc::new(Metrics::new()),
         );
@@ -214,8 +216,8 @@ impl Log {
                 .as_ref()
                 .map(|g| g.name.clone()),
         ));
-        if let Some((category, _)) = &r.error {
-            self.errors.push(category.clone());
+        if let Some(failure) = &r.failure {
+            self.errors.push(failure.reason().to_string());
         }
     }
 
@@ -574,7 +576,7 @@ async fn drift_is_corrected_and_a_rotated_api_key_is_used() {
         // The Secret still holds the old key: nothing happens, the failure is reported.
         let old = store("key-rotated-old");
         let r = h.reconcile(&mut sdd, &old).await;
-        assert!(r.error.is_some(), "the old key is refused");
+        assert!(r.failure.is_some(), "the old key is refused");
         assert!(r.events.iter().any(|e| e.type_ == EventType::Warning));
         assert_ne!(condition(&r, "Ready").map(|c| c.0).as_deref(), Some("True"));
         assert_eq!(h.sim.admin().stats().live_groups, 0);

@@ -85,9 +85,23 @@ impl StableDiffusionDeploymentStatus {
 
     /// `Ready=True` for `generation`: the spec of that generation is served.
     pub fn is_ready_at(&self, generation: Option<i64>) -> bool {
-        self.condition("Ready")
+        self.condition(condition::READY)
             .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
     }
+}
+
+/// The condition types the operator writes.
+pub mod condition {
+    /// kstatus: the spec is served (or stopped, as asked).
+    pub const READY: &str = "Ready";
+    /// kstatus: work in progress.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: stuck until something changes.
+    pub const STALLED: &str = "Stalled";
+    /// The image for the current recipe exists.
+    pub const IMAGE_READY: &str = "ImageReady";
+    /// A container group exists and matches the spec.
+    pub const SYNCED: &str = "Synced";
 }
 
 /// Coarse lifecycle phase.
@@ -108,6 +122,8 @@ pub enum Phase {
     Stopped,
     // Needs a spec change or outside help (see message and the Stalled condition).
     Failed,
+    // The newest spec failed (see message) while an earlier container group keeps serving.
+    Degraded,
     // Being deleted.
     Deleting,
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::StableDiffusionDeployment;
+use salad_sd_api::condition::STALLED;
 use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::desired;
 use salad_sd_controller::metrics::Metrics;
@@ -192,7 +193,7 @@ fn prepare(c: &Common, interval: Duration) -> Result<Session, u8> {
 }
 
 fn stalled(r: &Reconciled) -> bool {
-    r.status.is_true("Stalled")
+    r.status.is_true(STALLED)
 }
 
 fn ready(r: &Reconciled, generation: i64) -> bool {
@@ -211,19 +212,18 @@ fn stop_on_failure(printer: Printer, r: &Reconciled, failures: &mut u32) -> Opti
             Some(r),
         ));
     }
-    match &r.error {
-        Some((category, transient)) => {
+    match &r.failure {
+        Some(failure) => {
             *failures += 1;
-            if *transient && *failures < MAX_TRANSIENT_FAILURES {
+            let transient = !failure.is_stalled();
+            if transient && *failures < MAX_TRANSIENT_FAILURES {
                 return None;
             }
-            let m = if *transient {
-                format!(
-                    "{category} {failures} times in a row: {}",
-                    status_message(r)
-                )
+            let reason = failure.reason();
+            let m = if transient {
+                format!("{reason} {failures} times in a row: {}", status_message(r))
             } else {
-                format!("{category}: {}", status_message(r))
+                format!("{reason}: {}", status_message(r))
             };
             Some(result(printer, "error", EXIT_ERROR, &m, Some(r)))
         }
@@ -238,7 +238,7 @@ fn stalled_message(r: &Reconciled) -> String {
     r.status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Stalled")
+        .find(|c| c.type_ == STALLED)
         .map(|c| format!("{}: {}", c.reason, c.message))
         .or_else(|| r.status.message.clone())
         .unwrap_or_default()
@@ -418,7 +418,7 @@ pub async fn apply(args: ApplyArgs) -> u8 {
             return result(s.printer, "ready", EXIT_OK, &ready_summary(&r), Some(&r));
         }
         let name_taken = r.events.iter().any(|e| e.reason == "NameTaken");
-        if !args.wait && r.error.is_none() && !name_taken {
+        if !args.wait && r.failure.is_none() && !name_taken {
             let m = format!(
                 "applied: image {}; {} (run with --wait to follow the rollout)",
                 img.reference,
@@ -537,8 +537,8 @@ pub async fn diff(args: DiffArgs) -> u8 {
         }
         return result(p, "stalled", EXIT_STALLED, &stalled_message(&r), Some(&r));
     }
-    if let Some((category, _)) = &r.error {
-        let m = format!("{category}: {}", status_message(&r));
+    if let Some(failure) = &r.failure {
+        let m = format!("{}: {}", failure.reason(), status_message(&r));
         return result(p, "error", EXIT_ERROR, &m, Some(&r));
     }
     let Some(engine_plan) = r.plan.clone() else {

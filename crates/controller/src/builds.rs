@@ -10,7 +10,9 @@ use salad_sd_image::{
     SourcePolicy,
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
+use crate::failure::{Failure, equal_jitter};
 use crate::metrics::Metrics;
 
 /// How builds are run.
@@ -22,8 +24,12 @@ pub struct BuildSettings {
     pub insecure_registries: Vec<String>,
     /// Allow http and private-network model URLs (tests, demo).
     pub allow_private_sources: bool,
-    /// A failed build that time may fix is retried after this long.
+    /// A failed build is retried after this long, doubling with each failure of the same
+    /// recipe up to [`BuildSettings::max_retry_after`] (a 404 or a login page at a model URL is
+    /// often fixed at the source, without a spec change).
     pub retry_after: Duration,
+    /// Longest wait between retries of a failing build.
+    pub max_retry_after: Duration,
     /// A found image is trusted without asking the registry again for this long.
     pub cache_ttl: Duration,
 }
@@ -35,6 +41,7 @@ impl Default for BuildSettings {
             insecure_registries: Vec::new(),
             allow_private_sources: false,
             retry_after: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(1800),
             cache_ttl: Duration::from_secs(600),
         }
     }
@@ -49,15 +56,8 @@ pub enum BuildState {
     Running(LayerBytes),
     /// In the registry.
     Ready(BuiltImage),
-    /// The build failed.
-    Failed {
-        /// Why, for status.
-        message: String,
-        /// Only a spec change helps.
-        terminal: bool,
-        /// Error category (Event reason, metric label).
-        category: &'static str,
-    },
+    /// The build (or the look-up) failed; it is retried when its backoff has passed.
+    Failed(Failure),
 }
 
 /// Bytes done and total, per layer name.
@@ -66,12 +66,7 @@ pub type LayerBytes = BTreeMap<String, (u64, Option<u64>)>;
 enum Job {
     Running(Arc<Mutex<LayerBytes>>),
     Ready(BuiltImage, Instant),
-    Failed {
-        message: String,
-        terminal: bool,
-        category: &'static str,
-        at: Instant,
-    },
+    Failed { failure: Failure, until: Instant },
 }
 
 /// Tracks builds by `(repository, recipe key)`.
@@ -79,6 +74,8 @@ pub struct BuildManager {
     settings: BuildSettings,
     permits: Arc<Semaphore>,
     jobs: Mutex<HashMap<String, Job>>,
+    /// Failed builds in a row, per recipe key (reset by a success).
+    failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
 }
 
@@ -111,6 +108,7 @@ impl BuildManager {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
             jobs: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -148,18 +146,9 @@ impl BuildManager {
                 Some(Job::Ready(img, at)) if at.elapsed() < self.settings.cache_ttl => {
                     return BuildState::Ready(img.clone());
                 }
-                Some(Job::Failed {
-                    message,
-                    terminal,
-                    category,
-                    at,
-                }) => {
-                    if *terminal || at.elapsed() < self.settings.retry_after {
-                        return BuildState::Failed {
-                            message: message.clone(),
-                            terminal: *terminal,
-                            category,
-                        };
+                Some(Job::Failed { failure, until }) => {
+                    if Instant::now() < *until {
+                        return BuildState::Failed(failure.clone());
                     }
                     jobs.remove(&key);
                 }
@@ -179,12 +168,21 @@ impl BuildManager {
                 BuildState::Ready(img)
             }
             Ok(None) => BuildState::Unknown,
-            Err(e) => BuildState::Failed {
-                message: format!("cannot look up the image: {e}"),
-                terminal: e.is_terminal(),
-                category: "RegistryUnavailable",
-            },
+            Err(e) => BuildState::Failed(Failure::from(e).context("cannot look up the image")),
         }
+    }
+
+    /// How long a recipe that failed `failures` times in a row waits before the next build.
+    fn retry_delay(&self, failures: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX);
+        let cap = self
+            .settings
+            .retry_after
+            .saturating_mul(factor)
+            .min(self.settings.max_retry_after.max(self.settings.retry_after));
+        equal_jitter(cap)
     }
 
     /// Starts a build unless one for the same recipe is running or done.
@@ -214,12 +212,18 @@ impl BuildManager {
         let permits = self.permits.clone();
         let repository = repository.to_string();
         let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let started = Instant::now();
-            let result = builder.build(&recipe, &repository).await;
-            me.finish(&key, result, started.elapsed());
-        });
+        // The build outlives the reconcile that started it: it keeps the reconcile's span, so its
+        // logs name the resource.
+        let span = tracing::info_span!(parent: tracing::Span::current(), "build", repository = %repository);
+        tokio::spawn(
+            async move {
+                let _permit = permits.acquire_owned().await;
+                let started = Instant::now();
+                let result = builder.build(&recipe, &repository).await;
+                me.finish(&key, result, started.elapsed());
+            }
+            .instrument(span),
+        );
     }
 
     fn finish(&self, key: &str, result: Result<BuiltImage, salad_sd_image::Error>, took: Duration) {
@@ -227,15 +231,20 @@ impl BuildManager {
         let job = match result {
             Ok(img) => {
                 self.metrics.record_build(&img, took);
+                self.failures.lock().unwrap().remove(key);
                 Job::Ready(img, Instant::now())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "image build failed");
+                let failures = {
+                    let mut f = self.failures.lock().unwrap();
+                    let n = f.entry(key.to_string()).or_default();
+                    *n = n.saturating_add(1);
+                    *n
+                };
                 Job::Failed {
-                    message: format!("image build failed: {e}"),
-                    terminal: e.is_terminal(),
-                    category: "BuildFailed",
-                    at: Instant::now(),
+                    failure: Failure::from(e).context("image build failed"),
+                    until: Instant::now() + self.retry_delay(failures),
                 }
             }
         };

@@ -12,7 +12,37 @@ use salad_sd_api::{
 use salad_sd_image::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
 use saladcloud::model as salad;
 
+use crate::plan::Desired;
 use crate::secrets::ResolvedSecrets;
+
+/// What should exist for `sdd`, but the container group definition (set once the image is
+/// known): the planner's input.
+pub fn desired(
+    sdd: &salad_sd_api::StableDiffusionDeployment,
+    name_prefix: &str,
+    generation: i64,
+    prev: &salad_sd_api::StableDiffusionDeploymentStatus,
+) -> Desired {
+    let spec = &sdd.spec;
+    Desired {
+        owner_uid: sdd.metadata.uid.clone().unwrap_or_default(),
+        deleting: sdd.metadata.deletion_timestamp.is_some(),
+        deletion_policy: spec.deletion_policy,
+        strategy: spec.rollout.strategy,
+        stopped: spec.stopped,
+        fixed_name: spec.saladcloud.container_group_name.clone(),
+        adopt: spec.saladcloud.adopt == Some(true),
+        name_prefix: name_prefix.to_string(),
+        generation,
+        generation_observed: prev.observed_generation == Some(generation),
+        min_ready: spec
+            .rollout
+            .min_ready_replicas
+            .unwrap_or(spec.replicas)
+            .max(0) as u32,
+        group: None,
+    }
+}
 
 /// The image to build for a spec. Secrets (model tokens) ride along but never enter the hash.
 pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -> Recipe {

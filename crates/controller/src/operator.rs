@@ -21,7 +21,8 @@ use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
 use serde_json::json;
 
 use crate::builds::BuildSettings;
-use crate::engine::{Engine, EngineConfig, EventType, Mode, backoff_delay, parse_duration};
+use crate::engine::{Engine, EngineConfig, EventType, Mode, parse_duration};
+use crate::failure::Failure;
 use crate::metrics::Metrics;
 use crate::report::same_ignoring_times;
 use crate::secrets::{SecretData, SecretStore};
@@ -336,7 +337,9 @@ pub fn error_policy(
 ) -> Action {
     tracing::warn!(name = %sdd.name_any(), error = %error, "reconcile failed");
     ctx.engine.metrics().record_error(error.category());
-    Action::requeue(backoff_delay(3))
+    // The engine's one backoff policy, as for a third transient failure in a row (20-40 s).
+    let failure = Failure::retry(error.category(), error.to_string());
+    Action::requeue(ctx.engine.backoff().after(&failure, 3))
 }
 
 /// Runs the operator until a signal arrives or leadership is lost.

@@ -137,6 +137,23 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The action in a few words: the planner's messages, the engine's failures and
+    /// `salad-sd diff` say it the same way.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Build => "build the image".into(),
+            Action::Create { group } => format!("create container group `{}`", group.name),
+            Action::Patch { name, fields, .. } => {
+                format!("update container group `{name}` ({})", fields.join(", "))
+            }
+            Action::Start { name } => format!("start container group `{name}`"),
+            Action::Stop { name } => format!("stop container group `{name}`"),
+            Action::Delete { name, .. } => format!("delete container group `{name}`"),
+        }
+    }
+}
+
 /// Where things stand after the actions.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -176,6 +193,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Nothing left to do for a resource being deleted: the finalizer can go.
+    pub fn released() -> Self {
+        Self::new(Outcome::Released)
+    }
+
     fn new(outcome: Outcome) -> Self {
         Self {
             actions: Vec::new(),

@@ -1,25 +1,412 @@
 //! From what happened to `status`: conditions (kstatus-compatible, with observedGeneration and
-//! transition times kept when nothing changed), phase, summaries. Pure: `now` is passed in.
+//! transition times kept when nothing changed), phase, summaries, Events and when to look
+//! again. Pure: [`report`] takes the previous status, the generation, the time and the plan or
+//! the failure, and returns the [`Reconciled`] result.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use rand::Rng;
 use salad_sd_api::{
-    ContainerGroupStatus, ImageStatus, InstanceCounts, Phase, StableDiffusionDeploymentStatus,
+    BuildStatus, ContainerGroupStatus, ImageStatus, InstanceCounts, Phase, SmokeTestStatus,
+    StableDiffusionDeploymentStatus,
 };
 use saladcloud::model::ContainerGroup;
 
 use crate::diff::ready_instances;
-use crate::plan::{ObservedGroup, Outcome};
+use crate::failure::{Backoff, Failure, consequence};
+use crate::plan::{ImageState, Observed, ObservedGroup, Outcome, Plan};
 
-/// The condition types we write.
-pub const READY: &str = "Ready";
-/// kstatus: work in progress.
-pub const RECONCILING: &str = "Reconciling";
-/// kstatus: stuck until the spec changes.
-pub const STALLED: &str = "Stalled";
-/// The image for the current recipe exists.
-pub const IMAGE_READY: &str = "ImageReady";
-/// The container group matches the spec.
-pub const SYNCED: &str = "Synced";
+pub use salad_sd_api::condition::{IMAGE_READY, READY, RECONCILING, STALLED, SYNCED};
+
+/// Kubernetes Event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Something happened.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// An event to publish on the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// CamelCase reason (for warnings: the failure's reason).
+    pub reason: String,
+    /// What happened, and for warnings what to do.
+    pub message: String,
+}
+
+impl Event {
+    /// A Normal event.
+    pub fn normal(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A Warning event.
+    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of one reconcile.
+#[derive(Clone, Debug)]
+pub struct Reconciled {
+    /// The status to write.
+    pub status: StableDiffusionDeploymentStatus,
+    /// Events to publish.
+    pub events: Vec<Event>,
+    /// When to look again.
+    pub requeue_after: Duration,
+    /// Deletion is finished: remove the finalizer.
+    pub release_finalizer: bool,
+    /// The plan, when one was made.
+    pub plan: Option<Plan>,
+    /// What failed this reconcile (already in status and events).
+    pub failure: Option<Failure>,
+}
+
+/// What a reconcile knows when it reports.
+pub struct Context<'a> {
+    /// Status before this reconcile.
+    pub prev: &'a StableDiffusionDeploymentStatus,
+    /// The spec's generation.
+    pub generation: i64,
+    /// Now.
+    pub now: Time,
+    /// Drift check interval when all is well.
+    pub poll: Duration,
+    /// Requeue while work is in progress.
+    pub progress: Duration,
+    /// The backoff policy.
+    pub backoff: &'a Backoff,
+    /// Failures in a row, this reconcile's included when it failed.
+    pub failures: u32,
+    /// Events the actions produced.
+    pub events: Vec<Event>,
+}
+
+/// What a reconcile that got as far as planning found and did.
+pub struct Planned<'a> {
+    /// The plan.
+    pub plan: Plan,
+    /// The world it was made from.
+    pub observed: &'a Observed,
+    /// The image of the current recipe, when built.
+    pub built: Option<&'a salad_sd_image::BuiltImage>,
+    /// Build progress, while building.
+    pub building: Option<BuildStatus>,
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Hourly price of one instance.
+    pub hourly_price: Option<f64>,
+    /// Smoke test result.
+    pub smoke: Option<SmokeTestStatus>,
+    /// The resource is being deleted.
+    pub deleting: bool,
+    /// A build or an action failed.
+    pub failure: Option<Failure>,
+}
+
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms * 9 / 10..=ms * 11 / 10 + 1))
+}
+
+/// Status, events and requeue for a reconcile that failed before it could plan: status keeps
+/// what it knew about the groups and says what failed; a resource that served this generation
+/// is still reported as serving.
+pub fn report_failure(mut cx: Context<'_>, failure: Failure) -> Reconciled {
+    let c = consequence(&failure, cx.failures, cx.backoff);
+    announce(&mut cx, &c);
+    let mut status = cx.prev.clone();
+    let serving = cx.prev.is_ready_at(Some(cx.generation)) && !c.stalled;
+    let mut conds = Vec::new();
+    if serving {
+        conds.extend(cx.prev.condition(READY).map(|r| Cond {
+            type_: READY.into(),
+            status: r.status.clone(),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+        }));
+    } else {
+        conds.push(Cond::new(READY, false, &c.reason, &c.message));
+    }
+    conds.push(if c.stalled {
+        Cond::new(STALLED, true, &c.reason, &c.message)
+    } else {
+        Cond::new(RECONCILING, true, &c.reason, &c.message)
+    });
+    conds.extend(
+        cx.prev
+            .condition(IMAGE_READY)
+            .filter(|i| i.observed_generation == Some(cx.generation))
+            .map(|i| Cond {
+                type_: IMAGE_READY.into(),
+                status: i.status.clone(),
+                reason: i.reason.clone(),
+                message: i.message.clone(),
+            }),
+    );
+    conds.push(Cond::new(SYNCED, false, &c.reason, &c.message));
+    if c.stalled {
+        status.phase = if cx.prev.ready_replicas > 0 {
+            Phase::Degraded
+        } else {
+            Phase::Failed
+        };
+    }
+    status.message = Some(c.message.clone());
+    status.observed_generation = Some(cx.generation);
+    status.conditions = merge_conditions(&cx.prev.conditions, conds, cx.generation, cx.now);
+    Reconciled {
+        status,
+        events: cx.events,
+        requeue_after: c.requeue_after,
+        release_finalizer: false,
+        plan: None,
+        failure: Some(failure),
+    }
+}
+
+/// Status, events and requeue for a reconcile that planned (and acted, unless a dry run).
+pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
+    let plan = p.plan;
+    // A stall the planner found is a failure like any other: same conditions, same backoff.
+    let failure = p.failure.or(match &plan.outcome {
+        Outcome::Stalled { reason, message } => Some(Failure::stalled(*reason, message.clone())),
+        _ => None,
+    });
+    let target = plan
+        .target
+        .as_ref()
+        .and_then(|t| p.observed.groups.iter().find(|g| &g.group.name == t));
+    let previous = plan
+        .retiring
+        .iter()
+        .find_map(|n| p.observed.groups.iter().find(|g| &g.group.name == n));
+    let image_ready = p.observed.image == ImageState::Ready;
+    let ready = target.map_or(0, |g| {
+        ready_instances(&g.group, g.instances.as_deref()) as i32
+    });
+    let (mut phase, mut conds) = phase_and_conditions(
+        &plan.outcome,
+        image_ready,
+        target.is_some(),
+        !plan.retiring.is_empty() || target.is_some_and(|g| g.group.pending_change),
+        p.deleting,
+    );
+    let c = failure
+        .as_ref()
+        .map(|f| consequence(f, cx.failures, cx.backoff));
+    if let Some(c) = &c {
+        conds = vec![Cond::new(READY, false, &c.reason, &c.message)];
+        conds.push(if c.stalled {
+            Cond::new(STALLED, true, &c.reason, &c.message)
+        } else {
+            Cond::new(RECONCILING, true, &c.reason, &c.message)
+        });
+        if p.deleting {
+            phase = Phase::Deleting;
+        } else if ready > 0 {
+            phase = Phase::Degraded;
+        } else if c.stalled {
+            phase = Phase::Failed;
+        }
+    }
+
+    let build_failure = failure
+        .as_ref()
+        .filter(|_| matches!(p.observed.image, ImageState::Failed { .. }));
+    conds.push(match (&p.observed.image, build_failure) {
+        (ImageState::Ready, _) => Cond::new(
+            IMAGE_READY,
+            true,
+            "Built",
+            "the image for the current spec is in the registry",
+        ),
+        (ImageState::Failed { .. }, Some(f)) => {
+            Cond::new(IMAGE_READY, false, f.reason(), f.message())
+        }
+        (ImageState::Failed { message }, None) => {
+            Cond::new(IMAGE_READY, false, "BuildFailed", message.clone())
+        }
+        (ImageState::Missing, _) => Cond::new(
+            IMAGE_READY,
+            false,
+            "BuildQueued",
+            "the image for the current spec is not built yet",
+        ),
+        (ImageState::Building, _) => Cond::new(
+            IMAGE_READY,
+            false,
+            "Building",
+            "building the image for the current spec",
+        ),
+    });
+    if image_ready
+        && cx
+            .prev
+            .condition(IMAGE_READY)
+            .is_none_or(|c| c.status != "True")
+        && let Some(img) = p.built
+    {
+        cx.events.push(Event::normal(
+            "ImageBuilt",
+            format!(
+                "image {} ready ({} layers, {} bytes uploaded)",
+                img.reference,
+                img.layers.len(),
+                img.bytes_uploaded
+            ),
+        ));
+    }
+    conds.push(synced(
+        &plan,
+        target.is_some(),
+        image_ready,
+        failure.as_ref(),
+    ));
+
+    let message = match (&c, &plan.outcome) {
+        (Some(c), _) => c.message.clone(),
+        (None, Outcome::Converged) => "serving the desired state".to_string(),
+        (None, Outcome::Stopped) => "stopped on request".to_string(),
+        (None, Outcome::Released) => "deleted".to_string(),
+        (None, Outcome::Progressing { message, .. } | Outcome::Stalled { message, .. }) => {
+            message.clone()
+        }
+    };
+    if let Some(c) = &c {
+        announce(&mut cx, c);
+    }
+    if plan.outcome == Outcome::Converged
+        && cx
+            .prev
+            .condition(READY)
+            .is_none_or(|c| c.status != "True" || c.reason != "Serving")
+    {
+        cx.events.push(Event::normal(
+            "RolloutComplete",
+            format!(
+                "`{}` serves the desired state",
+                plan.target.clone().unwrap_or_default()
+            ),
+        ));
+    }
+
+    let current_replicas = target.map_or(0, |g| g.group.replicas as i32);
+    // The IMAGE column shows what serves: a failed new build leaves the last built image.
+    let image = image_status(p.built, p.building.clone()).or_else(|| {
+        cx.prev
+            .image
+            .clone()
+            .filter(|_| target.is_some())
+            .map(|mut i| {
+                i.build = None;
+                i
+            })
+    });
+    let mut status = StableDiffusionDeploymentStatus {
+        observed_generation: Some(cx.generation),
+        phase,
+        message: Some(message),
+        conditions: merge_conditions(&cx.prev.conditions, conds, cx.generation, cx.now),
+        image,
+        container_group: target.map(group_status).or_else(|| {
+            plan.target.as_ref().map(|n| ContainerGroupStatus {
+                name: n.clone(),
+                ..Default::default()
+            })
+        }),
+        previous_container_group: previous.map(group_status),
+        replicas: current_replicas,
+        ready_replicas: ready,
+        replica_summary: Some(format!("{ready}/{}", p.replicas)),
+        estimated_hourly_cost_usd: p
+            .hourly_price
+            .map(|price| format!("{:.3}", price * p.replicas.max(0) as f64)),
+        smoke_test: p.smoke,
+        endpoint_config_map: cx.prev.endpoint_config_map.clone(),
+    };
+    if plan.outcome == Outcome::Stopped {
+        status.estimated_hourly_cost_usd = Some("0.000".into());
+    }
+    let requeue_after = match (&c, &plan.outcome) {
+        (Some(c), _) => c.requeue_after,
+        (None, Outcome::Converged | Outcome::Stopped) => jitter(cx.poll),
+        _ => cx.progress,
+    };
+    Reconciled {
+        status,
+        events: cx.events,
+        requeue_after,
+        release_finalizer: plan.outcome == Outcome::Released,
+        plan: Some(plan),
+        failure,
+    }
+}
+
+/// The Warning Event of a failure: every retry, a stall when it first shows or changes.
+fn announce(cx: &mut Context<'_>, c: &crate::failure::Consequence) {
+    let shown = if c.stalled {
+        cx.prev.condition(STALLED)
+    } else {
+        cx.prev.condition(RECONCILING)
+    };
+    let already = shown.is_some_and(|s| s.status == "True" && s.message == c.message);
+    if c.repeat_event || !already {
+        cx.events
+            .push(Event::warning(&c.event_reason, c.event_message.clone()));
+    }
+}
+
+/// `Synced`: true only when a container group exists and matches the spec.
+fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&Failure>) -> Cond {
+    if let Some(f) = failure {
+        return Cond::new(SYNCED, false, f.reason(), f.message());
+    }
+    if !group_exists {
+        return Cond::new(
+            SYNCED,
+            false,
+            "NoContainerGroup",
+            "no container group exists yet",
+        );
+    }
+    if !image_ready {
+        return Cond::new(
+            SYNCED,
+            false,
+            "ImageNotReady",
+            "the container group runs an earlier image until the current one is built",
+        );
+    }
+    if !plan.actions.is_empty() {
+        return Cond::new(
+            SYNCED,
+            false,
+            "Applying",
+            format!("{} change(s) sent to SaladCloud", plan.actions.len()),
+        );
+    }
+    Cond::new(
+        SYNCED,
+        true,
+        "InSync",
+        "the container group matches the spec",
+    )
+}
 
 /// A condition before times are settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,16 +423,11 @@ pub struct Cond {
 
 impl Cond {
     /// A condition.
-    pub fn new(
-        type_: &str,
-        status: bool,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
         Self {
             type_: type_.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
-            reason: reason.into(),
+            reason: reason.to_string(),
             message: message.into(),
         }
     }
@@ -196,16 +578,16 @@ pub fn phase_and_conditions(
             };
             (
                 phase,
-                Cond::new(READY, false, *reason, message.clone()),
-                Some(Cond::new(RECONCILING, true, *reason, message.clone())),
+                Cond::new(READY, false, reason, message.clone()),
+                Some(Cond::new(RECONCILING, true, reason, message.clone())),
                 None,
             )
         }
         Outcome::Stalled { reason, message } => (
             Phase::Failed,
-            Cond::new(READY, false, *reason, message.clone()),
+            Cond::new(READY, false, reason, message.clone()),
             None,
-            Some(Cond::new(STALLED, true, *reason, message.clone())),
+            Some(Cond::new(STALLED, true, reason, message.clone())),
         ),
     };
     let mut conds = vec![ready];

@@ -556,16 +556,20 @@ impl Client {
             Ok((status, _, body)) if (200..300).contains(&status) => Ok(Response { status, body }),
             Ok((status, headers, body)) => {
                 let retry_after = retry_after(&headers);
-                Err((
-                    api_error(
-                        req.operation,
-                        req.method.clone(),
-                        status,
-                        &body,
-                        self.key.expose(),
-                    ),
-                    retry_after,
-                ))
+                let mut error = api_error(
+                    req.operation,
+                    req.method.clone(),
+                    status,
+                    &body,
+                    self.key.expose(),
+                );
+                if let Error::Api {
+                    retry_after: ra, ..
+                } = &mut error
+                {
+                    *ra = retry_after;
+                }
+                Err((error, retry_after))
             }
             Err((_, _, e)) => Err((self.transport_error(req.operation, &e), None)),
         }

@@ -37,6 +37,8 @@ pub enum Error {
         problem: Option<Box<ProblemDetails>>,
         /// Short, sanitized snippet of a body that was not problem JSON (HTML, text, empty).
         snippet: String,
+        /// The server's `Retry-After`, when it sent one (429, 503).
+        retry_after: Option<Duration>,
     },
 
     /// The request timed out.
@@ -238,6 +240,19 @@ impl Error {
         }
     }
 
+    /// SaladCloud's rate limit (429): wait for its window, not for a growing backoff.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Api { status: 429, .. })
+    }
+
+    /// How long the server asked us to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Stable CamelCase label, used as Kubernetes Event reason and metric label.
     pub fn category(&self) -> &'static str {
         match self {
@@ -290,6 +305,7 @@ pub(crate) fn api_error(
         status,
         problem,
         snippet,
+        retry_after: None,
     }
 }
 
