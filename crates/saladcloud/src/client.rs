@@ -16,7 +16,7 @@ use crate::model::{
     ContainerGroupInstanceCollection, ContainerGroupPatch, ContainerGroupPrototype, GpuClass,
     GpuClassesList, Quotas,
 };
-use crate::ratelimit::{RateLimiter, RateLimiterStats, shared_limiter};
+use crate::ratelimit::{RateLimiter, RateLimiterStats};
 use crate::retry::RetryPolicy;
 
 /// Production base URL of the SaladCloud Public API.
@@ -128,8 +128,9 @@ pub enum Deleted {
     AlreadyGone,
 }
 
-/// Typed SaladCloud API client. Cheap to clone; clones share the connection pool. Every client
-/// for the same API key shares one rate limiter.
+/// Typed SaladCloud API client. Cheap to clone; clones share the connection pool and the rate
+/// limiter. Whoever holds the clients owns the budget: keep one client per API key (as the
+/// engine's per-key cache does) so that everything using the key shares its 240 requests/min.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -216,11 +217,10 @@ impl Client {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        let limiter = shared_limiter(
-            config.api_key.expose(),
+        let limiter = Arc::new(RateLimiter::new(
             config.rate_limit_per_minute,
             config.rate_limit_window,
-        );
+        ));
         Ok(Self {
             http,
             base: base.into(),

@@ -1,10 +1,8 @@
 //! Sliding-window rate limiter, one per API key, shared by every [`crate::Client`] in the process.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 /// Counters of a [`RateLimiter`], for metrics and benchmarks.
@@ -143,25 +141,6 @@ impl RateLimiter {
             ..st.stats
         }
     }
-}
-
-type Registry = Mutex<HashMap<[u8; 32], Arc<RateLimiter>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// The process-wide limiter for an API key. The registry is keyed by a SHA-256 of the key,
-/// never the key itself. The first client created for a key fixes its budget and window; later
-/// clients with the same key share that limiter whatever their own settings. Limiters are kept
-/// for the life of the process, so clients created per reconcile still share one history.
-pub(crate) fn shared_limiter(api_key: &str, budget: u32, window: Duration) -> Arc<RateLimiter> {
-    let digest: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
-    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(digest)
-        .or_insert_with(|| Arc::new(RateLimiter::new(budget, window)))
-        .clone()
 }
 
 #[cfg(test)]
