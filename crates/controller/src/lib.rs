@@ -8,6 +8,7 @@ pub mod builds;
 pub mod desired;
 pub mod diff;
 pub mod engine;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod plan;
