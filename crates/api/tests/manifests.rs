@@ -85,7 +85,10 @@ fn two_replicas_a_pdb_that_keeps_one_and_readiness_that_a_standby_passes() {
     assert_eq!(pdb["apiVersion"], "policy/v1");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
-    assert!(replicas > 1, "minAvailable 1 of {replicas} never blocks a drain");
+    assert!(
+        replicas > 1,
+        "minAvailable 1 of {replicas} never blocks a drain"
+    );
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(&labels[k], v, "the PDB selects the operator's pods");
@@ -111,7 +114,9 @@ fn the_leader_election_role_allows_what_the_lease_code_does() {
     let objects = base();
     let role = objects
         .iter()
-        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "salad-sd-operator-leader-election")
+        .find(|o| {
+            o["kind"] == "Role" && o["metadata"]["name"] == "salad-sd-operator-leader-election"
+        })
         .expect("the leader-election Role");
     let rule = &role["rules"][0];
     assert_eq!(rule["apiGroups"][0], "coordination.k8s.io");
@@ -144,7 +149,12 @@ fn kustomize_renders_the_base_with_the_crd_and_the_pdb() {
         .into_iter()
         .map(|d| d["kind"].clone())
         .collect();
-    for kind in ["CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "Role"] {
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+    ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
 }
