@@ -16,10 +16,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use salad_sd_api::names::{FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
 use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
 use serde_json::json;
-
-use crate::builds::BuildSettings;
 use tokio_util::sync::CancellationToken;
 
+use crate::builds::BuildSettings;
 use crate::engine::{Engine, EngineConfig, EventType, Mode, backoff_delay};
 use crate::leader::{self, LeaderLease, LeaseLost, LeaseTiming};
 use crate::metrics::Metrics;
