@@ -710,10 +710,24 @@ async fn bench() -> anyhow::Result<()> {
             )
         })
     };
+    // Each resource's loop is one spawned future whose state machine has room for a whole
+    // reconcile future, allocated for the loop's lifetime (a Controller holds one per reconcile
+    // in flight).
+    let probe = cluster.get(&names[0]);
+    let reconcile_future = std::mem::size_of_val(&engine.reconcile(&probe, &*cluster, Mode::Apply));
+    let loop_future = std::mem::size_of_val(&run_resource(
+        names[0].clone(),
+        cluster.clone(),
+        engine.clone(),
+        wakes[0].clone(),
+    ));
     println!(
-        "where it goes: the {RESOURCES} resources as JSON are {:.1} MiB ({:.1} MiB of it status), held once by the stand-in (a reflector store in the operator) and once more as each loop's working copy",
+        "where it goes: the {RESOURCES} resources as JSON are {:.1} MiB ({:.1} MiB of it status), held once by the stand-in (a reflector store in the operator) and once more as each loop's working copy; one reconcile future is {:.1} KiB, one per-resource loop future {:.1} KiB, × {RESOURCES} = {:.1} MiB",
         objects_json as f64 / 1048576.0,
-        status_json as f64 / 1048576.0
+        status_json as f64 / 1048576.0,
+        reconcile_future as f64 / 1024.0,
+        loop_future as f64 / 1024.0,
+        (loop_future * RESOURCES) as f64 / 1048576.0
     );
 
     // 3. Change → PATCH. The operator restarts with an engine whose SaladCloud URL is a
