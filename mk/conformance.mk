@@ -1,7 +1,9 @@
 # make conformance: send the saladcloud client's full request corpus to Stoplight Prism (mocking
 # the official OpenAPI spec) and count request-side spec violations; then validate the
 # simulator's response bodies against the spec's response schemas.
-#   SPEC=path/to/openapi.yaml   spec to check against (default ../shared/saladcloud/openapi.yaml)
+#   SPEC=path/to/openapi.yaml   spec to check against (default ../shared/saladcloud/openapi.yaml;
+#                               where that is absent, the pinned version named in its SOURCE.md is
+#                               fetched into .scratch/ and used only if its sha256 matches)
 #   PRISM_VERSION, PRISM_DIR    Prism npm version and install folder (reused when present)
 #   STRICT_SIM=1                also fail when simulator responses violate the spec
 SPEC ?= $(abspath ../shared/saladcloud/openapi.yaml)

@@ -1,6 +1,7 @@
 //! The `StableDiffusionDeployment` API (`salad-sd.dev/v1alpha1`): CRD types, the per-server
 //! defaults, names, and the validation that needs no I/O.
 
+pub mod country;
 pub mod names;
 pub mod profile;
 pub mod quantity;

@@ -116,9 +116,9 @@ pub struct StableDiffusionDeploymentSpec {
     pub priority: Priority,
 
     /// Lowercase ISO 3166-1 alpha-2 country codes the instances may run in (for example `us`,
-    /// `ca`). Empty means any country.
+    /// `ca`), one of the codes SaladCloud accepts. Empty means any country.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 250))]
+    #[schemars(schema_with = "crate::country::country_codes_schema")]
     pub country_codes: Vec<CountryCode>,
 
     /// What SaladCloud does when the server process exits: Always, OnFailure or Never.
@@ -546,7 +546,7 @@ pub enum RegistryAuthKind {
 }
 
 /// Instance resources.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
     /// vCPUs per instance (1-16).
@@ -555,7 +555,10 @@ pub struct ResourcesSpec {
     pub cpu: i32,
 
     /// Memory per instance, 1024-61440 MB. A plain number is megabytes (as in the SaladCloud
-    /// API); a Kubernetes quantity such as `12Gi` or `12288Mi` is converted to megabytes.
+    /// API); a quantity with k, M, G, T, Ki, Mi, Gi or Ti is converted to SaladCloud's MB, which
+    /// are MiB: `12Gi` and `12288Mi` are 12288 MB, `12G` is 11444 MB (rounded down), so the
+    /// range is 1024Mi-60Gi.
+    #[x_kube(validation = Rule::new(MEMORY_RULE).message("resources.memory must be 1024-61440 MB: a number of MB, or a quantity from 1024Mi to 60Gi such as 12Gi (k, M, G, T, Ki, Mi, Gi, Ti)"))]
     pub memory: Quantity,
 
     /// GPU classes, by SaladCloud name (for example `RTX 3060 Ti`, matched case-insensitively)
@@ -571,6 +574,16 @@ pub struct ResourcesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Quantity>,
 }
+
+/// `resources.memory` at admission (Kubernetes >= 1.29 for the quantity library), the same
+/// language and range as `quantity::to_megabytes` + `validate`: an integer or a digit string is
+/// MB; otherwise a quantity in Rust's grammar whose MiB, rounded down, are within 1024-61440.
+const MEMORY_RULE: &str = "string(self).matches('^[0-9]+$') \
+    ? (size(string(self)) <= 6 && int(string(self)) >= 1024 && int(string(self)) <= 61440) \
+    : (string(self).matches('^([0-9]+[.]?[0-9]*|[.][0-9]+)(k|M|G|T|Ki|Mi|Gi|Ti)$') \
+       && isQuantity(string(self)) \
+       && quantity(string(self)).compareTo(quantity('1024Mi')) >= 0 \
+       && quantity(string(self)).compareTo(quantity('61441Mi')) < 0)";
 
 /// A GPU class name or id.
 pub type GpuClassName = String;

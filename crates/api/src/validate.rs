@@ -245,10 +245,12 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
         }
     }
     for (i, c) in spec.country_codes.iter().enumerate() {
-        if c.len() != 2 || !c.chars().all(|c| c.is_ascii_lowercase()) {
+        if !crate::country::is_country_code(c) {
             bad(
                 &format!("countryCodes[{i}]"),
-                format!("`{c}` is not a lowercase ISO 3166-1 alpha-2 code such as `us`"),
+                format!(
+                    "`{c}` is not a country code SaladCloud accepts (lowercase ISO 3166-1 alpha-2, such as `us`)"
+                ),
             );
         }
     }

@@ -451,6 +451,30 @@ fn cel_cases() -> Vec<CelCase> {
             old: None,
         },
         CelCase {
+            reason: "512Mi is below SaladCloud's 1024 MB (a real apiserver admitted it)",
+            message: "resources.memory must be 1024-61440 MB",
+            break_it: |o| o["spec"]["resources"]["memory"] = json!("512Mi"),
+            old: None,
+        },
+        CelCase {
+            reason: "100Gi is above SaladCloud's 61440 MB (a real apiserver admitted it)",
+            message: "resources.memory must be 1024-61440 MB",
+            break_it: |o| o["spec"]["resources"]["memory"] = json!("100Gi"),
+            old: None,
+        },
+        CelCase {
+            reason: "100m is a CPU-style quantity, not a memory size (a real apiserver admitted it)",
+            message: "resources.memory must be 1024-61440 MB",
+            break_it: |o| o["spec"]["resources"]["memory"] = json!("100m"),
+            old: None,
+        },
+        CelCase {
+            reason: "a plain number is MB: 512 is below the minimum",
+            message: "resources.memory must be 1024-61440 MB",
+            break_it: |o| o["spec"]["resources"]["memory"] = json!(512),
+            old: None,
+        },
+        CelCase {
             reason: "SaladCloud takes one probe handler",
             message: "a probe has at most one of http, tcp or exec",
             break_it: |o| {
@@ -717,6 +741,13 @@ fn the_schema_check_catches_what_the_api_server_would() {
         ("cpu above 16", |o| {
             o["spec"]["resources"]["cpu"] = json!(17)
         }),
+        (
+            "a three-letter country code (a real apiserver admitted USA)",
+            |o| o["spec"]["countryCodes"] = json!(["us", "USA"]),
+        ),
+        ("a well-formed code SaladCloud does not know", |o| {
+            o["spec"]["countryCodes"] = json!(["zz"])
+        }),
         ("a typo in a field name", |o| {
             o["spec"]["replica"] = json!(3)
         }),
@@ -728,5 +759,56 @@ fn the_schema_check_catches_what_the_api_server_would() {
         let mut errors = Vec::new();
         openapi_errors(&schema, &bad, "$", &mut errors);
         assert!(!errors.is_empty(), "{reason}: accepted");
+    }
+}
+
+#[test]
+fn memory_admission_agrees_with_the_rust_conversion() {
+    let schema = schema();
+    let base = example("sdnext-dreamshaper.yaml");
+    // (value, admitted, reason): admission (CEL with the quantity library) and `validate` (which
+    // uses `quantity::to_megabytes`) must say the same.
+    let cases = [
+        (json!(12288), true, "a plain number is MB"),
+        (json!("12288"), true, "a digit string is MB too"),
+        (json!(1024), true, "the minimum"),
+        (json!(61440), true, "the maximum"),
+        (json!(61441), false, "one MB above the maximum"),
+        (json!(10000000), false, "far above, and too long to convert"),
+        (json!("1024Mi"), true, "the minimum as a quantity"),
+        (json!("60Gi"), true, "61440 MiB, the maximum as a quantity"),
+        (json!("61441Mi"), false, "one MiB above"),
+        (json!("1023Mi"), false, "one MiB below"),
+        (json!("12Gi"), true, "binary suffix"),
+        (json!("1.5Gi"), true, "fractional quantity, 1536 MB"),
+        (json!("12G"), true, "decimal suffix, 11444 MB"),
+        (json!("1G"), false, "1e9 bytes is 953 MB, below the minimum"),
+        (json!("512Mi"), false, "below the minimum"),
+        (json!("100Gi"), false, "above the maximum"),
+        (json!("100m"), false, "a milli-quantity is no memory size"),
+        (
+            json!("6e10"),
+            false,
+            "an exponent: a quantity, but not in the grammar Rust reads",
+        ),
+        (json!("12GB"), false, "not a quantity"),
+        (json!("twelve"), false, "not a number"),
+    ];
+    for (value, admitted, reason) in cases {
+        let mut object = base.clone();
+        object["spec"]["resources"]["memory"] = value.clone();
+        let cel = cel_errors(&schema, &object, None);
+        assert_eq!(
+            cel.is_empty(),
+            admitted,
+            "{value} ({reason}): CEL said {cel:?}"
+        );
+        let typed: StableDiffusionDeployment = serde_json::from_value(object).unwrap();
+        let rust = validate(&typed.spec);
+        assert_eq!(
+            rust.iter().all(|e| !e.field.ends_with("resources.memory")),
+            admitted,
+            "{value} ({reason}): Rust said {rust:?}"
+        );
     }
 }

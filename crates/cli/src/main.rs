@@ -9,6 +9,8 @@ mod build;
 mod creds;
 mod drive;
 mod exit;
+mod logging;
+mod operator;
 mod output;
 mod resource;
 
@@ -19,6 +21,16 @@ mod resource;
     about = "Stable Diffusion on SaladCloud, declaratively"
 )]
 struct Cli {
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object per line).
+    /// The filter comes from RUST_LOG (or its alias SALAD_SD_LOG), default info.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "SALAD_SD_LOG_FORMAT"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,7 +40,7 @@ enum Command {
     /// Print the StableDiffusionDeployment CRD as YAML.
     Crd,
     /// Run the Kubernetes operator: watch StableDiffusionDeployments and reconcile them.
-    Operator(salad_sd_controller::operator::OperatorArgs),
+    Operator(operator::OperatorArgs),
     /// Build the image, then create or update the container group of the resource in FILE.
     #[command(after_long_help = drive::APPLY_HELP)]
     Apply(drive::ApplyArgs),
@@ -53,13 +65,7 @@ fn main() -> ExitCode {
         print!("{}", salad_sd_api::crd_yaml());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SALAD_SD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .init();
+    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,13 +79,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Crd => unreachable!("handled above"),
-            Command::Operator(args) => match salad_sd_controller::operator::run(args).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    exit::EXIT_ERROR
-                }
-            },
+            Command::Operator(args) => operator::run(args).await,
             Command::Apply(args) => drive::apply(args).await,
             Command::Diff(args) => drive::diff(args).await,
             Command::Delete(args) => drive::delete(args).await,

@@ -8,7 +8,14 @@
 //! for the requeue delay or a change of the object, whichever comes first. SaladCloud requests
 //! are counted by the simulator (`/_admin/stats`).
 //!
+//! Unrelated Secrets: the simulator child also serves a minimal Kubernetes API with 5,000
+//! Secrets of 4 KiB (`BENCH_SECRETS`) in 50 namespaces, answering list (paginated, metadata-only
+//! when asked the way the API server is) and watch. The operator process watches them exactly
+//! as `operator::run_with` does (`operator::secrets_metadata`, a watcher, the mapper over all
+//! resources); `BENCH_SECRETS_FULL=1` watches them with their data, as before, for comparison.
+//!
 //! Phases:
+//! 0. the Secret watch starts and lists all 5,000 (RSS after);
 //! 1. setup: 1,000 resources (10 per project) converge to Ready. Their API-key Secrets are
 //!    spread over 50 keys so that creating 1,000 groups is not throttled to 240 requests/min;
 //! 2. steady: three forced poll rounds over all resources: SaladCloud requests per reconcile,
@@ -36,6 +43,7 @@ use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::engine::{Engine, EngineConfig, Mode};
 use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::operator::{references_secret, secrets_metadata};
 use salad_sd_controller::report::same_ignoring_times;
 use salad_sd_controller::secrets::SecretStore;
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
@@ -57,6 +65,14 @@ fn one_key_run() -> Duration {
     )
 }
 const POLL: Duration = Duration::from_secs(60);
+/// Unrelated Secrets in the cluster (`BENCH_SECRETS`, default 5,000) and their data size.
+fn unrelated_secrets() -> usize {
+    std::env::var("BENCH_SECRETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000)
+}
+const SECRET_BYTES: usize = 4096;
 const ONE_KEY: &str = "bench-one-key";
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +98,17 @@ async fn serve_sim() -> anyhow::Result<()> {
         "127.0.0.1:0",
     )
     .await?;
+    let kube = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let kube_addr = kube.local_addr()?;
+    let secrets = Arc::new(SecretServer::new(unrelated_secrets()));
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .fallback(secrets_handler)
+            .with_state(secrets);
+        let _ = axum::serve(kube, app).await;
+    });
     println!("URL {}", sim.base_url());
+    println!("KUBE http://{kube_addr}");
     std::io::stdout().flush()?;
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
@@ -93,10 +119,166 @@ async fn serve_sim() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A minimal Kubernetes API for Secrets: paginated list (metadata-only when the Accept header
+/// asks for `PartialObjectMetadataList`, as the API server does) and a watch that stays open.
+struct SecretServer {
+    full: Vec<serde_json::Value>,
+}
+
+impl SecretServer {
+    fn new(n: usize) -> Self {
+        use base64::Engine as _;
+        let full = (0..n)
+            .map(|i| {
+                let data: Vec<u8> = (0..SECRET_BYTES)
+                    .map(|b| ((i * 31 + b) % 251) as u8)
+                    .collect();
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": format!("unrelated-{i:05}"),
+                        "namespace": format!("team-{:02}", i % 50),
+                        "uid": format!("{:08x}-0000-4000-8000-000000000000", i),
+                        "resourceVersion": format!("{}", 1000 + i),
+                        "labels": { "app.kubernetes.io/name": "unrelated" }
+                    },
+                    "type": "Opaque",
+                    "data": { "blob": base64::engine::general_purpose::STANDARD.encode(&data) }
+                })
+            })
+            .collect();
+        Self { full }
+    }
+}
+
+async fn secrets_handler(
+    axum::extract::State(s): axum::extract::State<Arc<SecretServer>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let json = |v: serde_json::Value| {
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                serde_json::to_vec(&v).expect("json"),
+            ))
+            .expect("response")
+    };
+    if req.uri().path() != "/api/v1/secrets" {
+        return axum::response::Response::builder()
+            .status(404)
+            .body(axum::body::Body::empty())
+            .expect("response");
+    }
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        // Nothing changes: the watch stays open.
+        return axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(futures::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >()))
+            .expect("response");
+    }
+    let meta_only = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadataList"));
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(usize::MAX);
+    let end = start.saturating_add(limit).min(s.full.len());
+    let items: Vec<serde_json::Value> = s.full[start..end]
+        .iter()
+        .map(|o| {
+            if meta_only {
+                json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"] })
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    let mut metadata = json!({ "resourceVersion": "99999" });
+    if end < s.full.len() {
+        metadata["continue"] = json!(end.to_string());
+    }
+    json(if meta_only {
+        json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": metadata, "items": items })
+    } else {
+        json!({ "apiVersion": "v1", "kind": "SecretList", "metadata": metadata, "items": items })
+    })
+}
+
+/// The operator's Secret watch against the stand-in API: the same Api, watcher and mapper as
+/// `operator::run_with` (the Controller itself is not run: its queue is the per-resource loops
+/// here). Counts Secrets seen and resources they trigger.
+fn watch_secrets(
+    kube_url: &str,
+    cluster: Arc<Cluster>,
+    seen: Arc<AtomicU64>,
+    triggered: Arc<AtomicU64>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let client = kube::Client::try_from(kube::Config::new(kube_url.parse()?))?;
+    let full = std::env::var("BENCH_SECRETS_FULL").is_ok_and(|v| v == "1");
+    let map = move |ns: Option<String>, name: String| {
+        let objects = cluster.objects.lock().unwrap();
+        objects
+            .values()
+            .filter(|o| o.namespace() == ns && references_secret(o, &name))
+            .count() as u64
+    };
+    Ok(tokio::spawn(async move {
+        if full {
+            let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::all(client);
+            let mut s = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .touched_objects()
+                .boxed();
+            while let Some(Ok(secret)) = s.next().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                triggered.fetch_add(
+                    map(secret.namespace(), secret.name_any()),
+                    Ordering::Relaxed,
+                );
+            }
+        } else {
+            let api = secrets_metadata(&client, None);
+            let mut s = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .touched_objects()
+                .boxed();
+            while let Some(Ok(secret)) = s.next().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                triggered.fetch_add(
+                    map(secret.namespace(), secret.name_any()),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }))
+}
+
 /// The simulator child; killed on drop.
 struct SimProcess {
     child: Child,
     base_url: String,
+    kube_url: String,
 }
 
 impl SimProcess {
@@ -108,16 +290,28 @@ impl SimProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting the simulator process")?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
+        out.read_line(&mut line)
             .context("reading the simulator URL")?;
         let base_url = line
             .trim()
             .strip_prefix("URL ")
             .context("the simulator did not print its URL")?
             .to_string();
-        Ok(Self { child, base_url })
+        line.clear();
+        out.read_line(&mut line)
+            .context("reading the Kubernetes stand-in URL")?;
+        let kube_url = line
+            .trim()
+            .strip_prefix("KUBE ")
+            .context("the simulator did not print the Kubernetes stand-in URL")?
+            .to_string();
+        Ok(Self {
+            child,
+            base_url,
+            kube_url,
+        })
     }
 }
 
@@ -398,6 +592,34 @@ async fn bench() -> anyhow::Result<()> {
             );
         }
     }
+    // 0. The Secret watch, as the operator runs it, over the unrelated Secrets.
+    let secrets_seen = Arc::new(AtomicU64::new(0));
+    let secrets_triggered = Arc::new(AtomicU64::new(0));
+    let secret_watch = watch_secrets(
+        &sim.kube_url,
+        cluster.clone(),
+        secrets_seen.clone(),
+        secrets_triggered.clone(),
+    )?;
+    let n_secrets = unrelated_secrets() as u64;
+    let listed = wait_until(
+        "the Secret watch's initial list",
+        Duration::from_secs(120),
+        || secrets_seen.load(Ordering::Relaxed) >= n_secrets,
+    )
+    .await?;
+    let secrets_mode = if std::env::var("BENCH_SECRETS_FULL").is_ok_and(|v| v == "1") {
+        "with data (the old watch)"
+    } else {
+        "by metadata only"
+    };
+    println!(
+        "secrets: {n_secrets} unrelated Secrets of {SECRET_BYTES} B watched {secrets_mode}, listed in {:.1} s, {} resources triggered; VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        listed.as_secs_f64(),
+        secrets_triggered.load(Ordering::Relaxed),
+        proc_status_mib("VmRSS:"),
+        proc_status_mib("VmHWM:")
+    );
     let wakes: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
     let spawn = |i: usize| {
         tokio::spawn(run_resource(
@@ -471,7 +693,39 @@ async fn bench() -> anyhow::Result<()> {
     let rss = proc_status_mib("VmRSS:");
     let hwm = proc_status_mib("VmHWM:");
     println!(
-        "memory with {RESOURCES} resources in steady state: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB (operator process: engine with {SETUP_KEYS} API-key clients and the in-process API-server stand-in; the simulator is another process)"
+        "memory with {RESOURCES} resources and {n_secrets} unrelated Secrets ({secrets_mode}) in steady state: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB (operator process: engine with {SETUP_KEYS} API-key clients, the Secret watch, and the in-process API-server stand-in; the simulator and the Secrets' API are another process)"
+    );
+    let (objects_json, status_json) = {
+        let objects = cluster.objects.lock().unwrap();
+        objects.values().fold((0usize, 0usize), |(o, st), obj| {
+            (
+                o + serde_json::to_vec(obj).map_or(0, |v| v.len()),
+                st + obj
+                    .status
+                    .as_ref()
+                    .and_then(|s| serde_json::to_vec(s).ok())
+                    .map_or(0, |v| v.len()),
+            )
+        })
+    };
+    // Each resource's loop is one spawned future whose state machine has room for a whole
+    // reconcile future, allocated for the loop's lifetime (a Controller holds one per reconcile
+    // in flight).
+    let probe = cluster.get(&names[0]);
+    let reconcile_future = std::mem::size_of_val(&engine.reconcile(&probe, &*cluster, Mode::Apply));
+    let loop_future = std::mem::size_of_val(&run_resource(
+        names[0].clone(),
+        cluster.clone(),
+        engine.clone(),
+        wakes[0].clone(),
+    ));
+    println!(
+        "where it goes: the {RESOURCES} resources as JSON are {:.1} MiB ({:.1} MiB of it status), held once by the stand-in (a reflector store in the operator) and once more as each loop's working copy; one reconcile future is {:.1} KiB, one per-resource loop future {:.1} KiB, × {RESOURCES} = {:.1} MiB",
+        objects_json as f64 / 1048576.0,
+        status_json as f64 / 1048576.0,
+        reconcile_future as f64 / 1024.0,
+        loop_future as f64 / 1024.0,
+        (loop_future * RESOURCES) as f64 / 1048576.0
     );
 
     // 3. Change → PATCH. The operator restarts with an engine whose SaladCloud URL is a
@@ -604,6 +858,7 @@ async fn bench() -> anyhow::Result<()> {
     for t in tasks {
         t.abort();
     }
+    secret_watch.abort();
     drop(sim);
     println!(
         "{}",
@@ -612,6 +867,8 @@ async fn bench() -> anyhow::Result<()> {
             "change_to_patch_ms_p99": (p99 * 100.0).round() / 100.0,
             "steady_requests_per_resource_per_poll": (per_poll * 1000.0).round() / 1000.0,
             "rss_mib_1000": (rss * 10.0).round() / 10.0,
+            "unrelated_secrets": n_secrets,
+            "secrets_watched": secrets_mode,
             "rate_limited_429": sim_429,
         })
     );

@@ -9,6 +9,7 @@ pub mod desired;
 pub mod diff;
 pub mod engine;
 pub mod failure;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod plan;

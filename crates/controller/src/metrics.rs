@@ -59,6 +59,8 @@ pub struct Metrics {
     build_duration: Histogram,
     /// Builds running now.
     pub builds_in_progress: Gauge,
+    /// 1 while this replica holds the leader Lease (or runs without leader election), else 0.
+    pub leader: Gauge,
     deployments: Family<PhaseLabel, Gauge>,
     ready_replicas: Gauge,
     cost: Gauge<f64, AtomicU64>,
@@ -84,6 +86,7 @@ impl Metrics {
             build_bytes: Family::default(),
             build_duration: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             builds_in_progress: Gauge::default(),
+            leader: Gauge::default(),
             deployments: Family::default(),
             ready_replicas: Gauge::default(),
             cost: Gauge::default(),
@@ -129,6 +132,11 @@ impl Metrics {
             "builds_in_progress",
             "Image builds running",
             m.builds_in_progress.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and reconciles, 0 on a standby",
+            m.leader.clone(),
         );
         registry.register(
             "deployments",

@@ -4,14 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -19,56 +16,74 @@ use kube::{Api, Client, Resource, ResourceExt};
 use salad_sd_api::names::{FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
 use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::builds::BuildSettings;
-use crate::engine::{Engine, EngineConfig, EventType, Mode, parse_duration};
+use crate::engine::{Engine, EngineConfig, EventType, Mode};
 use crate::failure::Failure;
+use crate::leader::{self, LeaderLease, LeaseLost, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::report::same_ignoring_times;
 use crate::secrets::{SecretData, SecretStore};
 
-/// `salad-sd operator` flags.
-#[derive(clap::Args, Debug, Clone)]
-pub struct OperatorArgs {
-    /// SaladCloud API base URL (point it at `salad-sd sim` for a dry run).
-    #[arg(long, env = "SALAD_API_URL", default_value = saladcloud::DEFAULT_BASE_URL)]
+/// How the operator runs. The `salad-sd operator` flags fill it; tests and embedders build it
+/// directly.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// SaladCloud API base URL.
     pub salad_api_url: String,
-    /// Drift check interval per resource (jittered); override per resource with the
-    /// `salad-sd.dev/poll-interval` annotation.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    /// Drift check interval per resource (jittered).
     pub poll_interval: Duration,
     /// Image builds running at once.
-    #[arg(long, default_value_t = 2)]
     pub build_concurrency: usize,
-    /// Registry reached over plain http (HOST:PORT); repeatable. For tests and demos only.
-    #[arg(long = "insecure-registry")]
+    /// Registries reached over plain http (HOST:PORT). For tests and demos only.
     pub insecure_registries: Vec<String>,
-    /// Allow model URLs over http or in private networks. For tests and demos only: otherwise
-    /// anyone who can write a resource could make the operator fetch internal endpoints.
-    #[arg(long)]
+    /// Allow model URLs over http or in private networks. For tests and demos only.
     pub allow_private_sources: bool,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "WATCH_NAMESPACE")]
+    /// Watch only this namespace (`None`: all).
     pub namespace: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Turn off leader election (single replica only).
-    #[arg(long)]
-    pub no_leader_election: bool,
-    /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "salad-sd-system")]
-    pub lease_namespace: String,
-    /// This replica's identity in the Lease.
-    #[arg(long, env = "POD_NAME", default_value = "salad-sd-operator")]
-    pub identity: String,
+    /// Leader election; `None` runs without it (single replica only).
+    pub leader_election: Option<LeaderElection>,
     /// Send smoke tests to this URL with the access domain as Host (the simulator's gateway).
-    #[arg(long)]
     pub gateway_url: Option<String>,
 }
 
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration like 30s, 5m or 1h"))
+/// Leader-election settings.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Namespace of the Lease; `None`: the pod's own in a cluster (service-account namespace
+    /// file), the kubeconfig context's outside.
+    pub namespace: Option<String>,
+    /// This replica's identity in the Lease (unique per replica).
+    pub identity: String,
+    /// Lease duration, renew deadline, retry period.
+    pub timing: LeaseTiming,
+}
+
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No Kubernetes API to talk to.
+    #[error("cannot reach the Kubernetes API ({0}); run inside a cluster or set KUBECONFIG")]
+    NoCluster(kube::Error),
+    /// The CRD is not installed (or RBAC refuses it).
+    #[error(
+        "the StableDiffusionDeployment CRD is not queryable ({0}); install it: kubectl apply -f crds/ (or kubectl apply -k manifests/base)"
+    )]
+    CrdNotQueryable(kube::Error),
+    /// The health and metrics address cannot be bound.
+    #[error("cannot listen on {addr} for /metrics and health ({source}); pick another --listen")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Leadership ended while running; the process must exit so that only one replica writes.
+    #[error("lost the leader lease ({0}); exiting so that only one replica writes")]
+    LeadershipLost(LeaseLost),
 }
 
 /// Errors of the Kubernetes edge (engine failures are reported in status, not here).
@@ -171,8 +186,10 @@ pub async fn reconcile(
     if deleting && !has_finalizer {
         return Ok(Action::await_change());
     }
-    if !deleting && !has_finalizer {
-        // Guard the container group before creating it; the watch brings us back.
+    let sdd = if !deleting && !has_finalizer {
+        // Guard the container group before creating it. The reconcile goes on with the object
+        // the API server returned: a requeue would read the cache, which may not have seen the
+        // finalizer yet, and patch again against a stale list (a failed `test`, 422).
         let patch = json!([
             { "op": "test", "path": "/metadata/finalizers", "value": current_finalizers(&sdd) },
             { "op": "add",
@@ -180,10 +197,13 @@ pub async fn reconcile(
               "value": if sdd.finalizers().is_empty() { json!([FINALIZER]) } else { json!(FINALIZER) } }
         ]);
         let patch: json_patch::Patch = serde_json::from_value(patch).expect("valid JSON patch");
-        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        let patched = api
+            .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await?;
-        return Ok(Action::requeue(Duration::from_millis(1)));
-    }
+        Arc::new(patched)
+    } else {
+        sdd
+    };
 
     let store = KubeSecretStore {
         api: Api::namespaced(ctx.client.clone(), &ns),
@@ -342,61 +362,112 @@ pub fn error_policy(
     Action::requeue(ctx.engine.backoff().after(&failure, 3))
 }
 
-/// Runs the operator until a signal arrives or leadership is lost.
-pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the Kubernetes API ({e}); run inside a cluster or set KUBECONFIG"
-        )
-    })?;
-    let sdds: Api<StableDiffusionDeployment> = match &args.namespace {
+/// Runs the operator until SIGTERM or Ctrl-C (then the leader finishes its reconciles and
+/// releases the Lease) or until leadership is lost.
+pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        leader_election = config.leader_election.is_some(),
+        "salad-sd operator starting"
+    );
+    let client = Client::try_default().await.map_err(RunError::NoCluster)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run_with(client, config, shutdown).await
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing running reconciles");
+    token.cancel();
+}
+
+/// [`run`] with a given client, stopping when `shutdown` is cancelled.
+///
+/// `/readyz` answers 200 as soon as the API and the CRD answered: a standby replica is ready (it
+/// is healthy and can take over). Leadership is the `salad_sd_leader` metric and the log.
+pub async fn run_with(
+    client: Client,
+    config: OperatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let sdds: Api<StableDiffusionDeployment> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    if let Err(e) = sdds.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "the StableDiffusionDeployment CRD is not queryable ({e}); install it: kubectl apply -f crds/ (or kustomize build manifests/base)"
-        );
-    }
+    sdds.list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::CrdNotQueryable)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(Engine::new(
         EngineConfig {
-            salad_api_url: args.salad_api_url.clone(),
-            poll_interval: args.poll_interval,
+            salad_api_url: config.salad_api_url.clone(),
+            poll_interval: config.poll_interval,
             builds: BuildSettings {
-                concurrency: args.build_concurrency,
-                insecure_registries: args.insecure_registries.clone(),
-                allow_private_sources: args.allow_private_sources,
+                concurrency: config.build_concurrency,
+                insecure_registries: config.insecure_registries.clone(),
+                allow_private_sources: config.allow_private_sources,
                 ..BuildSettings::default()
             },
-            gateway_override: args.gateway_url.clone(),
+            gateway_override: config.gateway_url.clone(),
             ..EngineConfig::default()
         },
         metrics.clone(),
     ));
-    let ready = Arc::new(AtomicBool::new(false));
-    tokio::spawn(serve_http(args.listen, metrics.clone(), ready.clone()));
+    let http = tokio::spawn(serve_http(listener, metrics.clone()));
+    tracing::info!(listen = %config.listen, "ready; serving /metrics, /healthz and /readyz");
 
-    let lease = if args.no_leader_election {
-        None
-    } else {
-        Some(LeaderLease::acquire(client.clone(), &args.lease_namespace, &args.identity).await?)
+    let (lease, identity) = match &config.leader_election {
+        None => (None, "salad-sd-operator".to_string()),
+        Some(election) => {
+            let namespace = leader::lease_namespace(election.namespace.as_deref(), &client);
+            tracing::info!(identity = %election.identity, %namespace, lease = leader::LEASE_NAME, "waiting for the leader lease");
+            tokio::select! {
+                lease = LeaderLease::acquire(client.clone(), &namespace, &election.identity, election.timing) => {
+                    (Some(lease), election.identity.clone())
+                }
+                () = shutdown.cancelled() => {
+                    http.abort();
+                    return Ok(());
+                }
+            }
+        }
     };
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!(identity = %args.identity, "leading; starting the controller");
+    metrics.leader.set(1);
+    tracing::info!(%identity, "leading; starting the controller");
 
-    let ctx = Arc::new(Context::new(client.clone(), engine, &args.identity));
+    let ctx = Arc::new(Context::new(client.clone(), engine, &identity));
     let controller = Controller::new(sdds, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let secrets: Api<Secret> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let controller = controller
         .watches(
-            secrets,
+            secrets_metadata(&client, config.namespace.as_deref()),
             watcher::Config::default(),
-            move |secret: Secret| {
+            move |secret| {
                 let ns = secret.namespace();
                 let name = secret.name_any();
                 store
@@ -407,7 +478,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal();
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let run = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -415,18 +486,36 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    match lease {
-        Some(lease) => {
-            tokio::select! {
-                _ = run => {}
-                lost = lease.hold() => {
-                    anyhow::bail!("lost the leader lease ({lost}); exiting so that only one replica writes");
-                }
-            }
+    let result = match &lease {
+        Some(lease) => tokio::select! {
+            () = run => Ok(()),
+            lost = lease.hold() => Err(RunError::LeadershipLost(lost)),
+        },
+        None => {
+            run.await;
+            Ok(())
         }
-        None => run.await,
+    };
+    metrics.leader.set(0);
+    if let (Ok(()), Some(lease)) = (&result, &lease) {
+        lease.release().await;
     }
-    Ok(())
+    http.abort();
+    result
+}
+
+/// The Secrets the operator watches, by metadata only (list and watch ask the API server for
+/// `PartialObjectMetadata`): a change of a Secret triggers the resources that name it, and the
+/// operator never holds the data of Secrets it does not need; it reads the few a resource names,
+/// by name, at reconcile time.
+pub fn secrets_metadata(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Api<PartialObjectMeta<Secret>> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Does the resource refer to the Secret `name`?
@@ -460,8 +549,9 @@ pub fn references_secret(sdd: &StableDiffusionDeployment, name: &str) -> bool {
         })
 }
 
-async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
-    use axum::{Router, http::StatusCode, routing::get};
+async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::{Router, routing::get};
+    let leading = metrics.clone();
     let app = Router::new()
         .route(
             "/metrics",
@@ -482,111 +572,18 @@ async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBo
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Relaxed);
+                let leader = leading.leader.get() == 1;
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
+                    if leader {
+                        "ready (leader)"
                     } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "waiting for the leader lease",
-                        )
+                        "ready (standby)"
                     }
                 }
             }),
         );
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "health server stopped");
-            }
-        }
-        Err(e) => tracing::error!(%addr, error = %e, "cannot listen for /metrics and health"),
-    }
-}
-
-/// A held leader-election Lease (coordination.k8s.io/v1).
-pub struct LeaderLease {
-    api: Api<Lease>,
-    identity: String,
-}
-
-const LEASE_NAME: &str = "salad-sd-operator";
-const LEASE_SECONDS: i32 = 30;
-
-impl LeaderLease {
-    /// Waits until this replica holds the Lease.
-    pub async fn acquire(client: Client, namespace: &str, identity: &str) -> anyhow::Result<Self> {
-        let lease = Self {
-            api: Api::namespaced(client, namespace),
-            identity: identity.into(),
-        };
-        loop {
-            match lease.try_take().await {
-                Ok(true) => return Ok(lease),
-                Ok(false) => tracing::info!("another replica leads; waiting"),
-                Err(e) => tracing::warn!(error = %e, "leader election"),
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    }
-
-    /// Takes or renews the Lease; `false` when another live holder has it.
-    async fn try_take(&self) -> Result<bool, kube::Error> {
-        let now = MicroTime(jiff::Timestamp::now());
-        match self.api.get_opt(LEASE_NAME).await? {
-            None => {
-                let lease: Lease = serde_json::from_value(json!({
-                    "metadata": { "name": LEASE_NAME },
-                    "spec": { "holderIdentity": self.identity, "leaseDurationSeconds": LEASE_SECONDS,
-                              "acquireTime": now, "renewTime": now, "leaseTransitions": 0 }
-                }))
-                .expect("valid lease");
-                self.api.create(&PostParams::default(), &lease).await?;
-                Ok(true)
-            }
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(Default::default);
-                let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-                let expired = spec.renew_time.as_ref().is_none_or(|t| {
-                    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
-                    t.0.as_second() + secs < now.0.as_second()
-                });
-                if !mine && !expired {
-                    return Ok(false);
-                }
-                if !mine {
-                    spec.holder_identity = Some(self.identity.clone());
-                    spec.acquire_time = Some(now.clone());
-                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                }
-                spec.renew_time = Some(now);
-                spec.lease_duration_seconds = Some(LEASE_SECONDS);
-                // resourceVersion makes this a compare-and-swap: a concurrent taker gets 409.
-                self.api
-                    .replace(LEASE_NAME, &PostParams::default(), &lease)
-                    .await?;
-                Ok(true)
-            }
-        }
-    }
-
-    /// Renews until renewal fails; returns why.
-    pub async fn hold(self) -> String {
-        let mut failures = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            match self.try_take().await {
-                Ok(true) => failures = 0,
-                Ok(false) => return "another replica holds the lease".into(),
-                Err(e) => {
-                    failures += 1;
-                    if failures * 10 >= LEASE_SECONDS as u32 - 5 {
-                        return format!("could not renew: {e}");
-                    }
-                }
-            }
-        }
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "health server stopped");
     }
 }
 
