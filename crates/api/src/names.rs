@@ -2,6 +2,10 @@
 
 /// Finalizer that guards deletion of the SaladCloud container group.
 pub const FINALIZER: &str = "salad-sd.dev/cleanup";
+/// Finalizer on the Secret holding a resource's SaladCloud API key, while a container group may
+/// exist: the key stays readable until the group is deleted, whatever order Kubernetes deletes
+/// things in (a namespace deletion removes the Secret and the resource at once).
+pub const API_KEY_FINALIZER: &str = "salad-sd.dev/api-key-in-use";
 /// Server-side apply field manager.
 pub const FIELD_MANAGER: &str = "salad-sd-operator";
 /// Annotation: "true" pauses reconciliation of the resource.

@@ -13,7 +13,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use salad_sd_api::names::{FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
+use salad_sd_api::names::{API_KEY_FINALIZER, FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
+use salad_sd_api::validate::validate;
 use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +116,8 @@ pub struct Context {
     pub engine: Arc<Engine>,
     /// Event recorder.
     pub recorder: Recorder,
+    /// API-key Secrets (`namespace/name`) this process has seen carry our finalizer.
+    guarded: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Context {
@@ -128,6 +131,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             engine,
+            guarded: Default::default(),
         }
     }
 }
@@ -205,10 +209,26 @@ pub async fn reconcile(
         sdd
     };
 
+    let key_secret = sdd.spec.saladcloud.api_key_secret_ref.name.clone();
+    if !deleting && validate(&sdd.spec).is_empty() {
+        guard_api_key(&ctx, &ns, &key_secret).await?;
+    }
+
     let store = KubeSecretStore {
         api: Api::namespaced(ctx.client.clone(), &ns),
     };
     let out = ctx.engine.reconcile(&sdd, &store, Mode::Apply).await;
+    if out
+        .failure
+        .as_ref()
+        .is_some_and(|f| f.reason() == "SecretMissing")
+    {
+        // Guard it again when it comes back (it may be a new Secret).
+        ctx.guarded
+            .lock()
+            .unwrap()
+            .remove(&format!("{ns}/{key_secret}"));
+    }
 
     let reference = sdd.object_ref(&());
     for e in &out.events {
@@ -228,6 +248,10 @@ pub async fn reconcile(
     }
 
     if out.release_finalizer {
+        // Crash-safe order: first status says no group is left (a restart with the key gone then
+        // releases at once), then the key's Secret is let go, then the resource.
+        write_status(&api, &name, sdd.status.as_ref(), &out.status).await?;
+        release_api_key(&ctx, &ns, &key_secret, &sdd).await?;
         let patch = json!([
             { "op": "test", "path": "/metadata/finalizers", "value": current_finalizers(&sdd) },
             { "op": "replace", "path": "/metadata/finalizers",
@@ -246,6 +270,95 @@ pub async fn reconcile(
     }
     write_status(&api, &name, sdd.status.as_ref(), &status).await?;
     Ok(Action::requeue(out.requeue_after))
+}
+
+/// Puts [`API_KEY_FINALIZER`] on the API-key Secret before any container group can exist, so
+/// that a namespace deletion cannot take the key away while a group needs deleting. A missing
+/// Secret is left to the engine (it stalls with `SecretMissing`).
+async fn guard_api_key(ctx: &Context, ns: &str, secret: &str) -> Result<(), Error> {
+    let id = format!("{ns}/{secret}");
+    if ctx.guarded.lock().unwrap().contains(&id) {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(meta) = api.get_metadata_opt(secret).await? else {
+        return Ok(());
+    };
+    let finalizers = meta.metadata.finalizers.clone().unwrap_or_default();
+    if meta.metadata.deletion_timestamp.is_none()
+        && !finalizers.iter().any(|f| f == API_KEY_FINALIZER)
+    {
+        let patch = finalizer_patch(&finalizers, {
+            let mut f = finalizers.clone();
+            f.push(API_KEY_FINALIZER.to_string());
+            f
+        });
+        api.patch_metadata(secret, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await?;
+    }
+    ctx.guarded.lock().unwrap().insert(id);
+    Ok(())
+}
+
+/// Takes [`API_KEY_FINALIZER`] off the API-key Secret once no other resource of the namespace
+/// uses it.
+async fn release_api_key(
+    ctx: &Context,
+    ns: &str,
+    secret: &str,
+    sdd: &StableDiffusionDeployment,
+) -> Result<(), Error> {
+    let sdds: Api<StableDiffusionDeployment> = Api::namespaced(ctx.client.clone(), ns);
+    let others = sdds.list(&ListParams::default()).await?;
+    let still_used = others.items.iter().any(|o| {
+        o.metadata.uid != sdd.metadata.uid && o.spec.saladcloud.api_key_secret_ref.name == secret
+    });
+    if still_used {
+        return Ok(());
+    }
+    ctx.guarded
+        .lock()
+        .unwrap()
+        .remove(&format!("{ns}/{secret}"));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(meta) = api.get_metadata_opt(secret).await? else {
+        return Ok(());
+    };
+    let finalizers = meta.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == API_KEY_FINALIZER) {
+        return Ok(());
+    }
+    let kept = finalizers
+        .iter()
+        .filter(|f| *f != API_KEY_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = finalizer_patch(&finalizers, kept);
+    api.patch_metadata(secret, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    Ok(())
+}
+
+/// A JSON patch that sets the finalizers from `current` to `new`, failing (rather than dropping
+/// someone else's change) when the list moved in between.
+fn finalizer_patch(current: &[String], new: Vec<String>) -> json_patch::Patch {
+    let current = if current.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(current)
+    };
+    let patch = if current.is_null() {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": current },
+            { "op": "add", "path": "/metadata/finalizers", "value": new }
+        ])
+    } else {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": current },
+            { "op": "replace", "path": "/metadata/finalizers", "value": new }
+        ])
+    };
+    serde_json::from_value(patch).expect("valid JSON patch")
 }
 
 /// The finalizers as the API server stores them (an empty list is absent), for a `test` op that

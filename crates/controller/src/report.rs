@@ -376,6 +376,14 @@ fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&F
     if let Some(f) = failure {
         return Cond::new(SYNCED, false, f.reason(), f.message());
     }
+    if plan.outcome == Outcome::Released {
+        return Cond::new(
+            SYNCED,
+            false,
+            "Released",
+            "the resource no longer manages a container group",
+        );
+    }
     if !group_exists {
         return Cond::new(
             SYNCED,

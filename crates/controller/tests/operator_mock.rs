@@ -17,7 +17,7 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use salad_sd_api::StableDiffusionDeployment;
-use salad_sd_api::names::{FIELD_MANAGER, FINALIZER, derived_group_name};
+use salad_sd_api::names::{API_KEY_FINALIZER, FIELD_MANAGER, FINALIZER, derived_group_name};
 use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::desired::{self, GpuChoice};
 use salad_sd_controller::engine::{Engine, EngineConfig};
@@ -537,7 +537,34 @@ async fn orphan_deletion_releases_the_finalizer_and_leaves_the_group() {
             obj,
             Duration::from_secs(20),
             |mut v| async move {
-                // Orphan needs nothing from SaladCloud, so not even the API key Secret is read.
+                // Orphan needs nothing from SaladCloud, so the API key is not read. Status says
+                // no group is ours any more, then the key's Secret is let go (no other resource
+                // uses it), then the resource.
+                let (seen, send) = v
+                    .expect(Method::PATCH, &format!("{SDD_PATH}/{name}/status"))
+                    .await;
+                assert_eq!(seen.body["status"]["phase"], "Deleting");
+                assert!(seen.body["status"].get("containerGroup").is_none());
+                respond(send, StatusCode::OK, &answered);
+                let (_, send) = v.expect(Method::GET, SDD_PATH).await;
+                respond(
+                    send,
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [answered.clone()]}),
+                );
+                let (_, send) = v.expect(Method::GET, SECRET_PATH).await;
+                let mut guarded = secret_body();
+                guarded["metadata"]["finalizers"] = json!([API_KEY_FINALIZER]);
+                respond(send, StatusCode::OK, &guarded);
+                let (seen, send) = v.expect(Method::PATCH, SECRET_PATH).await;
+                assert_eq!(
+                    seen.body,
+                    json!([
+                        { "op": "test", "path": "/metadata/finalizers", "value": [API_KEY_FINALIZER] },
+                        { "op": "replace", "path": "/metadata/finalizers", "value": [] }
+                    ])
+                );
+                respond(send, StatusCode::OK, &secret_body());
                 let (seen, send) = v.expect(Method::PATCH, &format!("{SDD_PATH}/{name}")).await;
                 assert_eq!(seen.content_type, "application/json-patch+json");
                 assert_eq!(
@@ -582,15 +609,65 @@ async fn orphan_deletion_releases_the_finalizer_and_leaves_the_group() {
 #[derive(Clone)]
 struct FakeApiServer {
     obj: Arc<Mutex<Value>>,
+    /// The API-key Secret; `None` once it is deleted (as the API server does when a deleted
+    /// object has no finalizers left).
+    secret: Arc<Mutex<Option<Value>>>,
     log: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// Applies a JSON patch the way the API server does (a failed `test` is a 422). Its
+/// evanphx/json-patch passes a `test` for `null` on a missing member; json_patch does not, so
+/// such ops are checked here.
+fn apply_json_patch(target: &mut Value, patch: &Value) -> bool {
+    let mut ops = patch.as_array().cloned().unwrap_or_default();
+    let mut ok = true;
+    ops.retain(|op| {
+        let null_test = op["op"] == "test" && op["value"].is_null();
+        if null_test {
+            let path = op["path"].as_str().unwrap_or_default();
+            ok &= target.pointer(path).is_none_or(Value::is_null);
+        }
+        !null_test
+    });
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).expect("a JSON patch");
+    ok && json_patch::patch(target, &patch).is_ok()
+}
+
+/// Gone when deleted with no finalizers left.
+fn collect_if_released(object: &mut Option<Value>) {
+    let released = object.as_ref().is_some_and(|o| {
+        o["metadata"]["deletionTimestamp"].is_string()
+            && o["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
+    });
+    if released {
+        *object = None;
+    }
 }
 
 impl FakeApiServer {
     fn new(obj: &StableDiffusionDeployment) -> Self {
         Self {
             obj: Arc::new(Mutex::new(serde_json::to_value(obj).unwrap())),
+            secret: Arc::new(Mutex::new(Some(secret_body()))),
             log: Arc::default(),
         }
+    }
+
+    /// A namespace deletion: the resource and the Secret get a deletion timestamp at once.
+    fn delete_namespace(&self) {
+        let now = json!(jiff::Timestamp::now().to_string());
+        self.obj.lock().unwrap()["metadata"]["deletionTimestamp"] = now.clone();
+        let mut secret = self.secret.lock().unwrap();
+        if let Some(s) = secret.as_mut() {
+            s["metadata"]["deletionTimestamp"] = now;
+        }
+        collect_if_released(&mut secret);
+    }
+
+    fn secret(&self) -> Option<Value> {
+        self.secret.lock().unwrap().clone()
     }
 
     fn object(&self) -> StableDiffusionDeployment {
@@ -611,8 +688,54 @@ impl FakeApiServer {
         while let Some((req, send)) = handle.next_request().await {
             let seen = read(req).await;
             self.log.lock().unwrap().push(seen.clone());
+            let sdd_path = format!("{SDD_PATH}/{name}");
             match (&seen.method, seen.path.as_str()) {
-                (&Method::GET, SECRET_PATH) => respond(send, StatusCode::OK, &secret_body()),
+                (&Method::GET, SECRET_PATH) => match self.secret() {
+                    Some(secret) => respond(send, StatusCode::OK, &secret),
+                    None => respond(
+                        send,
+                        StatusCode::NOT_FOUND,
+                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "reason": "NotFound", "code": 404, "message": "secrets \"salad-api-key\" not found"}),
+                    ),
+                },
+                (&Method::PATCH, SECRET_PATH) => {
+                    let mut secret = self.secret.lock().unwrap();
+                    let ok = secret
+                        .as_mut()
+                        .is_some_and(|s| apply_json_patch(s, &seen.body));
+                    let answer = secret.clone();
+                    collect_if_released(&mut secret);
+                    match (ok, answer) {
+                        (true, Some(s)) => respond(send, StatusCode::OK, &s),
+                        _ => respond(
+                            send,
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            &json!({"kind": "Status", "code": 422}),
+                        ),
+                    }
+                }
+                (&Method::GET, SDD_PATH) => {
+                    let obj = self.obj.lock().unwrap().clone();
+                    respond(
+                        send,
+                        StatusCode::OK,
+                        &json!({"apiVersion": "salad-sd.dev/v1alpha1", "kind": "StableDiffusionDeploymentList",
+                                "metadata": {}, "items": [obj]}),
+                    );
+                }
+                (&Method::PATCH, p) if p == sdd_path => {
+                    let mut obj = self.obj.lock().unwrap();
+                    if apply_json_patch(&mut obj, &seen.body) {
+                        respond(send, StatusCode::OK, &obj);
+                    } else {
+                        respond(
+                            send,
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            &json!({"kind": "Status", "code": 422}),
+                        );
+                    }
+                }
                 (&Method::POST, EVENTS_PATH) => respond(send, StatusCode::CREATED, &seen.body),
                 (&Method::PATCH, p) if p.starts_with(EVENTS_PATH) => {
                     respond(send, StatusCode::OK, &seen.body)
@@ -652,6 +775,15 @@ async fn valid_spec_builds_deploys_and_reports_through_the_kube_edge() {
         assert_eq!(
             (&first[0].method, first[0].path.as_str()),
             (&Method::GET, SECRET_PATH)
+        );
+        // The API key's Secret is guarded before anything can be created on SaladCloud.
+        assert_eq!(
+            (&first[1].method, first[1].path.as_str()),
+            (&Method::PATCH, SECRET_PATH)
+        );
+        assert_eq!(
+            api.secret().unwrap()["metadata"]["finalizers"],
+            json!([API_KEY_FINALIZER])
         );
         let event = first
             .iter()
@@ -770,4 +902,80 @@ async fn valid_spec_builds_deploys_and_reports_through_the_kube_edge() {
     })
     .await
     .expect("deploy scenario took longer than 120 s");
+}
+
+/// A namespace deletion takes the resource and its API-key Secret at the same moment, and the
+/// operator restarts in between. The Secret's finalizer keeps the key readable, the new operator
+/// deletes the group, then lets the Secret and the resource go: nothing is left running and the
+/// namespace is not held.
+#[tokio::test]
+async fn namespace_deletion_with_a_restart_deletes_the_group_and_lets_everything_go() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let world = World::start().await;
+        let name = "namespaced";
+        let mut spec = world.spec(name);
+        spec["deletionPolicy"] = json!("Delete");
+        let obj = with_finalizer(resource(name, spec));
+        let api = FakeApiServer::new(&obj);
+        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(api.clone().serve(handle));
+        let client = Client::new(svc, NS);
+
+        // The first operator brings the resource up.
+        let first = Arc::new(Context::new(client.clone(), world.engine(), "operator-a"));
+        let mut rounds = 0;
+        while !api.object().status.is_some_and(|s| s.is_ready_at(Some(3))) {
+            assert!(rounds < 200, "not Ready: {:?}", api.object().status);
+            reconcile(Arc::new(api.object()), first.clone())
+                .await
+                .expect("reconcile");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rounds += 1;
+        }
+        assert_eq!(world.sim().admin().stats().live_groups, 1);
+        drop(first);
+
+        // `kubectl delete namespace`: both go at once, while the operator is down.
+        api.delete_namespace();
+        assert!(
+            api.secret().is_some(),
+            "the Secret is held by its finalizer while the group exists"
+        );
+
+        // A new operator process (fresh engine memory) finishes the deletion.
+        let second = Arc::new(Context::new(client, world.engine(), "operator-b"));
+        let mut rounds = 0;
+        while api.obj.lock().unwrap()["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
+            assert!(
+                rounds < 200,
+                "the resource is never released: {:?}",
+                api.object().status
+            );
+            reconcile(Arc::new(api.object()), second.clone())
+                .await
+                .expect("reconcile");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rounds += 1;
+        }
+        let stats = world.sim().admin().stats();
+        assert_eq!(
+            stats.live_groups, 0,
+            "the group is deleted, not left billing"
+        );
+        assert!(
+            api.secret().is_none(),
+            "the Secret's finalizer is released, so the namespace can go"
+        );
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the fake API server ends with the client")
+            .expect("fake API server");
+        world.stop().await;
+    })
+    .await
+    .expect("namespace deletion scenario took longer than 120 s");
 }
