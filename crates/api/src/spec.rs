@@ -235,6 +235,47 @@ pub struct SecretRef {
     pub name: String,
 }
 
+impl StableDiffusionDeploymentSpec {
+    /// Every `(Secret, key)` the spec refers to: the one list the operator's Secret watch, the
+    /// Secret resolver and the CLI's credential lookup share.
+    pub fn secret_refs(&self) -> std::collections::BTreeSet<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        let r = &self.saladcloud.api_key_secret_ref;
+        out.insert((r.name.clone(), r.key.clone()));
+        for env in &self.server.env {
+            if let Some(from) = &env.value_from {
+                let r = &from.secret_key_ref;
+                out.insert((r.name.clone(), r.key.clone()));
+            }
+        }
+        let sources = self
+            .models
+            .iter()
+            .map(|m| &m.source)
+            .chain(self.extensions.iter().map(|e| &e.source));
+        for s in sources {
+            if let Some(r) = &s.auth_secret_ref {
+                out.insert((r.name.clone(), r.key.clone()));
+            }
+        }
+        if let Some(p) = &self.image.push_secret_ref {
+            out.insert((p.name.clone(), ".dockerconfigjson".into()));
+        }
+        if let Some(a) = &self.image.registry_auth {
+            let keys: &[&str] = match a.kind {
+                RegistryAuthKind::Basic => &["username", "password"],
+                RegistryAuthKind::DockerHub => &["username", "personalAccessToken"],
+                RegistryAuthKind::AwsEcr => &["accessKeyId", "secretAccessKey"],
+                RegistryAuthKind::GcpGar | RegistryAuthKind::GcpGcr => &["serviceKey"],
+            };
+            for k in keys {
+                out.insert((a.secret_ref.name.clone(), (*k).to_string()));
+            }
+        }
+        out
+    }
+}
+
 /// The inference server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(

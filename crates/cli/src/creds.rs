@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use salad_sd_api::{RegistryAuthKind, StableDiffusionDeploymentSpec};
+use salad_sd_api::StableDiffusionDeploymentSpec;
 use salad_sd_controller::secrets::MapSecretStore;
 
 /// Environment variable with the SaladCloud API key.
@@ -29,40 +29,7 @@ pub const SECRET_ENV_PREFIX: &str = "SALAD_SD_SECRET_";
 
 /// Every `(secret, key)` the spec refers to.
 pub fn referenced(spec: &StableDiffusionDeploymentSpec) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    let r = &spec.saladcloud.api_key_secret_ref;
-    out.insert((r.name.clone(), r.key.clone()));
-    for env in &spec.server.env {
-        if let Some(from) = &env.value_from {
-            let r = &from.secret_key_ref;
-            out.insert((r.name.clone(), r.key.clone()));
-        }
-    }
-    let sources = spec
-        .models
-        .iter()
-        .map(|m| &m.source)
-        .chain(spec.extensions.iter().map(|e| &e.source));
-    for s in sources {
-        if let Some(r) = &s.auth_secret_ref {
-            out.insert((r.name.clone(), r.key.clone()));
-        }
-    }
-    if let Some(p) = &spec.image.push_secret_ref {
-        out.insert((p.name.clone(), ".dockerconfigjson".into()));
-    }
-    if let Some(a) = &spec.image.registry_auth {
-        let keys: &[&str] = match a.kind {
-            RegistryAuthKind::Basic => &["username", "password"],
-            RegistryAuthKind::DockerHub => &["username", "personalAccessToken"],
-            RegistryAuthKind::AwsEcr => &["accessKeyId", "secretAccessKey"],
-            RegistryAuthKind::GcpGar | RegistryAuthKind::GcpGcr => &["serviceKey"],
-        };
-        for k in keys {
-            out.insert((a.secret_ref.name.clone(), (*k).into()));
-        }
-    }
-    out
+    spec.secret_refs()
 }
 
 /// `SALAD_SD_SECRET_<SECRET>_<KEY>` for a Secret key.

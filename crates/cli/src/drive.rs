@@ -631,7 +631,7 @@ fn describe(plan: &Plan, strategy: &salad_sd_api::RolloutStrategy) -> Vec<String
                     c.resources.gpu_classes.len()
                 );
                 if plan.retiring.is_empty() {
-                    out.push(format!("create `{}` ({what})", group.name));
+                    out.push(format!("{} ({what})", a.describe()));
                 } else {
                     out.push(format!(
                         "replace {} with a new group `{}` ({what}; {strategy:?}: a new revision gets a new group, the old one is retired once the new one serves)",
@@ -644,23 +644,17 @@ fn describe(plan: &Plan, strategy: &salad_sd_api::RolloutStrategy) -> Vec<String
                     ));
                 }
             }
-            Action::Patch {
-                name,
-                fields,
-                reason,
-                ..
-            } => {
+            Action::Patch { reason, .. } => {
                 let why = match reason {
                     PatchReason::SpecChange => "spec change",
                     PatchReason::Drift => "drift: changed outside salad-sd",
                 };
-                out.push(format!("patch `{name}` ({why}): {}", fields.join(", ")));
+                out.push(format!("{} ({why})", a.describe()));
             }
-            Action::Start { name } => out.push(format!("start `{name}`")),
-            Action::Stop { name } => out.push(format!("stop `{name}`")),
-            Action::Delete { name, reason } => out.push(match reason {
-                DeleteReason::Retired => format!("delete `{name}` (retired: replaced)"),
-                DeleteReason::Cleanup => format!("delete `{name}`"),
+            Action::Start { .. } | Action::Stop { .. } => out.push(a.describe()),
+            Action::Delete { reason, .. } => out.push(match reason {
+                DeleteReason::Retired => format!("{} (retired: replaced)", a.describe()),
+                DeleteReason::Cleanup => a.describe(),
             }),
         }
     }

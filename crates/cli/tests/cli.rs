@@ -210,7 +210,11 @@ async fn build_diff_apply_change_and_delete_from_a_file() {
         // diff before apply: changes (exit 2), nothing created.
         let out = w.cli(&["diff", "-f", &a]).await;
         assert_eq!(out.code, 2, "{}", out.all());
-        assert!(out.stdout.contains("create `sd-"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("create container group `sd-"),
+            "{}",
+            out.stdout
+        );
         assert!(w.groups().await.is_empty());
 
         // apply --wait: Ready, smoke test through the simulator's gateway.

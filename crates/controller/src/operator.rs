@@ -633,33 +633,10 @@ pub fn secrets_metadata(
 
 /// Does the resource refer to the Secret `name`?
 pub fn references_secret(sdd: &StableDiffusionDeployment, name: &str) -> bool {
-    let s = &sdd.spec;
-    s.saladcloud.api_key_secret_ref.name == name
-        || s.image
-            .push_secret_ref
-            .as_ref()
-            .is_some_and(|r| r.name == name)
-        || s.image
-            .registry_auth
-            .as_ref()
-            .is_some_and(|r| r.secret_ref.name == name)
-        || s.server.env.iter().any(|e| {
-            e.value_from
-                .as_ref()
-                .is_some_and(|v| v.secret_key_ref.name == name)
-        })
-        || s.models.iter().any(|m| {
-            m.source
-                .auth_secret_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name)
-        })
-        || s.extensions.iter().any(|m| {
-            m.source
-                .auth_secret_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name)
-        })
+    sdd.spec
+        .secret_refs()
+        .iter()
+        .any(|(secret, _)| secret == name)
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
