@@ -130,6 +130,29 @@ spec:
         r
     }
 
+    /// Reconciles (real time, short pauses) until `done`, for at most `limit`.
+    async fn reconcile_until(
+        &self,
+        sdd: &mut StableDiffusionDeployment,
+        limit: Duration,
+        done: impl Fn(&Reconciled) -> bool,
+    ) -> Reconciled {
+        let started = Instant::now();
+        loop {
+            let r = self.reconcile(sdd).await;
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "not done after {limit:?}: {:?}\n{:?}",
+                r.status.message,
+                r.status.conditions
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reconciles on the virtual clock for `window`; what a cluster and SaladCloud saw.
     async fn cost_over(&self, sdd: &mut StableDiffusionDeployment, window: Duration) -> Cost {
         self.sim.admin().reset_stats();
@@ -252,14 +275,10 @@ async fn a_refused_create_stalls_and_backs_off() {
         let repo = format!("{}/acme/fails", h.registry.host_port());
         let mut sdd = h.resource(&repo, 3);
         // Build the image first (real time), so the next reconciles try to create.
-        let started = Instant::now();
-        loop {
-            let r = h.reconcile(&mut sdd).await;
-            if r.status.is_true(IMAGE_READY) || started.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        h.reconcile_until(&mut sdd, Duration::from_secs(60), |r| {
+            r.status.is_true(IMAGE_READY)
+        })
+        .await;
         let cost = h.cost_over(&mut sdd, Duration::from_secs(1200)).await;
         let r = cost.last.clone().unwrap();
         let creates = h.sim.admin().stats().requests.get("create_container_group").map_or(0, |m| m.values().sum::<u64>());
@@ -346,16 +365,11 @@ async fn a_failed_build_recovers_when_its_source_comes_back() {
         assert_eq!(condition(&r, STALLED), ("True", "ModelSourceFailed"));
         // The file appears at its URL: no spec change, the build is retried on its backoff.
         h.models.set_misbehavior(MODEL, None);
-        let started = Instant::now();
-        while !r.status.is_ready_at(Some(1)) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "not Ready: {:?}",
-                r.status.conditions
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            r = h.reconcile(&mut sdd).await;
-        }
+        let r = h
+            .reconcile_until(&mut sdd, Duration::from_secs(60), |r| {
+                r.status.is_ready_at(Some(1))
+            })
+            .await;
         assert_eq!(condition(&r, STALLED).0, "absent");
         assert_eq!(condition(&r, SYNCED), ("True", "InSync"));
     })
@@ -426,4 +440,15 @@ async fn a_new_spec_that_fails_leaves_the_old_group_serving_and_says_degraded() 
         assert_eq!(groups, 1, "nothing was torn down");
     })
     .await;
+}
+
+/// Admission (the CRD's enum) and the simulated SaladCloud accept the same country codes. The
+/// simulator keeps its own copy on purpose: it stands in for SaladCloud and shares no code with
+/// the operator.
+#[test]
+fn admission_and_the_simulator_agree_on_country_codes() {
+    assert_eq!(
+        salad_sd_api::country::COUNTRY_CODES,
+        saladcloud_sim::COUNTRY_CODES
+    );
 }

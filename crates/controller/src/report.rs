@@ -307,16 +307,13 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
 
     let current_replicas = target.map_or(0, |g| g.group.replicas as i32);
     // The IMAGE column shows what serves: a failed new build leaves the last built image.
-    let image = image_status(p.built, p.building.clone()).or_else(|| {
-        cx.prev
-            .image
-            .clone()
-            .filter(|_| target.is_some())
-            .map(|mut i| {
-                i.build = None;
-                i
-            })
-    });
+    let image = match (p.built, cx.prev.image.clone().filter(|_| target.is_some())) {
+        (None, Some(serving)) => Some(ImageStatus {
+            build: p.building.clone(),
+            ..serving
+        }),
+        (built, _) => image_status(built, p.building.clone()),
+    };
     let mut status = StableDiffusionDeploymentStatus {
         observed_generation: Some(cx.generation),
         phase,
