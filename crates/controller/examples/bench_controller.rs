@@ -439,7 +439,7 @@ impl Cluster {
         let o = self.get(name);
         o.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
-                c.type_ == "Ready"
+                c.type_ == salad_sd_api::condition::READY
                     && c.status == "True"
                     && c.observed_generation == o.metadata.generation
             })
@@ -636,7 +636,7 @@ async fn bench() -> anyhow::Result<()> {
         cluster.get(&names[0]).status.is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.type_ == "ImageReady" && c.status == "True")
+                .any(|c| c.type_ == salad_sd_api::condition::IMAGE_READY && c.status == "True")
         })
     })
     .await?;

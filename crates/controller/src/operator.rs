@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use salad_sd_api::condition::READY;
 use salad_sd_api::names::{API_KEY_FINALIZER, FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
 use salad_sd_api::validate::validate;
 use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
@@ -423,7 +424,7 @@ async fn ensure_endpoint(
         return Ok(status.endpoint_config_map.clone());
     };
     let cm_name = format!("{name}-endpoint");
-    let ready = status.is_true("Ready");
+    let ready = status.is_true(READY);
     // Follow the group only once it serves, so the endpoint never points at a cold group.
     if !ready && status.endpoint_config_map.is_some() {
         return Ok(status.endpoint_config_map.clone());
@@ -434,7 +435,7 @@ async fn ensure_endpoint(
         .filter(|p| p.endpoint_config_map.as_deref() == Some(cm_name.as_str()))
         .and_then(|p| p.container_group.as_ref())
         .and_then(|g| g.access_url.as_deref());
-    let previously_ready = previous.is_some_and(|p| p.is_true("Ready"));
+    let previously_ready = previous.is_some_and(|p| p.is_true(READY));
     if ready && previously_ready && written_url == Some(url.as_str()) {
         return Ok(Some(cm_name));
     }
