@@ -216,9 +216,12 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
         } else {
             Cond::new(RECONCILING, true, &c.reason, &c.message)
         });
+        // Degraded: the newest spec cannot be served (it stalled, or its image failed) while an
+        // earlier group serves. A transient SaladCloud failure keeps the phase it interrupted.
+        let image_failed = matches!(p.observed.image, ImageState::Failed { .. });
         if p.deleting {
             phase = Phase::Deleting;
-        } else if ready > 0 {
+        } else if ready > 0 && (c.stalled || image_failed) {
             phase = Phase::Degraded;
         } else if c.stalled {
             phase = Phase::Failed;
