@@ -128,6 +128,9 @@ pub enum Deleted {
     AlreadyGone,
 }
 
+/// Idle connections kept per host (and so per API key's client).
+pub const IDLE_CONNECTIONS_PER_HOST: usize = 4;
+
 /// Typed SaladCloud API client. Cheap to clone; clones share the connection pool and the rate
 /// limiter. Whoever holds the clients owns the budget: keep one client per API key (as the
 /// engine's per-key cache does) so that everything using the key shares its 240 requests/min.
@@ -215,6 +218,10 @@ impl Client {
             .user_agent(config.user_agent.clone())
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            // One key may send 240 requests a minute (4 a second): a few warm connections serve
+            // that. Without a cap, a burst (1,000 resources polled at once after a restart) leaves
+            // hundreds of idle HTTP/1 connections, each holding buffers and a task, for 90 s.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         let limiter = Arc::new(RateLimiter::new(
