@@ -192,6 +192,22 @@ impl Cost {
     fn calls_per_minute(&self) -> f64 {
         self.salad_calls as f64 / self.minutes
     }
+    /// One line of figures for the test output.
+    fn summary(&self) -> String {
+        format!(
+            "{} reconciles, {} status writes, {} events, {} SaladCloud calls in {:.1} virtual minutes; intervals {:?}",
+            self.intervals.len(),
+            self.status_writes,
+            self.events,
+            self.salad_calls,
+            self.minutes,
+            self.intervals
+                .iter()
+                .map(|d| d.as_secs())
+                .collect::<Vec<_>>()
+        )
+    }
+
     /// Each wait at least as long as the one before, until the cap.
     fn grows_until(&self, cap: Duration) {
         for w in self.intervals.windows(2) {
@@ -251,15 +267,7 @@ async fn an_unreachable_registry_is_retried_calmly_and_reported_truthfully() {
         );
         cost.grows_until(Duration::from_secs(300));
         assert!(*cost.intervals.last().unwrap() >= Duration::from_secs(75));
-        println!(
-            "registry down: {} reconciles, {} status writes, {} events, {} SaladCloud calls in {:.1} virtual minutes; intervals {:?}",
-            cost.intervals.len(),
-            cost.status_writes,
-            cost.events,
-            cost.salad_calls,
-            cost.minutes,
-            cost.intervals.iter().map(|d| d.as_secs()).collect::<Vec<_>>()
-        );
+        println!("registry down: {}", cost.summary());
     })
     .await;
 }
@@ -281,29 +289,45 @@ async fn a_refused_create_stalls_and_backs_off() {
         .await;
         let cost = h.cost_over(&mut sdd, Duration::from_secs(1200)).await;
         let r = cost.last.clone().unwrap();
-        let creates = h.sim.admin().stats().requests.get("create_container_group").map_or(0, |m| m.values().sum::<u64>());
-        assert_eq!(condition(&r, STALLED), ("True", "SaladValidation"), "{:?}", r.status.message);
+        let creates = h
+            .sim
+            .admin()
+            .stats()
+            .requests
+            .get("create_container_group")
+            .map_or(0, |m| m.values().sum::<u64>());
+        assert_eq!(
+            condition(&r, STALLED),
+            ("True", "SaladValidation"),
+            "{:?}",
+            r.status.message
+        );
         assert_eq!(condition(&r, READY).0, "False");
         assert_eq!(condition(&r, SYNCED).0, "False");
         assert_eq!(r.status.phase, Phase::Failed);
         assert!(
-            r.status.message.as_deref().unwrap_or_default().contains("quota"),
+            r.status
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("quota"),
             "{:?}",
             r.status.message
         );
-        assert!(cost.calls_per_minute() <= 2.0, "{} calls in {:.1} min", cost.salad_calls, cost.minutes);
-        assert!(cost.writes_per_minute() <= 6.0);
-        assert!(creates as f64 / cost.minutes <= 1.0, "{creates} creates in {:.1} min", cost.minutes);
-        cost.grows_until(Duration::from_secs(1800));
-        println!(
-            "create refused: {} reconciles, {creates} creates, {} SaladCloud calls, {} status writes, {} events in {:.1} virtual minutes; intervals {:?}",
-            cost.intervals.len(),
+        assert!(
+            cost.calls_per_minute() <= 2.0,
+            "{} calls in {:.1} min",
             cost.salad_calls,
-            cost.status_writes,
-            cost.events,
-            cost.minutes,
-            cost.intervals.iter().map(|d| d.as_secs()).collect::<Vec<_>>()
+            cost.minutes
         );
+        assert!(cost.writes_per_minute() <= 6.0);
+        assert!(
+            creates as f64 / cost.minutes <= 1.0,
+            "{creates} creates in {:.1} min",
+            cost.minutes
+        );
+        cost.grows_until(Duration::from_secs(1800));
+        println!("create refused: {creates} creates; {}", cost.summary());
     })
     .await;
 }

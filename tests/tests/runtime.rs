@@ -300,20 +300,38 @@ fn assert_no_copy_up(case: &Case, run: &Run) {
     );
 }
 
+impl Case {
+    /// A kind started the way the operator starts it.
+    fn ours(name: &'static str, standin: StandIn, server: &'static str) -> Self {
+        Self {
+            name,
+            standin,
+            server,
+            upstream_launch: false,
+        }
+    }
+}
+
+/// Runs `case` and checks what every kind must do: serve, see its models, copy nothing up.
+/// `None` when the machine cannot run containers (skipped).
+async fn serves_without_copy_up(case: &Case) -> Option<Run> {
+    let run = run_case(case).await?;
+    assert_serves(case, &run);
+    assert_no_copy_up(case, &run);
+    Some(run)
+}
+
 #[tokio::test]
 #[ignore = "runs built images with runc as root: make test-runtime"]
 async fn sdnext_salad_base_starts_and_passes_its_probes() {
-    let case = Case {
-        name: "sdnext-salad",
-        standin: StandIn::SdNextSalad,
-        server: "    kind: SDNext\n    layout: SaladBase",
-        upstream_launch: false,
-    };
-    let Some(run) = run_case(&case).await else {
+    let case = Case::ours(
+        "sdnext-salad",
+        StandIn::SdNextSalad,
+        "    kind: SDNext\n    layout: SaladBase",
+    );
+    let Some(run) = serves_without_copy_up(&case).await else {
         return;
     };
-    assert_serves(&case, &run);
-    assert_no_copy_up(&case, &run);
     assert_eq!(run.seen["uid"], 1000, "SD.Next runs as webui-user");
     assert_eq!(run.seen["hashed"], false, "hashing is off by default");
     assert!(
@@ -325,17 +343,14 @@ async fn sdnext_salad_base_starts_and_passes_its_probes() {
 #[tokio::test]
 #[ignore = "runs built images with runc as root: make test-runtime"]
 async fn sdnext_upstream_layout_starts_and_passes_its_probes() {
-    let case = Case {
-        name: "sdnext-upstream",
-        standin: StandIn::SdNextUpstream,
-        server: "    kind: SDNext\n    layout: Upstream",
-        upstream_launch: false,
-    };
-    let Some(run) = run_case(&case).await else {
+    let case = Case::ours(
+        "sdnext-upstream",
+        StandIn::SdNextUpstream,
+        "    kind: SDNext\n    layout: Upstream",
+    );
+    let Some(run) = serves_without_copy_up(&case).await else {
         return;
     };
-    assert_serves(&case, &run);
-    assert_no_copy_up(&case, &run);
     assert_eq!(run.seen["hashed"], false);
     assert!(run.ipv4_refused, "listens on IPv6 only");
 }
@@ -343,34 +358,18 @@ async fn sdnext_upstream_layout_starts_and_passes_its_probes() {
 #[tokio::test]
 #[ignore = "runs built images with runc as root: make test-runtime"]
 async fn a1111_starts_through_its_entrypoint_and_sees_every_model() {
-    let case = Case {
-        name: "a1111",
-        standin: StandIn::A1111,
-        server: "    kind: Automatic1111",
-        upstream_launch: false,
-    };
-    let Some(run) = run_case(&case).await else {
+    let case = Case::ours("a1111", StandIn::A1111, "    kind: Automatic1111");
+    let Some(run) = serves_without_copy_up(&case).await else {
         return;
     };
-    assert_serves(&case, &run);
-    assert_no_copy_up(&case, &run);
     assert_eq!(run.seen["hashed"], false);
 }
 
 #[tokio::test]
 #[ignore = "runs built images with runc as root: make test-runtime"]
 async fn comfyui_starts_and_passes_its_probes() {
-    let case = Case {
-        name: "comfyui",
-        standin: StandIn::ComfyUi,
-        server: "    kind: ComfyUI",
-        upstream_launch: false,
-    };
-    let Some(run) = run_case(&case).await else {
-        return;
-    };
-    assert_serves(&case, &run);
-    assert_no_copy_up(&case, &run);
+    let case = Case::ours("comfyui", StandIn::ComfyUi, "    kind: ComfyUI");
+    serves_without_copy_up(&case).await;
 }
 
 /// The measurement can see a copy-up: upstream's own start (`chown -R` over the data

@@ -331,12 +331,12 @@ impl Engine {
     async fn smoke_test(
         &self,
         sdd: &StableDiffusionDeployment,
+        prev: &salad_sd_api::StableDiffusionDeploymentStatus,
         world: &World,
         plan: &Plan,
         mode: Mode,
         events: &mut Vec<Event>,
     ) -> Option<SmokeTestStatus> {
-        let prev = sdd.status.clone().unwrap_or_default();
         let target = plan
             .target
             .as_ref()
