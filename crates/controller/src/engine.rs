@@ -283,7 +283,9 @@ impl Engine {
                 }
             }
         }
-        let smoke = self.smoke_test(sdd, &world, &plan, mode, &mut events).await;
+        let smoke = self
+            .smoke_test(sdd, &prev, &world, &plan, mode, &mut events)
+            .await;
 
         // 4. Report.
         let failed = failure.is_some() || matches!(plan.outcome, Outcome::Stalled { .. });
