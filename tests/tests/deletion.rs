@@ -2,14 +2,13 @@
 //! the Secrets and the resource): Delete needs only the API key, Orphan needs nothing, and a
 //! missing API key says how to get unstuck. The real engine against the simulator.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::{DeletionPolicy, StableDiffusionDeployment};
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::Mode;
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::secrets::MapSecretStore;
-use salad_sd_controller::{Engine, EngineConfig, Mode};
 use saladcloud::model::{ContainerGroupPrototype, CreateContainer, CreateResources};
 use saladcloud::{ApiKey, Client, ClientConfig};
 use saladcloud_sim::{SimConfig, Simulator};
@@ -36,13 +35,7 @@ async fn deletion_survives_missing_secrets_and_says_what_to_do_without_the_key()
         let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0")
             .await
             .unwrap();
-        let engine = Engine::new(
-            EngineConfig {
-                salad_api_url: sim.base_url(),
-                ..EngineConfig::default()
-            },
-            Arc::new(Metrics::new()),
-        );
+        let engine = EngineBuilder::new().simulator(sim.base_url()).build();
 
         // A group this resource created earlier (owner env = its uid).
         let sdd = deleting(DeletionPolicy::Delete);
@@ -127,7 +120,9 @@ async fn deletion_survives_missing_secrets_and_says_what_to_do_without_the_key()
             .await;
         assert!(r.release_finalizer, "{:?}", r.status.message);
         assert!(
-            r.events.iter().any(|e| e.reason == "ReleasedWithoutApiKey"),
+            r.events
+                .iter()
+                .any(|e| e.reason.as_str() == "ReleasedWithoutApiKey"),
             "{:?}",
             r.events
         );

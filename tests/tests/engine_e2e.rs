@@ -5,16 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::StableDiffusionDeployment;
-use salad_sd_controller::builds::BuildSettings;
-use salad_sd_controller::failure::Backoff;
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::secrets::MapSecretStore;
-use salad_sd_controller::{Engine, EngineConfig, Event, EventType, Mode, Reconciled};
+use salad_sd_controller::{Engine, Event, EventType, Mode, Reconciled};
 use salad_sd_testkit::{
     LocalRegistry, ModelServer, ModelServerOptions, generated_sha256, push_tiny_base_image,
 };
@@ -57,28 +54,17 @@ impl Harness {
         let sim = Simulator::start(sim_config, "127.0.0.1:0")
             .await
             .expect("simulator");
-        let engine = Engine::new(
-            EngineConfig {
-                salad_api_url: sim.base_url(),
-                poll_interval: Duration::from_secs(60),
-                progress_interval: Duration::from_millis(100),
-                builds: BuildSettings {
-                    insecure_registries: vec![registry.host_port()],
-                    allow_private_sources: true,
-                    retry_after: Duration::from_millis(200),
-                    ..BuildSettings::default()
-                },
-                gateway_override: Some(format!("http://{}", sim.addr())),
-                salad_retry: RetryPolicy {
-                    max_attempts: 4,
-                    initial_backoff: Duration::from_millis(20),
-                    max_backoff: Duration::from_millis(200),
-                    max_elapsed: Duration::from_secs(3),
-                },
-                backoff: Backoff::default(),
-            },
-            Arc::new(Metrics::new()),
-        );
+        let engine = EngineBuilder::new()
+            .simulator(sim.base_url())
+            .local_registry(registry.host_port())
+            .gateway(sim.addr())
+            .fast_retries(RetryPolicy {
+                max_attempts: 4,
+                initial_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(200),
+                max_elapsed: Duration::from_secs(3),
+            })
+            .build();
         Self {
             sim,
             registry,
@@ -217,16 +203,19 @@ impl Log {
                 .map(|g| g.name.clone()),
         ));
         if let Some(failure) = &r.failure {
-            self.errors.push(failure.reason().to_string());
+            self.errors.push(failure.reason().as_str().to_string());
         }
     }
 
     fn count(&self, reason: &str) -> usize {
-        self.events.iter().filter(|e| e.reason == reason).count()
+        self.events
+            .iter()
+            .filter(|e| e.reason.as_str() == reason)
+            .count()
     }
 
     fn event(&self, reason: &str) -> Option<&Event> {
-        self.events.iter().find(|e| e.reason == reason)
+        self.events.iter().find(|e| e.reason.as_str() == reason)
     }
 }
 
@@ -370,7 +359,7 @@ async fn create_rebuild_recreate_stop_start_delete() {
         assert_eq!(h.models.bytes_served(LORA), LORA_SIZE);
         let built = log.events[before..]
             .iter()
-            .find(|e| e.reason == "ImageBuilt")
+            .find(|e| e.reason.as_str() == "ImageBuilt")
             .expect("ImageBuilt");
         let uploaded: u64 = built
             .message
@@ -395,9 +384,15 @@ async fn create_rebuild_recreate_stop_start_delete() {
         let live = h.groups(key).await;
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].container.image, image.reference.clone().unwrap());
-        assert!(log.events[before..].iter().any(|e| e.reason == "Updated"));
         assert!(
-            !log.events.iter().any(|e| e.reason == "DriftCorrected"),
+            log.events[before..]
+                .iter()
+                .any(|e| e.reason.as_str() == "Updated")
+        );
+        assert!(
+            !log.events
+                .iter()
+                .any(|e| e.reason.as_str() == "DriftCorrected"),
             "a spec change is not drift"
         );
         eprintln!("model added → Ready in {:?}", t.elapsed());
@@ -501,7 +496,7 @@ async fn blue_green_switch_then_orphan() {
         assert!(
             log.events
                 .iter()
-                .any(|e| e.reason == "Deleted" && e.message.contains("bg-a1b2c3d4-1"))
+                .any(|e| e.reason.as_str() == "Deleted" && e.message.contains("bg-a1b2c3d4-1"))
         );
         assert_eq!(
             log.count("Deleted"),
@@ -511,7 +506,7 @@ async fn blue_green_switch_then_orphan() {
         let smoke: Vec<&str> = log
             .events
             .iter()
-            .filter(|e| e.reason == "SmokeTestPassed")
+            .filter(|e| e.reason.as_str() == "SmokeTestPassed")
             .map(|e| e.message.as_str())
             .collect();
         assert_eq!(
@@ -618,13 +613,15 @@ async fn drift_is_corrected_and_a_rotated_api_key_is_used() {
             .expect("patch behind the engine's back");
         let r = h
             .drive(&mut sdd, &secrets, &mut log, 80, |r| {
-                r.events.iter().any(|e| e.reason == "DriftCorrected")
+                r.events
+                    .iter()
+                    .any(|e| e.reason.as_str() == "DriftCorrected")
             })
             .await;
         let drift = r
             .events
             .iter()
-            .find(|e| e.reason == "DriftCorrected")
+            .find(|e| e.reason.as_str() == "DriftCorrected")
             .unwrap();
         assert!(drift.message.contains("container.image"), "{drift:?}");
         let g = &h.groups(new_key).await[0];

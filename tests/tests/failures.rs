@@ -7,16 +7,14 @@
 //! writes (a status that differs from the previous one but for times), Events, and SaladCloud
 //! requests (the simulator's count).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use salad_sd_api::condition::{IMAGE_READY, READY, RECONCILING, STALLED, SYNCED};
 use salad_sd_api::{Phase, StableDiffusionDeployment};
-use salad_sd_controller::builds::BuildSettings;
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::report::same_ignoring_times;
 use salad_sd_controller::secrets::MapSecretStore;
-use salad_sd_controller::{Engine, EngineConfig, Mode, Reconciled};
+use salad_sd_controller::{Engine, Mode, Reconciled};
 use salad_sd_testkit::{
     LocalRegistry, Misbehavior, ModelServer, ModelServerOptions, generated_sha256,
     push_tiny_base_image,
@@ -49,27 +47,17 @@ impl Harness {
             .unwrap();
         models.add_generated(MODEL, MODEL_SIZE, 7);
         let sim = Simulator::start(sim, "127.0.0.1:0").await.unwrap();
-        let engine = Engine::new(
-            EngineConfig {
-                salad_api_url: sim.base_url(),
-                progress_interval: Duration::from_millis(100),
-                builds: BuildSettings {
-                    insecure_registries: vec![registry.host_port()],
-                    allow_private_sources: true,
-                    retry_after: Duration::from_millis(200),
-                    ..BuildSettings::default()
-                },
-                gateway_override: Some(format!("http://{}", sim.addr())),
-                salad_retry: RetryPolicy {
-                    max_attempts: 2,
-                    initial_backoff: Duration::from_millis(10),
-                    max_backoff: Duration::from_millis(50),
-                    max_elapsed: Duration::from_secs(2),
-                },
-                ..EngineConfig::default()
-            },
-            Arc::new(Metrics::new()),
-        );
+        let engine = EngineBuilder::new()
+            .simulator(sim.base_url())
+            .local_registry(registry.host_port())
+            .gateway(sim.addr())
+            .fast_retries(RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(50),
+                max_elapsed: Duration::from_secs(2),
+            })
+            .build();
         let store = MapSecretStore::default().with("salad-api-key", "apiKey", KEY);
         Self {
             sim,
@@ -343,7 +331,7 @@ async fn a_rate_limit_waits_for_the_window_not_for_minutes_more() {
         for _ in 0..5 {
             let r = h.reconcile(&mut sdd).await;
             assert_eq!(
-                r.failure.as_ref().map(|f| f.reason()),
+                r.failure.as_ref().map(|f| f.reason().as_str()),
                 Some("SaladRateLimited")
             );
             assert_eq!(

@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use salad_sd_api::StableDiffusionDeployment;
+use salad_sd_controller::builds::{BuildManager, BuildSettings};
 use salad_sd_controller::desired;
+use salad_sd_controller::failure::{Backoff, Failure};
+use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::secrets::{self, MapSecretStore};
-use salad_sd_image::{Builder, BuilderOptions, BuiltImage, SourcePolicy};
+use salad_sd_image::BuiltImage;
 use serde_json::json;
 
 use crate::creds;
-use crate::exit::{EXIT_ERROR, EXIT_STALLED};
+use crate::exit::{self, EXIT_ERROR, EXIT_STALLED};
 use crate::output::{BuildProgress, Format, Printer, bytes};
 use crate::resource;
 
@@ -57,34 +60,31 @@ pub struct BuildFlags {
     pub allow_private_sources: bool,
 }
 
-/// Builds (or finds) the image of `sdd`, printing progress through `printer`.
+impl BuildFlags {
+    /// The build settings these flags ask for.
+    pub fn settings(&self) -> BuildSettings {
+        BuildSettings {
+            insecure_registries: self.insecure_registries.clone(),
+            allow_private_sources: self.allow_private_sources,
+            ..BuildSettings::default()
+        }
+    }
+}
+
+/// Builds (or finds) the image of `sdd` through the engine's builds, printing progress through
+/// `printer`; a failure comes with its exit code.
 pub async fn build_image(
+    builds: &BuildManager,
     sdd: &StableDiffusionDeployment,
     store: &MapSecretStore,
-    flags: &BuildFlags,
     printer: Printer,
 ) -> Result<BuiltImage, (u8, String)> {
     let spec = &sdd.spec;
-    let resolved = secrets::resolve(spec, store).await.map_err(|e| {
-        let code = if e.is_terminal() {
-            EXIT_STALLED
-        } else {
-            EXIT_ERROR
-        };
-        (code, e.to_string())
-    })?;
+    let fail = |f: Failure| (exit::for_failure(&f), f.message().to_string());
+    let resolved = secrets::resolve(spec, store)
+        .await
+        .map_err(|e| fail(e.into()))?;
     let recipe = desired::recipe(spec, &resolved);
-    let builder = Builder::new(BuilderOptions {
-        insecure_registries: flags.insecure_registries.clone(),
-        source_policy: SourcePolicy {
-            allow_private_sources: flags.allow_private_sources,
-            allow_file_sources: false,
-        },
-        registry_credentials: resolved.push_credentials.clone(),
-        progress: Some(Arc::new(BuildProgress::new(printer))),
-        ..BuilderOptions::default()
-    })
-    .map_err(|e| (EXIT_ERROR, e.to_string()))?;
     printer.text(format!(
         "building {} ({} model layer(s) on {})",
         spec.image.repository,
@@ -92,17 +92,15 @@ pub async fn build_image(
         recipe.base_image
     ));
     let started = std::time::Instant::now();
-    let img = builder
-        .build(&recipe, &spec.image.repository)
+    let img = builds
+        .build_now(
+            &spec.image.repository,
+            &recipe,
+            resolved.push_credentials.clone(),
+            Arc::new(BuildProgress::new(printer)),
+        )
         .await
-        .map_err(|e| {
-            let code = if e.is_terminal() {
-                EXIT_STALLED
-            } else {
-                EXIT_ERROR
-            };
-            (code, format!("image build failed: {e}"))
-        })?;
+        .map_err(fail)?;
     let secs = started.elapsed().as_secs_f64();
     let reused = img.layers.iter().filter(|l| l.reused).count();
     printer.text(format!(
@@ -163,7 +161,12 @@ pub async fn run(args: BuildArgs) -> u8 {
         let r = &sdd.spec.saladcloud.api_key_secret_ref;
         store = store.with(&r.name, &r.key, "unused-by-build");
     }
-    match build_image(&sdd, &store, &args.build, printer).await {
+    let builds = BuildManager::new(
+        args.build.settings(),
+        Backoff::default(),
+        Arc::new(Metrics::new()),
+    );
+    match build_image(&builds, &sdd, &store, printer).await {
         Ok(img) => {
             println!("{}", img.reference);
             0

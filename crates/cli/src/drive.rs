@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_api::condition::STALLED;
-use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::desired;
+use salad_sd_controller::failure::Backoff;
 use salad_sd_controller::metrics::Metrics;
 use salad_sd_controller::plan::{Action, DeleteReason, PatchReason, Plan};
+use salad_sd_controller::reason::Reason;
 use salad_sd_controller::secrets::{self, MapSecretStore};
 use salad_sd_controller::{Engine, EngineConfig, Mode, Reconciled};
 use serde_json::json;
@@ -139,9 +140,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{s}` is not a duration like 90s, 20m or 1h"))
 }
 
-/// Consecutive transient failures after which a command gives up with exit 1.
-const MAX_TRANSIENT_FAILURES: u32 = 5;
-
 struct Session {
     sdd: StableDiffusionDeployment,
     store: MapSecretStore,
@@ -173,11 +171,7 @@ fn prepare(c: &Common, interval: Duration) -> Result<Session, u8> {
     let cfg = EngineConfig {
         salad_api_url: c.salad_api_url.clone(),
         progress_interval: interval,
-        builds: BuildSettings {
-            insecure_registries: c.build.insecure_registries.clone(),
-            allow_private_sources: c.build.allow_private_sources,
-            ..BuildSettings::default()
-        },
+        builds: c.build.settings(),
         gateway_override: c.gateway_url.clone(),
         ..EngineConfig::default()
     };
@@ -202,7 +196,12 @@ fn ready(r: &Reconciled, generation: i64) -> bool {
 
 /// Ends a reconcile loop on a stall, a terminal error, or too many transient errors in a row
 /// (with its exit code); counts the transient ones.
-fn stop_on_failure(printer: Printer, r: &Reconciled, failures: &mut u32) -> Option<u8> {
+fn stop_on_failure(
+    printer: Printer,
+    backoff: &Backoff,
+    r: &Reconciled,
+    failures: &mut u32,
+) -> Option<u8> {
     if stalled(r) {
         return Some(result(
             printer,
@@ -216,7 +215,7 @@ fn stop_on_failure(printer: Printer, r: &Reconciled, failures: &mut u32) -> Opti
         Some(failure) => {
             *failures += 1;
             let transient = !failure.is_stalled();
-            if transient && *failures < MAX_TRANSIENT_FAILURES {
+            if !backoff.gives_up(failure, *failures) {
                 return None;
             }
             let reason = failure.reason();
@@ -381,7 +380,7 @@ pub async fn apply(args: ApplyArgs) -> u8 {
     let deadline = Instant::now() + args.timeout;
     let built = tokio::time::timeout(
         args.timeout,
-        build_image(&s.sdd, &s.store, &args.common.build, s.printer),
+        build_image(s.engine.builds(), &s.sdd, &s.store, s.printer),
     )
     .await;
     let img = match built {
@@ -411,13 +410,13 @@ pub async fn apply(args: ApplyArgs) -> u8 {
         let r = s.engine.reconcile(&s.sdd, &s.store, Mode::Apply).await;
         follow.show(&r);
         s.sdd.status = Some(r.status.clone());
-        if let Some(code) = stop_on_failure(s.printer, &r, &mut failures) {
+        if let Some(code) = stop_on_failure(s.printer, s.engine.backoff(), &r, &mut failures) {
             return code;
         }
         if ready(&r, generation) {
             return result(s.printer, "ready", EXIT_OK, &ready_summary(&r), Some(&r));
         }
-        let name_taken = r.events.iter().any(|e| e.reason == "NameTaken");
+        let name_taken = r.events.iter().any(|e| e.reason == Reason::NameTaken);
         if !args.wait && r.failure.is_none() && !name_taken {
             let m = format!(
                 "applied: image {}; {} (run with --wait to follow the rollout)",
@@ -503,7 +502,7 @@ pub async fn delete(args: DeleteArgs) -> u8 {
             };
             return result(s.printer, "deleted", EXIT_OK, m, Some(&r));
         }
-        if let Some(code) = stop_on_failure(s.printer, &r, &mut failures) {
+        if let Some(code) = stop_on_failure(s.printer, s.engine.backoff(), &r, &mut failures) {
             return code;
         }
         let now = Instant::now();

@@ -10,3 +10,12 @@ pub const EXIT_CHANGES: u8 = 2;
 pub const EXIT_STALLED: u8 = 3;
 /// `--timeout` passed before the goal was reached.
 pub const EXIT_TIMEOUT: u8 = 4;
+
+/// The exit code of a command stopped by `failure`: stalled when only a change helps.
+pub fn for_failure(failure: &salad_sd_controller::failure::Failure) -> u8 {
+    if failure.is_stalled() {
+        EXIT_STALLED
+    } else {
+        EXIT_ERROR
+    }
+}

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use salad_sd_controller::engine::parse_duration;
+use salad_sd_controller::failure::Backoff;
 use salad_sd_controller::leader::LeaseTiming;
 use salad_sd_controller::operator::{LeaderElection, OperatorConfig};
+use saladcloud::RetryPolicy;
 
 /// `salad-sd operator` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -47,6 +49,26 @@ pub struct OperatorArgs {
     /// Send smoke tests to this URL with the access domain as Host (the simulator's gateway).
     #[arg(long)]
     pub gateway_url: Option<String>,
+    /// First wait after a failure time may fix (SaladCloud or a registry down); doubles with
+    /// each failure in a row, jittered.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub retry_backoff_initial: Duration,
+    /// Longest wait between retries of a failure time may fix.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    pub retry_backoff_max: Duration,
+    /// First wait after a failure only a change fixes (the resource is Stalled; a raised quota
+    /// or a restored Secret is picked up at the next look).
+    #[arg(long, default_value = "1m", value_parser = parse_duration_arg)]
+    pub stalled_backoff_initial: Duration,
+    /// Longest wait between looks at a Stalled resource.
+    #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
+    pub stalled_backoff_max: Duration,
+    /// First wait before building a recipe again after its build failed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub build_backoff_initial: Duration,
+    /// Longest wait between builds of a failing recipe.
+    #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
+    pub build_backoff_max: Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -71,7 +93,22 @@ impl OperatorArgs {
             listen: self.listen,
             leader_election,
             gateway_url: self.gateway_url,
+            backoff: Backoff {
+                retry: policy(self.retry_backoff_initial, self.retry_backoff_max),
+                stalled: policy(self.stalled_backoff_initial, self.stalled_backoff_max),
+                build: policy(self.build_backoff_initial, self.build_backoff_max),
+                ..Backoff::default()
+            },
         }
+    }
+}
+
+/// A retry policy from a first and a longest wait (a longest wait below the first is the first).
+fn policy(initial: Duration, max: Duration) -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: initial,
+        max_backoff: max.max(initial),
+        ..RetryPolicy::default()
     }
 }
 

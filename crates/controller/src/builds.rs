@@ -12,7 +12,7 @@ use salad_sd_image::{
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::failure::{Failure, equal_jitter};
+use crate::failure::{Backoff, Failure};
 use crate::metrics::Metrics;
 
 /// How builds are run.
@@ -24,12 +24,6 @@ pub struct BuildSettings {
     pub insecure_registries: Vec<String>,
     /// Allow http and private-network model URLs (tests, demo).
     pub allow_private_sources: bool,
-    /// A failed build is retried after this long, doubling with each failure of the same
-    /// recipe up to [`BuildSettings::max_retry_after`] (a 404 or a login page at a model URL is
-    /// often fixed at the source, without a spec change).
-    pub retry_after: Duration,
-    /// Longest wait between retries of a failing build.
-    pub max_retry_after: Duration,
     /// A found image is trusted without asking the registry again for this long.
     pub cache_ttl: Duration,
 }
@@ -40,8 +34,6 @@ impl Default for BuildSettings {
             concurrency: 2,
             insecure_registries: Vec::new(),
             allow_private_sources: false,
-            retry_after: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(1800),
             cache_ttl: Duration::from_secs(600),
         }
     }
@@ -72,6 +64,8 @@ enum Job {
 /// Tracks builds by `(repository, recipe key)`.
 pub struct BuildManager {
     settings: BuildSettings,
+    /// When a failed recipe is built again ([`Backoff::build_after`]).
+    backoff: Backoff,
     permits: Arc<Semaphore>,
     jobs: Mutex<HashMap<String, Job>>,
     /// Failed builds in a row, per recipe key (reset by a success).
@@ -103,8 +97,9 @@ pub fn job_key(repository: &str, recipe: &Recipe) -> String {
 
 impl BuildManager {
     /// A manager with its own concurrency limit.
-    pub fn new(settings: BuildSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: BuildSettings, backoff: Backoff, metrics: Arc<Metrics>) -> Self {
         Self {
+            backoff,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
             jobs: Mutex::new(HashMap::new()),
@@ -172,17 +167,30 @@ impl BuildManager {
         }
     }
 
-    /// How long a recipe that failed `failures` times in a row waits before the next build.
-    fn retry_delay(&self, failures: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(failures.saturating_sub(1).min(20))
-            .unwrap_or(u32::MAX);
-        let cap = self
-            .settings
-            .retry_after
-            .saturating_mul(factor)
-            .min(self.settings.max_retry_after.max(self.settings.retry_after));
-        equal_jitter(cap)
+    /// Builds (or finds) the image of `recipe` in this task, with `progress` told of every
+    /// layer: `salad-sd build` and `apply`, on the same builder settings as the background
+    /// builds. The image is then known to [`BuildManager::observe`].
+    pub async fn build_now(
+        &self,
+        repository: &str,
+        recipe: &Recipe,
+        credentials: RegistryCredentials,
+        progress: Arc<dyn ProgressSink>,
+    ) -> Result<BuiltImage, Failure> {
+        let builder = self
+            .builder(credentials, Some(progress))
+            .map_err(Failure::from)?;
+        let started = Instant::now();
+        let img = builder
+            .build(recipe, repository)
+            .await
+            .map_err(|e| Failure::from(e).context("image build failed"))?;
+        self.metrics.record_build(&img, started.elapsed());
+        self.jobs.lock().unwrap().insert(
+            job_key(repository, recipe),
+            Job::Ready(img.clone(), Instant::now()),
+        );
+        Ok(img)
     }
 
     /// Starts a build unless one for the same recipe is running or done.
@@ -244,7 +252,7 @@ impl BuildManager {
                 };
                 Job::Failed {
                     failure: Failure::from(e).context("image build failed"),
-                    until: Instant::now() + self.retry_delay(failures),
+                    until: Instant::now() + self.backoff.build_after(failures),
                 }
             }
         };

@@ -1,8 +1,8 @@
-//! The reconcile engine, for one resource: **observe** (Secrets, GPU classes, container
-//! groups, the image) → **plan** (pure, `plan.rs`) → **act** (one action at a time) →
-//! **report** (pure, `report.rs`). Every step's failure is one [`Failure`]; the report turns it
-//! into status, Events and the next attempt. Shared by the operator (driven by watches) and the
-//! CLI (driven by a file).
+//! The reconcile engine, for one resource: **observe** (facts only: Secrets, GPU classes,
+//! container groups, the image) → **decide** (pure, [`crate::decide`], with the planner) →
+//! **act** (one action at a time) → **report** (pure, [`crate::report`]). Every step's failure
+//! is one [`Failure`]; the report turns it into status, Events and the next attempt. Shared by
+//! the operator (driven by watches) and the CLI (driven by a file).
 
 mod act;
 mod observe;
@@ -14,21 +14,23 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use salad_sd_api::condition::STALLED;
 use salad_sd_api::names::POLL_INTERVAL_ANNOTATION;
-use salad_sd_api::validate::validate;
 use salad_sd_api::{SmokeTestStatus, StableDiffusionDeployment};
-use saladcloud::{ApiKey, Client, ClientConfig, GpuClassResolver, RetryPolicy};
-use sha2::{Digest, Sha256};
+use saladcloud::RetryPolicy;
 
 use crate::builds::{BuildManager, BuildSettings};
-use crate::failure::{Backoff, Failure};
+use crate::decide::{self, Observation, Smoke};
+use crate::failure::{Backoff, Failure, consequence};
 use crate::metrics::Metrics;
-use crate::plan::{self, Action, Outcome, Plan};
-use crate::report::{self, Context, Planned};
+use crate::plan::Outcome;
+use crate::reason::Reason;
+use crate::report::{self, Context, Input};
+use crate::salad::{SaladCloud, SaladCloudApi};
 use crate::secrets::SecretStore;
 use crate::smoke;
+use act::Hands;
+use observe::Gathered;
 
 pub use crate::report::{Event, EventType, Reconciled};
-pub use observe::World;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -85,28 +87,43 @@ struct Memory {
     deleted: BTreeSet<String>,
 }
 
-/// A SaladCloud client per API key (each with the key's rate budget) and its GPU class cache.
-type Clients = HashMap<[u8; 32], (Client, GpuClassResolver)>;
-
 /// The engine. One per process; cheap to share.
 pub struct Engine {
     cfg: EngineConfig,
     metrics: Arc<Metrics>,
     builds: Arc<BuildManager>,
-    clients: Mutex<Clients>,
+    salad: Arc<dyn SaladCloud>,
     memory: Mutex<HashMap<String, Memory>>,
     http: reqwest::Client,
 }
 
 impl Engine {
-    /// An engine.
+    /// An engine that talks to SaladCloud at `cfg.salad_api_url`.
     pub fn new(cfg: EngineConfig, metrics: Arc<Metrics>) -> Self {
-        let builds = Arc::new(BuildManager::new(cfg.builds.clone(), metrics.clone()));
+        let salad = Arc::new(SaladCloudApi::new(
+            cfg.salad_api_url.clone(),
+            cfg.salad_retry,
+            metrics.clone(),
+        ));
+        Self::with_salad(cfg, metrics, salad)
+    }
+
+    /// An engine that talks to SaladCloud through `salad` (an in-memory fake in tests).
+    pub fn with_salad(
+        cfg: EngineConfig,
+        metrics: Arc<Metrics>,
+        salad: Arc<dyn SaladCloud>,
+    ) -> Self {
+        let builds = Arc::new(BuildManager::new(
+            cfg.builds.clone(),
+            cfg.backoff,
+            metrics.clone(),
+        ));
         Self {
             cfg,
             metrics,
             builds,
-            clients: Mutex::default(),
+            salad,
             memory: Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(100))
@@ -125,26 +142,17 @@ impl Engine {
         &self.cfg.backoff
     }
 
-    fn client(&self, key: &ApiKey) -> Result<(Client, GpuClassResolver), Failure> {
-        let id: [u8; 32] =
-            Sha256::digest(format!("{}\n{}", self.cfg.salad_api_url, key.expose()).as_bytes())
-                .into();
-        let mut clients = self.clients.lock().unwrap();
-        if let Some(c) = clients.get(&id) {
-            return Ok(c.clone());
-        }
-        let metrics = self.metrics.clone();
-        let client = Client::new(
-            ClientConfig::new(key.clone())
-                .with_base_url(self.cfg.salad_api_url.clone())
-                .with_retry(self.cfg.salad_retry),
-        )?
-        .with_observer(Arc::new(move |r: saladcloud::RequestRecord| {
-            metrics.record_request(r.operation, r.status, r.duration)
-        }));
-        let resolver = GpuClassResolver::new(client.clone());
-        clients.insert(id, (client.clone(), resolver.clone()));
-        Ok((client, resolver))
+    /// The builds it runs (the CLI's `salad-sd build` waits for one).
+    pub fn builds(&self) -> &Arc<BuildManager> {
+        &self.builds
+    }
+
+    /// A failure outside the engine (the Kubernetes edge) of the resource `uid`: counted with
+    /// its other failures, and the wait before the next attempt by the one backoff rule.
+    pub fn failed_outside(&self, uid: &str, failure: &Failure) -> Duration {
+        self.metrics.record_error(failure.reason().as_str());
+        let failures = self.count_failure(uid, true);
+        consequence(failure, failures, &self.cfg.backoff).requeue_after
     }
 
     fn poll_interval(&self, sdd: &StableDiffusionDeployment) -> Duration {
@@ -178,15 +186,27 @@ impl Engine {
         store: &S,
         mode: Mode,
     ) -> Reconciled {
+        self.reconcile_with(sdd, store, mode, None).await
+    }
+
+    /// One reconcile of `sdd`, keeping the endpoint ConfigMap `<endpoint_for>-endpoint` (the
+    /// operator; [`Reconciled::endpoint`] says when to write it).
+    pub async fn reconcile_with<S: SecretStore>(
+        &self,
+        sdd: &StableDiffusionDeployment,
+        store: &S,
+        mode: Mode,
+        endpoint_for: Option<&str>,
+    ) -> Reconciled {
         let started = Instant::now();
-        let out = self.reconcile_inner(sdd, store, mode).await;
+        let out = self.reconcile_inner(sdd, store, mode, endpoint_for).await;
         let result = match &out.failure {
             Some(f) if f.is_stalled() || out.status.is_true(STALLED) => "stalled",
             Some(_) => "error",
             None => "success",
         };
         if let Some(f) = &out.failure {
-            self.metrics.record_error(f.reason());
+            self.metrics.record_error(f.reason().as_str());
         }
         self.metrics.record_reconcile(result, started.elapsed());
         let uid = sdd.metadata.uid.clone().unwrap_or_default();
@@ -218,63 +238,61 @@ impl Engine {
         })
     }
 
+    /// observe → decide → act → report.
     async fn reconcile_inner<S: SecretStore>(
         &self,
         sdd: &StableDiffusionDeployment,
         store: &S,
         mode: Mode,
+        endpoint_for: Option<&str>,
     ) -> Reconciled {
         let uid = sdd.metadata.uid.clone().unwrap_or_default();
         let prev = sdd.status.clone().unwrap_or_default();
-        let deleting = sdd.metadata.deletion_timestamp.is_some();
-        let context = |failures: u32, events: Vec<Event>| Context {
+        let context = |failed: bool, events: Vec<Event>| Context {
             prev: &prev,
             generation: sdd.metadata.generation.unwrap_or(1),
             now: now(),
             poll: self.poll_interval(sdd),
             progress: self.cfg.progress_interval,
             backoff: &self.cfg.backoff,
-            failures,
+            failures: self.count_failure(&uid, failed),
             events,
+            endpoint_for,
+        };
+        let input = |decision, failure, smoke| Input {
+            decision,
+            failure,
+            smoke,
+            replicas: sdd.spec.replicas,
+            deleting: sdd.metadata.deletion_timestamp.is_some(),
         };
         let fail = |failure: Failure| {
-            report::report_failure(context(self.count_failure(&uid, true), Vec::new()), failure)
+            let smoke = prev.smoke_test.clone();
+            report::report(context(true, Vec::new()), input(None, Some(failure), smoke))
         };
 
-        let invalid = validate(&sdd.spec);
-        if !invalid.is_empty() && !deleting {
-            let message = invalid
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return fail(Failure::stalled(
-                "InvalidSpec",
-                format!("the spec is invalid: {message}"),
-            ));
-        }
-
-        // 1. Observe.
-        let world = match self.observe(sdd, store, mode).await {
-            Ok(observe::Observation::World(w)) => w,
-            Ok(observe::Observation::NothingToDelete(events)) => {
-                return self.released(sdd, context(self.count_failure(&uid, false), events));
-            }
+        let gathered = match self.observe(sdd, store).await {
+            Ok(g) => g,
+            Err(f) => return fail(f),
+        };
+        let decision = match decide::decide(sdd, &gathered.observation, mode) {
+            Ok(d) => d,
             Err(f) => return fail(f),
         };
 
-        // 2. Plan.
-        let mut plan = plan::plan(&world.desired, &world.observed);
-        if mode == Mode::DryRun && world.observed.image == plan::ImageState::Missing {
-            plan.actions.insert(0, Action::Build);
-        }
-
-        // 3. Act, one action at a time; the first failure ends the round.
-        let mut events = Vec::new();
-        let mut failure = world.build_failure.clone();
-        if mode == Mode::Apply {
-            for action in &plan.actions {
-                match self.act(&world, &uid, action).await {
+        let mut events = decision.events.clone();
+        let mut failure = decision.image.failure.clone();
+        if let (Mode::Apply, Some(scope), Observation::Facts(facts)) =
+            (mode, &gathered.scope, &gathered.observation)
+        {
+            let hands = Hands {
+                scope: scope.as_ref(),
+                facts,
+                repository: &sdd.spec.image.repository,
+            };
+            // One action at a time; the first failure ends the round.
+            for action in &decision.plan.actions {
+                match self.act(&hands, &uid, action).await {
                     Ok(mut e) => events.append(&mut e),
                     Err(f) => {
                         failure = Some(f);
@@ -283,107 +301,60 @@ impl Engine {
                 }
             }
         }
-        let smoke = self
-            .smoke_test(sdd, &prev, &world, &plan, mode, &mut events)
-            .await;
-
-        // 4. Report.
-        let failed = failure.is_some() || matches!(plan.outcome, Outcome::Stalled { .. });
-        let cx = context(self.count_failure(&uid, failed), events);
-        report::report(
-            cx,
-            Planned {
-                plan,
-                observed: &world.observed,
-                built: world.built.as_ref(),
-                building: world.building.clone(),
-                replicas: sdd.spec.replicas,
-                hourly_price: world.hourly_price,
-                smoke,
-                deleting,
-                failure,
-            },
-        )
-    }
-
-    /// Deletion with nothing on SaladCloud to delete: release the finalizer.
-    fn released(&self, sdd: &StableDiffusionDeployment, cx: Context<'_>) -> Reconciled {
-        let nothing = plan::Observed {
-            groups: Vec::new(),
-            image: plan::ImageState::Missing,
-            burned_names: BTreeSet::new(),
+        let smoke = match &decision.smoke {
+            Smoke::Keep(kept) => kept.clone(),
+            Smoke::Run(group) => Some(self.smoke_test(sdd, group, &gathered, &mut events).await),
         };
+
+        let failed = failure.is_some() || matches!(decision.plan.outcome, Outcome::Stalled { .. });
         report::report(
-            cx,
-            Planned {
-                plan: Plan::released(),
-                observed: &nothing,
-                built: None,
-                building: None,
-                replicas: sdd.spec.replicas,
-                hourly_price: None,
-                smoke: sdd.status.as_ref().and_then(|s| s.smoke_test.clone()),
-                deleting: true,
-                failure: None,
-            },
+            context(failed, events),
+            input(Some(&decision), failure, smoke),
         )
     }
 
-    /// A txt2img on the target group once a rollout converged, once per group version.
+    /// A txt2img on `group`, as [`decide::smoke`] asked.
     async fn smoke_test(
         &self,
         sdd: &StableDiffusionDeployment,
-        prev: &salad_sd_api::StableDiffusionDeploymentStatus,
-        world: &World,
-        plan: &Plan,
-        mode: Mode,
+        group: &saladcloud::model::ContainerGroup,
+        gathered: &Gathered,
         events: &mut Vec<Event>,
-    ) -> Option<SmokeTestStatus> {
-        let target = plan
-            .target
-            .as_ref()
-            .and_then(|t| world.observed.groups.iter().find(|g| &g.group.name == t));
-        // A result belongs to the group it ran on: a BlueGreen switch starts over at version 1.
-        let previous = prev
-            .smoke_test
-            .clone()
-            .filter(|_| prev.container_group.as_ref().map(|g| &g.name) == plan.target.as_ref());
-        let (Some(cfg), Some(t)) = (&sdd.spec.smoke_test, target) else {
-            return previous;
+    ) -> SmokeTestStatus {
+        let api_key = match &gathered.observation {
+            Observation::Facts(f) => f.secrets.api_key.as_ref(),
+            _ => None,
         };
-        if mode != Mode::Apply
-            || plan.outcome != Outcome::Converged
-            || previous.as_ref().and_then(|s| s.group_version) == Some(t.group.version as i32)
-        {
-            return previous;
-        }
+        let Some(cfg) = &sdd.spec.smoke_test else {
+            return SmokeTestStatus::default();
+        };
         let result = smoke::run(
             &self.http,
             self.cfg.gateway_override.as_deref(),
-            &t.group,
-            sdd.spec.gateway.auth.then_some(&world.api_key),
+            group,
+            api_key.filter(|_| sdd.spec.gateway.auth),
             cfg,
         )
         .await;
         events.push(if result.result == "Passed" {
             Event::normal(
-                "SmokeTestPassed",
+                Reason::SmokeTestPassed,
                 format!(
                     "txt2img on `{}` answered in {} ms",
-                    t.group.name,
+                    group.name,
                     result.latency_ms.unwrap_or(0)
                 ),
             )
         } else {
             Event::warning(
-                "SmokeTestFailed",
+                Reason::SmokeTestFailed,
                 result.message.clone().unwrap_or_default(),
             )
         });
-        Some(SmokeTestStatus {
-            group_version: Some(t.group.version as i32),
+        SmokeTestStatus {
+            group_version: Some(group.version as i32),
             ..result
-        })
+        }
     }
 }
 

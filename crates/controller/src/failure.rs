@@ -13,6 +13,7 @@ use std::time::Duration;
 use rand::Rng;
 use saladcloud::RetryPolicy;
 
+use crate::reason::{self, Reason};
 use crate::secrets::SecretError;
 
 /// Why a reconcile could not finish.
@@ -20,15 +21,15 @@ use crate::secrets::SecretError;
 pub enum Failure {
     /// Only a change fixes it; `message` says which.
     Stalled {
-        /// CamelCase reason: condition reason, Event reason, metric label.
-        reason: String,
+        /// Condition reason, Event reason, metric label.
+        reason: Reason,
         /// What is wrong and what to change.
         message: String,
     },
     /// Time may fix it.
     Retry {
-        /// CamelCase reason: condition reason, Event reason, metric label.
-        reason: String,
+        /// Condition reason, Event reason, metric label.
+        reason: Reason,
         /// What failed.
         message: String,
         /// The server said when to come back (`Retry-After`, SaladCloud's rate window).
@@ -41,26 +42,26 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Failure {
     /// A failure only a change fixes.
-    pub fn stalled(reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn stalled(reason: Reason, message: impl Into<String>) -> Self {
         Self::Stalled {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
 
     /// A failure time may fix.
-    pub fn retry(reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn retry(reason: Reason, message: impl Into<String>) -> Self {
         Self::Retry {
-            reason: reason.into(),
+            reason,
             message: message.into(),
             after: None,
         }
     }
 
-    /// The CamelCase reason.
-    pub fn reason(&self) -> &str {
+    /// The reason.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Stalled { reason, .. } | Self::Retry { reason, .. } => reason,
+            Self::Stalled { reason, .. } | Self::Retry { reason, .. } => *reason,
         }
     }
 
@@ -98,7 +99,7 @@ impl Failure {
 
 impl From<saladcloud::Error> for Failure {
     fn from(e: saladcloud::Error) -> Self {
-        let reason = e.category().to_string();
+        let reason = reason::of_salad_error(&e);
         if e.is_rate_limited() {
             return Self::Retry {
                 message: format!("{e}; waiting for SaladCloud's rate window"),
@@ -124,14 +125,14 @@ impl From<salad_sd_image::Error> for Failure {
     fn from(e: salad_sd_image::Error) -> Self {
         use salad_sd_image::ErrorCategory::*;
         let reason = match e.category() {
-            Source => "ModelSourceFailed",
-            Integrity => "ModelChecksumMismatch",
-            Policy => "ModelSourceRefused",
-            Recipe => "InvalidImageRecipe",
-            RegistryAuth => "RegistryAuthFailed",
-            Registry => "RegistryUnavailable",
-            BaseImage => "BaseImageUnavailable",
-            Internal => "BuildFailed",
+            Source => Reason::ModelSourceFailed,
+            Integrity => Reason::ModelChecksumMismatch,
+            Policy => Reason::ModelSourceRefused,
+            Recipe => Reason::InvalidImageRecipe,
+            RegistryAuth => Reason::RegistryAuthFailed,
+            Registry => Reason::RegistryUnavailable,
+            BaseImage => Reason::BaseImageUnavailable,
+            Internal => Reason::BuildFailed,
         };
         if e.is_terminal() {
             Self::stalled(reason, e.to_string())
@@ -144,9 +145,9 @@ impl From<salad_sd_image::Error> for Failure {
 impl From<SecretError> for Failure {
     fn from(e: SecretError) -> Self {
         if e.is_terminal() {
-            Self::stalled("SecretMissing", e.to_string())
+            Self::stalled(Reason::SecretMissing, e.to_string())
         } else {
-            Self::retry("SecretUnavailable", e.to_string())
+            Self::retry(Reason::SecretUnavailable, e.to_string())
         }
     }
 }
@@ -160,6 +161,12 @@ pub struct Backoff {
     pub retry: RetryPolicy,
     /// After [`Failure::Stalled`]: starts at a minute, grows to half an hour.
     pub stalled: RetryPolicy,
+    /// Between builds of a recipe that failed: a 404 or a login page at a model URL is often
+    /// fixed at the source, without a spec change.
+    pub build: RetryPolicy,
+    /// Transient failures in a row after which a command that waits (the CLI's `apply`,
+    /// `delete`) gives up; the operator never does.
+    pub give_up_after: u32,
 }
 
 impl Default for Backoff {
@@ -175,6 +182,12 @@ impl Default for Backoff {
                 max_backoff: Duration::from_secs(1800),
                 ..RetryPolicy::default()
             },
+            build: RetryPolicy {
+                initial_backoff: Duration::from_secs(30),
+                max_backoff: Duration::from_secs(1800),
+                ..RetryPolicy::default()
+            },
+            give_up_after: 5,
         }
     }
 }
@@ -200,6 +213,16 @@ impl Backoff {
             Failure::Stalled { .. } => equal_jitter(self.stalled.backoff_cap(n)),
         }
     }
+
+    /// The wait before building a recipe again after its `failures`-th failed build in a row.
+    pub fn build_after(&self, failures: u32) -> Duration {
+        equal_jitter(self.build.backoff_cap(failures.max(1) - 1))
+    }
+
+    /// Does a waiting command stop after this failure, the `failures`-th in a row?
+    pub fn gives_up(&self, failure: &Failure, failures: u32) -> bool {
+        failure.is_stalled() || failures >= self.give_up_after
+    }
 }
 
 /// What a failure means for the resource, by the one rule.
@@ -208,12 +231,12 @@ pub struct Consequence {
     /// `Stalled=True` (kstatus: only a change helps); else `Reconciling=True`.
     pub stalled: bool,
     /// Reason of the false `Ready` condition (and of `Stalled`/`Reconciling`).
-    pub reason: String,
+    pub reason: Reason,
     /// Message of those conditions: the failure's. It carries no time, so that a repeated
     /// failure leaves status unchanged (no write, no watch event, no hot loop).
     pub message: String,
     /// Reason of the Warning Event (also the metric label).
-    pub event_reason: String,
+    pub event_reason: Reason,
     /// Message of the Warning Event: the failure's, with when it is tried again.
     pub event_message: String,
     /// Announce a failure that status already shows: yes for retries (one Event per backoff
@@ -232,9 +255,9 @@ pub fn consequence(failure: &Failure, failures: u32, backoff: &Backoff) -> Conse
     };
     Consequence {
         stalled: failure.is_stalled(),
-        reason: failure.reason().to_string(),
+        reason: failure.reason(),
         message: failure.message().to_string(),
-        event_reason: failure.reason().to_string(),
+        event_reason: failure.reason(),
         event_message: format!("{}{next}", failure.message()),
         repeat_event: !failure.is_stalled(),
         requeue_after,
@@ -275,7 +298,7 @@ mod tests {
         let cases = [
             Case {
                 reason: "a first transient failure comes back within seconds",
-                failure: Failure::retry("RegistryUnavailable", "registry down"),
+                failure: Failure::retry(Reason::RegistryUnavailable, "registry down"),
                 failures: 1,
                 stalled: false,
                 at_least: secs(5),
@@ -283,7 +306,7 @@ mod tests {
             },
             Case {
                 reason: "transient failures back off exponentially",
-                failure: Failure::retry("RegistryUnavailable", "registry down"),
+                failure: Failure::retry(Reason::RegistryUnavailable, "registry down"),
                 failures: 4,
                 stalled: false,
                 at_least: secs(40),
@@ -291,7 +314,7 @@ mod tests {
             },
             Case {
                 reason: "transient backoff is capped at five minutes",
-                failure: Failure::retry("SaladUnavailable", "503"),
+                failure: Failure::retry(Reason::SaladUnavailable, "503"),
                 failures: 40,
                 stalled: false,
                 at_least: secs(150),
@@ -300,7 +323,7 @@ mod tests {
             Case {
                 reason: "a rate limit waits for the window the server gave, not for the backoff",
                 failure: Failure::Retry {
-                    reason: "SaladRateLimited".into(),
+                    reason: Reason::SaladRateLimited,
                     message: "429".into(),
                     after: Some(secs(60)),
                 },
@@ -311,7 +334,7 @@ mod tests {
             },
             Case {
                 reason: "a stalled resource is looked at again after a minute at the earliest",
-                failure: Failure::stalled("SaladValidation", "quota exceeded"),
+                failure: Failure::stalled(Reason::SaladValidation, "quota exceeded"),
                 failures: 1,
                 stalled: true,
                 at_least: secs(30),
@@ -319,7 +342,7 @@ mod tests {
             },
             Case {
                 reason: "stalled resources back off to half an hour",
-                failure: Failure::stalled("SaladValidation", "quota exceeded"),
+                failure: Failure::stalled(Reason::SaladValidation, "quota exceeded"),
                 failures: 30,
                 stalled: true,
                 at_least: secs(900),
@@ -360,7 +383,7 @@ mod tests {
     #[test]
     fn retry_intervals_grow() {
         let b = Backoff::default();
-        let f = Failure::retry("RegistryUnavailable", "down");
+        let f = Failure::retry(Reason::RegistryUnavailable, "down");
         for n in 1..8 {
             // Equal jitter: the shortest wait after n+1 failures is the longest after n.
             let cap = b.retry.backoff_cap(n - 1);
@@ -376,7 +399,7 @@ mod tests {
         }
         .into();
         assert!(secret.is_stalled());
-        assert_eq!(secret.reason(), "SecretMissing");
+        assert_eq!(secret.reason(), Reason::SecretMissing);
         let unavailable: Failure = SecretError::Unavailable {
             name: "k".into(),
             reason: "timeout".into(),
@@ -390,7 +413,7 @@ mod tests {
             status: 404,
         }
         .into();
-        assert_eq!(source.reason(), "ModelSourceFailed");
+        assert_eq!(source.reason(), Reason::ModelSourceFailed);
         assert!(source.is_stalled());
     }
 

@@ -13,7 +13,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use salad_sd_api::condition::READY;
 use salad_sd_api::names::{API_KEY_FINALIZER, FIELD_MANAGER, FINALIZER, PAUSED_ANNOTATION};
 use salad_sd_api::validate::validate;
 use salad_sd_api::{StableDiffusionDeployment, StableDiffusionDeploymentStatus};
@@ -22,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builds::BuildSettings;
 use crate::engine::{Engine, EngineConfig, EventType, Mode};
-use crate::failure::Failure;
+use crate::failure::{Backoff, Failure};
 use crate::leader::{self, LeaderLease, LeaseLost, LeaseTiming};
 use crate::metrics::Metrics;
-use crate::report::same_ignoring_times;
+use crate::reason::Reason;
+use crate::report::{EndpointWrite, same_ignoring_times};
 use crate::secrets::{SecretData, SecretStore};
 
 /// How the operator runs. The `salad-sd operator` flags fill it; tests and embedders build it
@@ -50,6 +50,8 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaderElection>,
     /// Send smoke tests to this URL with the access domain as Host (the simulator's gateway).
     pub gateway_url: Option<String>,
+    /// When failed reconciles and builds are tried again.
+    pub backoff: Backoff,
 }
 
 /// Leader-election settings.
@@ -101,10 +103,10 @@ pub enum Error {
 
 impl Error {
     /// Metric label and Event reason.
-    pub fn category(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Kube(_) => "KubernetesApi",
-            Error::Malformed(_) => "Malformed",
+            Error::Kube(_) => Reason::KubernetesApi,
+            Error::Malformed(_) => Reason::Malformed,
         }
     }
 }
@@ -218,11 +220,14 @@ pub async fn reconcile(
     let store = KubeSecretStore {
         api: Api::namespaced(ctx.client.clone(), &ns),
     };
-    let out = ctx.engine.reconcile(&sdd, &store, Mode::Apply).await;
+    let out = ctx
+        .engine
+        .reconcile_with(&sdd, &store, Mode::Apply, Some(&name))
+        .await;
     if out
         .failure
         .as_ref()
-        .is_some_and(|f| f.reason() == "SecretMissing")
+        .is_some_and(|f| f.reason() == Reason::SecretMissing)
     {
         // Guard it again when it comes back (it may be a new Secret).
         ctx.guarded
@@ -238,7 +243,7 @@ pub async fn reconcile(
                 EventType::Normal => KubeEventType::Normal,
                 EventType::Warning => KubeEventType::Warning,
             },
-            reason: e.reason.clone(),
+            reason: e.reason.as_str().into(),
             note: Some(truncate(&e.message, 1024)),
             action: "Reconcile".into(),
             secondary: None,
@@ -264,12 +269,10 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
 
-    let mut status = out.status;
-    if !deleting {
-        status.endpoint_config_map =
-            ensure_endpoint(&ctx.client, &sdd, &ns, &name, &status).await?;
+    if let Some(endpoint) = &out.endpoint {
+        write_endpoint(&ctx.client, &sdd, &ns, endpoint).await?;
     }
-    write_status(&api, &name, sdd.status.as_ref(), &status).await?;
+    write_status(&api, &name, sdd.status.as_ref(), &out.status).await?;
     Ok(Action::requeue(out.requeue_after))
 }
 
@@ -407,38 +410,14 @@ pub async fn write_status(
     Ok(())
 }
 
-/// The ConfigMap `<name>-endpoint` (owned by the resource) holding the current access URL, so
-/// apps can mount an endpoint that follows BlueGreen switches.
-async fn ensure_endpoint(
+/// Writes the ConfigMap `<name>-endpoint` (owned by the resource) that [`crate::report::endpoint`]
+/// asked for, so apps can mount an endpoint that follows BlueGreen switches.
+async fn write_endpoint(
     client: &Client,
     sdd: &StableDiffusionDeployment,
     ns: &str,
-    name: &str,
-    status: &StableDiffusionDeploymentStatus,
-) -> Result<Option<String>, Error> {
-    let Some(url) = status
-        .container_group
-        .as_ref()
-        .and_then(|g| g.access_url.clone())
-    else {
-        return Ok(status.endpoint_config_map.clone());
-    };
-    let cm_name = format!("{name}-endpoint");
-    let ready = status.is_true(READY);
-    // Follow the group only once it serves, so the endpoint never points at a cold group.
-    if !ready && status.endpoint_config_map.is_some() {
-        return Ok(status.endpoint_config_map.clone());
-    }
-    // Written already for this URL (the previous status says so): no write per poll.
-    let previous = sdd.status.as_ref();
-    let written_url = previous
-        .filter(|p| p.endpoint_config_map.as_deref() == Some(cm_name.as_str()))
-        .and_then(|p| p.container_group.as_ref())
-        .and_then(|g| g.access_url.as_deref());
-    let previously_ready = previous.is_some_and(|p| p.is_true(READY));
-    if ready && previously_ready && written_url == Some(url.as_str()) {
-        return Ok(Some(cm_name));
-    }
+    endpoint: &EndpointWrite,
+) -> Result<(), Error> {
     let owner = sdd
         .controller_owner_ref(&())
         .ok_or(Error::Malformed("a uid"))?;
@@ -446,21 +425,21 @@ async fn ensure_endpoint(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": cm_name,
+            "name": endpoint.config_map,
             "namespace": ns,
             "labels": { "app.kubernetes.io/managed-by": FIELD_MANAGER },
             "ownerReferences": [owner],
         },
-        "data": { "url": url, "containerGroup": status.container_group.as_ref().map(|g| g.name.clone()).unwrap_or_default() },
+        "data": { "url": endpoint.url, "containerGroup": endpoint.container_group },
     });
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     api.patch(
-        &cm_name,
+        &endpoint.config_map,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(cm),
     )
     .await?;
-    Ok(Some(cm_name))
+    Ok(())
 }
 
 /// What to do after an error from [`reconcile`] (Kubernetes API trouble): back off with jitter.
@@ -470,10 +449,10 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     tracing::warn!(name = %sdd.name_any(), error = %error, "reconcile failed");
-    ctx.engine.metrics().record_error(error.category());
-    // The engine's one backoff policy, as for a third transient failure in a row (20-40 s).
-    let failure = Failure::retry(error.category(), error.to_string());
-    Action::requeue(ctx.engine.backoff().after(&failure, 3))
+    // The engine's one rule, counted with the resource's other failures in a row.
+    let failure = Failure::retry(error.reason(), error.to_string());
+    let uid = sdd.metadata.uid.as_deref().unwrap_or_default();
+    Action::requeue(ctx.engine.failed_outside(uid, &failure))
 }
 
 /// Runs the operator until SIGTERM or Ctrl-C (then the leader finishes its reconciles and
@@ -548,6 +527,7 @@ pub async fn run_with(
                 ..BuildSettings::default()
             },
             gateway_override: config.gateway_url.clone(),
+            backoff: config.backoff,
             ..EngineConfig::default()
         },
         metrics.clone(),

@@ -11,6 +11,7 @@ use saladcloud::model::{
 };
 
 use crate::diff::{GroupDiff, REVISION_ENV, diff, observed_revision, ready_instances, revision};
+use crate::reason::Reason;
 
 /// What the spec asks for, reduced to what the planner needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,15 +164,15 @@ pub enum Outcome {
     Stopped,
     /// Work in progress; look again soon.
     Progressing {
-        /// CamelCase reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// For humans.
         message: String,
     },
     /// Only a spec change (or outside help) moves it on.
     Stalled {
-        /// CamelCase reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// What to do.
         message: String,
     },
@@ -208,14 +209,14 @@ impl Plan {
     }
 }
 
-fn progressing(reason: &'static str, message: impl Into<String>) -> Outcome {
+fn progressing(reason: Reason, message: impl Into<String>) -> Outcome {
     Outcome::Progressing {
         reason,
         message: message.into(),
     }
 }
 
-fn stalled(reason: &'static str, message: impl Into<String>) -> Outcome {
+fn stalled(reason: Reason, message: impl Into<String>) -> Outcome {
     Outcome::Stalled {
         reason,
         message: message.into(),
@@ -289,7 +290,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         && !d.adopt
     {
         return Plan::new(stalled(
-            "GroupNotOwned",
+            Reason::GroupNotOwned,
             format!(
                 "container group `{fixed}` already exists and was not created by this resource; it is left untouched. \
                  Set spec.saladcloud.adopt: true to manage it, or choose another containerGroupName"
@@ -359,7 +360,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
                 && let Some((_, df)) = diffs.iter().find(|(g, _)| &g.group.name == fixed)
             {
                 return Plan::new(stalled(
-                    "ReplacementNeedsNewName",
+                    Reason::ReplacementNeedsNewName,
                     format!(
                         "{} cannot change on an existing SaladCloud container group, so it must be replaced by a new one, \
                          but spec.saladcloud.containerGroupName pins the name `{fixed}`; revert the change or create a new resource without containerGroupName",
@@ -370,7 +371,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
             let name = match &d.fixed_name {
                 Some(fixed) if o.burned_names.contains(fixed) => {
                     return Plan::new(stalled(
-                        "NameUnavailable",
+                        Reason::NameUnavailable,
                         format!(
                             "container group name `{fixed}` was used before and SaladCloud never reuses names; \
                              choose another spec.saladcloud.containerGroupName or remove it to get a derived name"
@@ -424,7 +425,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         target_group.filter(|g| g.group.current_state.status == ContainerGroupStatus::Failed)
     {
         stalled(
-            "ContainerGroupFailed",
+            Reason::ContainerGroupFailed,
             format!(
                 "SaladCloud could not prepare the image for `{}`: {}; check the image and spec.image.registryAuth",
                 g.group.name,
@@ -439,7 +440,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         if plan.actions.is_empty() {
             Outcome::Stopped
         } else {
-            progressing("Stopping", "stopping the container group")
+            progressing(Reason::Stopping, "stopping the container group")
         }
     } else if !plan.actions.is_empty() {
         let message = match &plan.actions[0] {
@@ -455,20 +456,23 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
             }
             _ => format!("working on container group `{target_name}`"),
         };
-        progressing("Updating", message)
+        progressing(Reason::Updating, message)
     } else if !target_converged {
         let ready = target_group
             .map(|g| ready_instances(&g.group, g.instances.as_deref()))
             .unwrap_or(0);
         progressing(
-            "RolloutInProgress",
+            Reason::RolloutInProgress,
             format!(
                 "waiting for `{target_name}`: {ready}/{} instances ready at the current version",
                 d.min_ready.min(replicas)
             ),
         )
     } else if !plan.retiring.is_empty() {
-        progressing("Retiring", "waiting for old container groups to go away")
+        progressing(
+            Reason::Retiring,
+            "waiting for old container groups to go away",
+        )
     } else {
         Outcome::Converged
     };
@@ -499,11 +503,13 @@ fn next_name(d: &Desired, o: &Observed) -> String {
 fn plan_without_image(d: &Desired, o: &Observed, ours: &[&ObservedGroup]) -> Plan {
     let mut plan = Plan::new(match &o.image {
         ImageState::Failed { message } => stalled(
-            "BuildFailed",
+            Reason::BuildFailed,
             format!("{message}; the running container group (if any) keeps serving"),
         ),
-        ImageState::Missing => progressing("Building", "image build queued"),
-        ImageState::Building | ImageState::Ready => progressing("Building", "building the image"),
+        ImageState::Missing => progressing(Reason::Building, "image build queued"),
+        ImageState::Building | ImageState::Ready => {
+            progressing(Reason::Building, "building the image")
+        }
     });
     if o.image == ImageState::Missing {
         plan.actions.push(Action::Build);
@@ -520,7 +526,7 @@ fn plan_deletion(d: &Desired, ours: &[&ObservedGroup]) -> Plan {
         return Plan::new(Outcome::Released);
     }
     let mut plan = Plan::new(progressing(
-        "Deleting",
+        Reason::Deleting,
         format!("deleting {} container group(s)", ours.len()),
     ));
     for g in ours {

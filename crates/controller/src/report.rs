@@ -8,14 +8,16 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rand::Rng;
 use salad_sd_api::{
-    BuildStatus, ContainerGroupStatus, ImageStatus, InstanceCounts, Phase, SmokeTestStatus,
+    ContainerGroupStatus, ImageStatus, InstanceCounts, Phase, SmokeTestStatus,
     StableDiffusionDeploymentStatus,
 };
 use saladcloud::model::ContainerGroup;
 
+use crate::decide::Decision;
 use crate::diff::ready_instances;
-use crate::failure::{Backoff, Failure, consequence};
-use crate::plan::{ImageState, Observed, ObservedGroup, Outcome, Plan};
+use crate::failure::{Backoff, Consequence, Failure, consequence};
+use crate::plan::{ImageState, ObservedGroup, Outcome, Plan};
+use crate::reason::Reason;
 
 pub use salad_sd_api::condition::{IMAGE_READY, READY, RECONCILING, STALLED, SYNCED};
 
@@ -33,30 +35,41 @@ pub enum EventType {
 pub struct Event {
     /// Normal or Warning.
     pub type_: EventType,
-    /// CamelCase reason (for warnings: the failure's reason).
-    pub reason: String,
+    /// The reason (for warnings: the failure's reason).
+    pub reason: Reason,
     /// What happened, and for warnings what to do.
     pub message: String,
 }
 
 impl Event {
     /// A Normal event.
-    pub fn normal(reason: &str, message: impl Into<String>) -> Self {
+    pub fn normal(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: EventType::Normal,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
 
     /// A Warning event.
-    pub fn warning(reason: &str, message: impl Into<String>) -> Self {
+    pub fn warning(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: EventType::Warning,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
+}
+
+/// The endpoint ConfigMap to write (server-side apply), when it must move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointWrite {
+    /// `<name>-endpoint`.
+    pub config_map: String,
+    /// The access URL.
+    pub url: String,
+    /// The group behind it.
+    pub container_group: String,
 }
 
 /// The result of one reconcile.
@@ -74,6 +87,8 @@ pub struct Reconciled {
     pub plan: Option<Plan>,
     /// What failed this reconcile (already in status and events).
     pub failure: Option<Failure>,
+    /// The endpoint ConfigMap to write before the status (status already names it).
+    pub endpoint: Option<EndpointWrite>,
 }
 
 /// What a reconcile knows when it reports.
@@ -92,30 +107,25 @@ pub struct Context<'a> {
     pub backoff: &'a Backoff,
     /// Failures in a row, this reconcile's included when it failed.
     pub failures: u32,
-    /// Events the actions produced.
+    /// Events the decision and the actions produced.
     pub events: Vec<Event>,
+    /// The resource's name when an endpoint ConfigMap is kept for it (the operator); `None`
+    /// keeps none (the CLI).
+    pub endpoint_for: Option<&'a str>,
 }
 
-/// What a reconcile that got as far as planning found and did.
-pub struct Planned<'a> {
-    /// The plan.
-    pub plan: Plan,
-    /// The world it was made from.
-    pub observed: &'a Observed,
-    /// The image of the current recipe, when built.
-    pub built: Option<&'a salad_sd_image::BuiltImage>,
-    /// Build progress, while building.
-    pub building: Option<BuildStatus>,
+/// What a reconcile found and did: the one input of [`report`].
+pub struct Input<'a> {
+    /// The decision; `None` when a failure came before anything could be decided.
+    pub decision: Option<&'a Decision>,
+    /// The failure of this reconcile (a failed build, a failed action, or one before deciding).
+    pub failure: Option<Failure>,
+    /// The smoke test's result.
+    pub smoke: Option<SmokeTestStatus>,
     /// Desired replicas.
     pub replicas: i32,
-    /// Hourly price of one instance.
-    pub hourly_price: Option<f64>,
-    /// Smoke test result.
-    pub smoke: Option<SmokeTestStatus>,
     /// The resource is being deleted.
     pub deleting: bool,
-    /// A build or an action failed.
-    pub failure: Option<Failure>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -123,42 +133,110 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms * 9 / 10..=ms * 11 / 10 + 1))
 }
 
-/// Status, events and requeue for a reconcile that failed before it could plan: status keeps
-/// what it knew about the groups and says what failed; a resource that served this generation
-/// is still reported as serving.
-pub fn report_failure(mut cx: Context<'_>, failure: Failure) -> Reconciled {
-    let c = consequence(&failure, cx.failures, cx.backoff);
-    announce(&mut cx, &c);
+/// The conditions status carries, each slot named so that none is forgotten on some path.
+struct Conditions {
+    ready: Cond,
+    reconciling: Option<Cond>,
+    stalled: Option<Cond>,
+    image_ready: Option<Cond>,
+    synced: Cond,
+}
+
+impl Conditions {
+    fn into_vec(self) -> Vec<Cond> {
+        std::iter::once(self.ready)
+            .chain(self.reconciling)
+            .chain(self.stalled)
+            .chain(self.image_ready)
+            .chain(std::iter::once(self.synced))
+            .collect()
+    }
+
+    /// `Ready=False` and `Stalled` or `Reconciling` for a failure's consequence.
+    fn failed(&mut self, c: &Consequence) {
+        self.ready = Cond::new(READY, false, c.reason, &c.message);
+        let cond = |t| Some(Cond::new(t, true, c.reason, &c.message));
+        (self.reconciling, self.stalled) = if c.stalled {
+            (None, cond(STALLED))
+        } else {
+            (cond(RECONCILING), None)
+        };
+    }
+}
+
+/// All of status, the Events and the next look, from one reconcile's [`Input`]. A failure is
+/// one more input: a stall the planner found, a failed build or action, or a failure before
+/// anything was decided (then status keeps what it knew of the groups, and a resource that
+/// served this generation is still reported as serving).
+pub fn report(mut cx: Context<'_>, input: Input<'_>) -> Reconciled {
+    let stall = input.decision.and_then(|d| match &d.plan.outcome {
+        Outcome::Stalled { reason, message } => Some(Failure::stalled(*reason, message.clone())),
+        _ => None,
+    });
+    // A stall the planner found is a failure like any other: same conditions, same backoff.
+    let failure = input.failure.clone().or(stall);
+    let consequence = failure
+        .as_ref()
+        .map(|f| consequence(f, cx.failures, cx.backoff));
+    let (mut status, requeue_after, release) = match input.decision {
+        None => {
+            let c = consequence
+                .as_ref()
+                .expect("a report without a decision has a failure");
+            (undecided(&cx, c), c.requeue_after, false)
+        }
+        Some(d) => decided(&mut cx, d, &input, failure.as_ref(), consequence.as_ref()),
+    };
+    if let Some(c) = &consequence {
+        announce(&mut cx, c);
+    }
+    let endpoint = match cx.endpoint_for {
+        Some(name) if !input.deleting => {
+            let (write, reported) = endpoint(cx.prev, &status, name);
+            status.endpoint_config_map = reported;
+            write
+        }
+        _ => None,
+    };
+    Reconciled {
+        status,
+        events: cx.events,
+        requeue_after,
+        release_finalizer: release,
+        plan: input.decision.map(|d| d.plan.clone()),
+        failure,
+        endpoint,
+    }
+}
+
+/// Status after a failure before deciding: what was known, with the failure.
+fn undecided(cx: &Context<'_>, c: &Consequence) -> StableDiffusionDeploymentStatus {
     let mut status = cx.prev.clone();
-    let serving = cx.prev.is_ready_at(Some(cx.generation)) && !c.stalled;
-    let mut conds = Vec::new();
-    if serving {
-        conds.extend(cx.prev.condition(READY).map(|r| Cond {
-            type_: READY.into(),
+    let kept = |type_: &str| {
+        cx.prev.condition(type_).map(|r| Cond {
+            type_: type_.into(),
             status: r.status.clone(),
             reason: r.reason.clone(),
             message: r.message.clone(),
-        }));
-    } else {
-        conds.push(Cond::new(READY, false, &c.reason, &c.message));
+        })
+    };
+    let serving = cx.prev.is_ready_at(Some(cx.generation)) && !c.stalled;
+    let mut conds = Conditions {
+        ready: Cond::new(READY, false, c.reason, &c.message),
+        reconciling: None,
+        stalled: None,
+        // What was known of this generation's image still holds.
+        image_ready: kept(IMAGE_READY).filter(|_| {
+            cx.prev
+                .condition(IMAGE_READY)
+                .is_some_and(|i| i.observed_generation == Some(cx.generation))
+        }),
+        synced: Cond::new(SYNCED, false, c.reason, &c.message),
+    };
+    conds.failed(c);
+    if serving && let Some(ready) = kept(READY) {
+        conds.ready = ready;
     }
-    conds.push(if c.stalled {
-        Cond::new(STALLED, true, &c.reason, &c.message)
-    } else {
-        Cond::new(RECONCILING, true, &c.reason, &c.message)
-    });
-    conds.extend(
-        cx.prev
-            .condition(IMAGE_READY)
-            .filter(|i| i.observed_generation == Some(cx.generation))
-            .map(|i| Cond {
-                type_: IMAGE_READY.into(),
-                status: i.status.clone(),
-                reason: i.reason.clone(),
-                message: i.message.clone(),
-            }),
-    );
-    conds.push(Cond::new(SYNCED, false, &c.reason, &c.message));
     if c.stalled {
         status.phase = if cx.prev.ready_replicas > 0 {
             Phase::Degraded
@@ -168,58 +246,60 @@ pub fn report_failure(mut cx: Context<'_>, failure: Failure) -> Reconciled {
     }
     status.message = Some(c.message.clone());
     status.observed_generation = Some(cx.generation);
-    status.conditions = merge_conditions(&cx.prev.conditions, conds, cx.generation, cx.now);
-    Reconciled {
-        status,
-        events: cx.events,
-        requeue_after: c.requeue_after,
-        release_finalizer: false,
-        plan: None,
-        failure: Some(failure),
-    }
+    status.conditions = merge_conditions(
+        &cx.prev.conditions,
+        conds.into_vec(),
+        cx.generation,
+        cx.now.clone(),
+    );
+    status
 }
 
-/// Status, events and requeue for a reconcile that planned (and acted, unless a dry run).
-pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
-    let plan = p.plan;
-    // A stall the planner found is a failure like any other: same conditions, same backoff.
-    let failure = p.failure.or(match &plan.outcome {
-        Outcome::Stalled { reason, message } => Some(Failure::stalled(*reason, message.clone())),
-        _ => None,
-    });
+/// Status of a reconcile that decided (and acted, unless a dry run).
+fn decided(
+    cx: &mut Context<'_>,
+    d: &Decision,
+    input: &Input<'_>,
+    failure: Option<&Failure>,
+    c: Option<&Consequence>,
+) -> (StableDiffusionDeploymentStatus, Duration, bool) {
+    let plan = &d.plan;
+    let observed = &d.observed;
+    let built = d.image.built.as_ref();
+    let building = d.image.building.clone();
     let target = plan
         .target
         .as_ref()
-        .and_then(|t| p.observed.groups.iter().find(|g| &g.group.name == t));
+        .and_then(|t| observed.groups.iter().find(|g| &g.group.name == t));
     let previous = plan
         .retiring
         .iter()
-        .find_map(|n| p.observed.groups.iter().find(|g| &g.group.name == n));
-    let image_ready = p.observed.image == ImageState::Ready;
+        .find_map(|n| observed.groups.iter().find(|g| &g.group.name == n));
+    let image_ready = observed.image == ImageState::Ready;
     let ready = target.map_or(0, |g| {
         ready_instances(&g.group, g.instances.as_deref()) as i32
     });
-    let (mut phase, mut conds) = phase_and_conditions(
+    let (mut phase, ready_cond, reconciling, stalled) = phase_and_conditions(
         &plan.outcome,
         image_ready,
         target.is_some(),
         !plan.retiring.is_empty() || target.is_some_and(|g| g.group.pending_change),
-        p.deleting,
+        input.deleting,
     );
-    let c = failure
-        .as_ref()
-        .map(|f| consequence(f, cx.failures, cx.backoff));
-    if let Some(c) = &c {
-        conds = vec![Cond::new(READY, false, &c.reason, &c.message)];
-        conds.push(if c.stalled {
-            Cond::new(STALLED, true, &c.reason, &c.message)
-        } else {
-            Cond::new(RECONCILING, true, &c.reason, &c.message)
-        });
+    let build_failure = failure.filter(|_| matches!(observed.image, ImageState::Failed { .. }));
+    let mut conds = Conditions {
+        ready: ready_cond,
+        reconciling,
+        stalled,
+        image_ready: Some(image_condition(&observed.image, build_failure)),
+        synced: synced(plan, target.is_some(), image_ready, failure),
+    };
+    if let Some(c) = c {
+        conds.failed(c);
         // Degraded: the newest spec cannot be served (it stalled, or its image failed) while an
         // earlier group serves. A transient SaladCloud failure keeps the phase it interrupted.
-        let image_failed = matches!(p.observed.image, ImageState::Failed { .. });
-        if p.deleting {
+        let image_failed = matches!(observed.image, ImageState::Failed { .. });
+        if input.deleting {
             phase = Phase::Deleting;
         } else if ready > 0 && (c.stalled || image_failed) {
             phase = Phase::Degraded;
@@ -227,45 +307,15 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
             phase = Phase::Failed;
         }
     }
-
-    let build_failure = failure
-        .as_ref()
-        .filter(|_| matches!(p.observed.image, ImageState::Failed { .. }));
-    conds.push(match (&p.observed.image, build_failure) {
-        (ImageState::Ready, _) => Cond::new(
-            IMAGE_READY,
-            true,
-            "Built",
-            "the image for the current spec is in the registry",
-        ),
-        (ImageState::Failed { .. }, Some(f)) => {
-            Cond::new(IMAGE_READY, false, f.reason(), f.message())
-        }
-        (ImageState::Failed { message }, None) => {
-            Cond::new(IMAGE_READY, false, "BuildFailed", message.clone())
-        }
-        (ImageState::Missing, _) => Cond::new(
-            IMAGE_READY,
-            false,
-            "BuildQueued",
-            "the image for the current spec is not built yet",
-        ),
-        (ImageState::Building, _) => Cond::new(
-            IMAGE_READY,
-            false,
-            "Building",
-            "building the image for the current spec",
-        ),
-    });
     if image_ready
         && cx
             .prev
             .condition(IMAGE_READY)
             .is_none_or(|c| c.status != "True")
-        && let Some(img) = p.built
+        && let Some(img) = built
     {
         cx.events.push(Event::normal(
-            "ImageBuilt",
+            Reason::ImageBuilt,
             format!(
                 "image {} ready ({} layers, {} bytes uploaded)",
                 img.reference,
@@ -274,14 +324,7 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
             ),
         ));
     }
-    conds.push(synced(
-        &plan,
-        target.is_some(),
-        image_ready,
-        failure.as_ref(),
-    ));
-
-    let message = match (&c, &plan.outcome) {
+    let message = match (c, &plan.outcome) {
         (Some(c), _) => c.message.clone(),
         (None, Outcome::Converged) => "serving the desired state".to_string(),
         (None, Outcome::Stopped) => "stopped on request".to_string(),
@@ -290,17 +333,14 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
             message.clone()
         }
     };
-    if let Some(c) = &c {
-        announce(&mut cx, c);
-    }
     if plan.outcome == Outcome::Converged
         && cx
             .prev
             .condition(READY)
-            .is_none_or(|c| c.status != "True" || c.reason != "Serving")
+            .is_none_or(|c| c.status != "True" || Reason::parse(&c.reason) != Some(Reason::Serving))
     {
         cx.events.push(Event::normal(
-            "RolloutComplete",
+            Reason::RolloutComplete,
             format!(
                 "`{}` serves the desired state",
                 plan.target.clone().unwrap_or_default()
@@ -310,18 +350,23 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
 
     let current_replicas = target.map_or(0, |g| g.group.replicas as i32);
     // The IMAGE column shows what serves: a failed new build leaves the last built image.
-    let image = match (p.built, cx.prev.image.clone().filter(|_| target.is_some())) {
+    let image = match (built, cx.prev.image.clone().filter(|_| target.is_some())) {
         (None, Some(serving)) => Some(ImageStatus {
-            build: p.building.clone(),
+            build: building.clone(),
             ..serving
         }),
-        (built, _) => image_status(built, p.building.clone()),
+        (built, _) => image_status(built, building),
     };
     let mut status = StableDiffusionDeploymentStatus {
         observed_generation: Some(cx.generation),
         phase,
         message: Some(message),
-        conditions: merge_conditions(&cx.prev.conditions, conds, cx.generation, cx.now),
+        conditions: merge_conditions(
+            &cx.prev.conditions,
+            conds.into_vec(),
+            cx.generation,
+            cx.now.clone(),
+        ),
         image,
         container_group: target.map(group_status).or_else(|| {
             plan.target.as_ref().map(|n| ContainerGroupStatus {
@@ -332,33 +377,92 @@ pub fn report(mut cx: Context<'_>, p: Planned<'_>) -> Reconciled {
         previous_container_group: previous.map(group_status),
         replicas: current_replicas,
         ready_replicas: ready,
-        replica_summary: Some(format!("{ready}/{}", p.replicas)),
-        estimated_hourly_cost_usd: p
+        replica_summary: Some(format!("{ready}/{}", input.replicas)),
+        estimated_hourly_cost_usd: d
             .hourly_price
-            .map(|price| format!("{:.3}", price * p.replicas.max(0) as f64)),
-        smoke_test: p.smoke,
+            .map(|price| format!("{:.3}", price * input.replicas.max(0) as f64)),
+        smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
     };
     if plan.outcome == Outcome::Stopped {
         status.estimated_hourly_cost_usd = Some("0.000".into());
     }
-    let requeue_after = match (&c, &plan.outcome) {
+    let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
         (None, Outcome::Converged | Outcome::Stopped) => jitter(cx.poll),
         _ => cx.progress,
     };
-    Reconciled {
-        status,
-        events: cx.events,
-        requeue_after,
-        release_finalizer: plan.outcome == Outcome::Released,
-        plan: Some(plan),
-        failure,
+    (status, requeue_after, plan.outcome == Outcome::Released)
+}
+
+/// `ImageReady`, from the image's state (and the build's failure, when it failed).
+fn image_condition(image: &ImageState, build_failure: Option<&Failure>) -> Cond {
+    match (image, build_failure) {
+        (ImageState::Ready, _) => Cond::new(
+            IMAGE_READY,
+            true,
+            Reason::Built,
+            "the image for the current spec is in the registry",
+        ),
+        (ImageState::Failed { .. }, Some(f)) => {
+            Cond::new(IMAGE_READY, false, f.reason(), f.message())
+        }
+        (ImageState::Failed { message }, None) => {
+            Cond::new(IMAGE_READY, false, Reason::BuildFailed, message.clone())
+        }
+        (ImageState::Missing, _) => Cond::new(
+            IMAGE_READY,
+            false,
+            Reason::BuildQueued,
+            "the image for the current spec is not built yet",
+        ),
+        (ImageState::Building, _) => Cond::new(
+            IMAGE_READY,
+            false,
+            Reason::Building,
+            "building the image for the current spec",
+        ),
     }
 }
 
+/// The endpoint ConfigMap `<name>-endpoint`: whether to write it, and what status names. It
+/// follows the group only once the group serves, so it never points at a cold group, and it is
+/// written once per URL (the previous status says it was), not on every poll.
+pub fn endpoint(
+    prev: &StableDiffusionDeploymentStatus,
+    status: &StableDiffusionDeploymentStatus,
+    name: &str,
+) -> (Option<EndpointWrite>, Option<String>) {
+    let Some(group) = status.container_group.as_ref() else {
+        return (None, status.endpoint_config_map.clone());
+    };
+    let Some(url) = group.access_url.clone() else {
+        return (None, status.endpoint_config_map.clone());
+    };
+    let config_map = format!("{name}-endpoint");
+    let ready = status.is_true(READY);
+    if !ready && status.endpoint_config_map.is_some() {
+        return (None, status.endpoint_config_map.clone());
+    }
+    let written_url = Some(prev)
+        .filter(|p| p.endpoint_config_map.as_deref() == Some(config_map.as_str()))
+        .and_then(|p| p.container_group.as_ref())
+        .and_then(|g| g.access_url.as_deref());
+    if ready && prev.is_true(READY) && written_url == Some(url.as_str()) {
+        return (None, Some(config_map));
+    }
+    (
+        Some(EndpointWrite {
+            config_map: config_map.clone(),
+            url,
+            container_group: group.name.clone(),
+        }),
+        Some(config_map),
+    )
+}
+
 /// The Warning Event of a failure: every retry, a stall when it first shows or changes.
-fn announce(cx: &mut Context<'_>, c: &crate::failure::Consequence) {
+fn announce(cx: &mut Context<'_>, c: &Consequence) {
     let shown = if c.stalled {
         cx.prev.condition(STALLED)
     } else {
@@ -367,7 +471,7 @@ fn announce(cx: &mut Context<'_>, c: &crate::failure::Consequence) {
     let already = shown.is_some_and(|s| s.status == "True" && s.message == c.message);
     if c.repeat_event || !already {
         cx.events
-            .push(Event::warning(&c.event_reason, c.event_message.clone()));
+            .push(Event::warning(c.event_reason, c.event_message.clone()));
     }
 }
 
@@ -380,7 +484,7 @@ fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&F
         return Cond::new(
             SYNCED,
             false,
-            "Released",
+            Reason::Released,
             "the resource no longer manages a container group",
         );
     }
@@ -388,7 +492,7 @@ fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&F
         return Cond::new(
             SYNCED,
             false,
-            "NoContainerGroup",
+            Reason::NoContainerGroup,
             "no container group exists yet",
         );
     }
@@ -396,7 +500,7 @@ fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&F
         return Cond::new(
             SYNCED,
             false,
-            "ImageNotReady",
+            Reason::ImageNotReady,
             "the container group runs an earlier image until the current one is built",
         );
     }
@@ -404,14 +508,14 @@ fn synced(plan: &Plan, group_exists: bool, image_ready: bool, failure: Option<&F
         return Cond::new(
             SYNCED,
             false,
-            "Applying",
+            Reason::Applying,
             format!("{} change(s) sent to SaladCloud", plan.actions.len()),
         );
     }
     Cond::new(
         SYNCED,
         true,
-        "InSync",
+        Reason::InSync,
         "the container group matches the spec",
     )
 }
@@ -431,11 +535,11 @@ pub struct Cond {
 
 impl Cond {
     /// A condition.
-    pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(type_: &str, status: bool, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_: type_.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             message: message.into(),
         }
     }
@@ -544,31 +648,37 @@ pub fn image_status(
     Some(s)
 }
 
-/// Phase and the three kstatus conditions from a plan outcome.
+/// Phase and the three kstatus conditions (`Ready`, `Reconciling`, `Stalled`) from a plan
+/// outcome.
 pub fn phase_and_conditions(
     outcome: &Outcome,
     image_ready: bool,
     created_yet: bool,
     rolling: bool,
     deleting: bool,
-) -> (Phase, Vec<Cond>) {
-    let (phase, ready, reconciling, stalled) = match outcome {
+) -> (Phase, Cond, Option<Cond>, Option<Cond>) {
+    match outcome {
         Outcome::Converged => (
             Phase::Running,
-            Cond::new(READY, true, "Serving", "serving the desired state"),
+            Cond::new(READY, true, Reason::Serving, "serving the desired state"),
             None,
             None,
         ),
         Outcome::Stopped => (
             Phase::Stopped,
             // Stopped is the desired state: kstatus (Flux `wait: true`) sees it as Current.
-            Cond::new(READY, true, "Stopped", "stopped on request (spec.stopped)"),
+            Cond::new(
+                READY,
+                true,
+                Reason::Stopped,
+                "stopped on request (spec.stopped)",
+            ),
             None,
             None,
         ),
         Outcome::Released => (
             Phase::Deleting,
-            Cond::new(READY, false, "Deleting", "deleted"),
+            Cond::new(READY, false, Reason::Deleting, "deleted"),
             None,
             None,
         ),
@@ -586,22 +696,18 @@ pub fn phase_and_conditions(
             };
             (
                 phase,
-                Cond::new(READY, false, reason, message.clone()),
-                Some(Cond::new(RECONCILING, true, reason, message.clone())),
+                Cond::new(READY, false, *reason, message.clone()),
+                Some(Cond::new(RECONCILING, true, *reason, message.clone())),
                 None,
             )
         }
         Outcome::Stalled { reason, message } => (
             Phase::Failed,
-            Cond::new(READY, false, reason, message.clone()),
+            Cond::new(READY, false, *reason, message.clone()),
             None,
-            Some(Cond::new(STALLED, true, reason, message.clone())),
+            Some(Cond::new(STALLED, true, *reason, message.clone())),
         ),
-    };
-    let mut conds = vec![ready];
-    conds.extend(reconciling);
-    conds.extend(stalled);
-    (phase, conds)
+    }
 }
 
 #[cfg(test)]
@@ -616,13 +722,13 @@ mod tests {
     fn transition_time_moves_only_when_status_changes() {
         let first = merge_conditions(
             &[],
-            vec![Cond::new(READY, false, "Building", "building")],
+            vec![Cond::new(READY, false, Reason::Building, "building")],
             1,
             t(100),
         );
         let same = merge_conditions(
             &first,
-            vec![Cond::new(READY, false, "Deploying", "creating")],
+            vec![Cond::new(READY, false, Reason::Updating, "creating")],
             2,
             t(200),
         );
@@ -634,7 +740,7 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge_conditions(
             &same,
-            vec![Cond::new(READY, true, "Serving", "ok")],
+            vec![Cond::new(READY, true, Reason::Serving, "ok")],
             2,
             t(300),
         );
@@ -646,7 +752,7 @@ mod tests {
         let a = StableDiffusionDeploymentStatus {
             conditions: merge_conditions(
                 &[],
-                vec![Cond::new(READY, true, "Serving", "ok")],
+                vec![Cond::new(READY, true, Reason::Serving, "ok")],
                 1,
                 t(1),
             ),
@@ -661,9 +767,9 @@ mod tests {
 
     #[test]
     fn stalled_is_failed_and_not_reconciling() {
-        let (phase, conds) = phase_and_conditions(
+        let (phase, _, reconciling, stalled) = phase_and_conditions(
             &Outcome::Stalled {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 message: "fix it".into(),
             },
             false,
@@ -672,11 +778,7 @@ mod tests {
             false,
         );
         assert_eq!(phase, Phase::Failed);
-        assert!(
-            conds
-                .iter()
-                .any(|c| c.type_ == STALLED && c.status == "True")
-        );
-        assert!(!conds.iter().any(|c| c.type_ == RECONCILING));
+        assert!(stalled.is_some_and(|c| c.type_ == STALLED && c.status == "True"));
+        assert!(reconciling.is_none());
     }
 }

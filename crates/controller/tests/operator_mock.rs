@@ -18,10 +18,9 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_api::names::{API_KEY_FINALIZER, FIELD_MANAGER, FINALIZER, derived_group_name};
-use salad_sd_controller::builds::BuildSettings;
 use salad_sd_controller::desired::{self, GpuChoice};
-use salad_sd_controller::engine::{Engine, EngineConfig};
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::engine::Engine;
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::operator::{Context, reconcile};
 use salad_sd_controller::secrets::ResolvedSecrets;
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
@@ -164,13 +163,7 @@ where
 
 /// An engine whose SaladCloud URL leads nowhere: scenarios that must not reach it.
 fn offline_engine() -> Arc<Engine> {
-    Arc::new(Engine::new(
-        EngineConfig {
-            salad_api_url: "http://127.0.0.1:9".into(),
-            ..EngineConfig::default()
-        },
-        Arc::new(Metrics::new()),
-    ))
+    Arc::new(EngineBuilder::new().simulator("http://127.0.0.1:9").build())
 }
 
 fn resource(name: &str, spec: Value) -> StableDiffusionDeployment {
@@ -446,19 +439,13 @@ impl World {
     }
 
     fn engine(&self) -> Arc<Engine> {
-        Arc::new(Engine::new(
-            EngineConfig {
-                salad_api_url: self.sim().base_url(),
-                progress_interval: Duration::from_millis(200),
-                builds: BuildSettings {
-                    insecure_registries: vec![self.registry.host_port()],
-                    allow_private_sources: true,
-                    ..BuildSettings::default()
-                },
-                ..EngineConfig::default()
-            },
-            Arc::new(Metrics::new()),
-        ))
+        Arc::new(
+            EngineBuilder::new()
+                .simulator(self.sim().base_url())
+                .local_registry(self.registry.host_port())
+                .progress_interval(Duration::from_millis(200))
+                .build(),
+        )
     }
 
     fn spec(&self, name: &str) -> Value {

@@ -130,6 +130,7 @@ fn config(listen: std::net::SocketAddr, identity: &str) -> OperatorConfig {
             timing: LeaseTiming::default(),
         }),
         gateway_url: None,
+        backoff: Default::default(),
     }
 }
 

@@ -3,61 +3,74 @@
 
 use saladcloud::Deleted;
 
-use super::{Engine, Event, World};
+use super::{Engine, Event};
+use crate::decide::Facts;
 use crate::diff::revision;
 use crate::failure::Failure;
 use crate::plan::{Action, DeleteReason, PatchReason};
+use crate::reason::Reason;
+use crate::salad::ContainerGroups;
+
+/// What an action needs besides itself.
+pub(super) struct Hands<'a> {
+    /// The resource's SaladCloud project.
+    pub scope: &'a dyn ContainerGroups,
+    /// The facts (push credentials, the recipe).
+    pub facts: &'a Facts,
+    /// Where the image goes.
+    pub repository: &'a str,
+}
 
 impl Engine {
     /// Carries out `action`.
     pub(super) async fn act(
         &self,
-        world: &World,
+        hands: &Hands<'_>,
         uid: &str,
         action: &Action,
     ) -> Result<Vec<Event>, Failure> {
-        let s = &world.scope;
-        let (client, org, project) = (&s.client, s.org.as_str(), s.project.as_str());
+        let client = hands.scope;
         let event = match action {
             Action::Build => {
-                let repository = &world.repository;
+                let repository = hands.repository;
+                let Some(recipe) = hands.facts.recipe.clone() else {
+                    return Ok(Vec::new());
+                };
                 self.builds.start(
                     repository,
-                    world.recipe.clone(),
-                    world.secrets.push_credentials.clone(),
+                    recipe,
+                    hands.facts.secrets.push_credentials.clone(),
                 );
                 Event::normal(
-                    "BuildStarted",
+                    Reason::BuildStarted,
                     format!("building the image into {repository}"),
                 )
             }
-            Action::Create { group } => {
-                match client.create_container_group(org, project, group).await {
-                    Ok(g) => Event::normal(
-                        "Created",
-                        format!(
-                            "created container group `{}` (image {}, revision {})",
-                            g.name,
-                            group.container.image,
-                            revision(group)
-                        ),
+            Action::Create { group } => match client.create(group).await {
+                Ok(g) => Event::normal(
+                    Reason::Created,
+                    format!(
+                        "created container group `{}` (image {}, revision {})",
+                        g.name,
+                        group.container.image,
+                        revision(group)
                     ),
-                    Err(e) if e.is_name_conflict() => {
-                        self.remember(uid, |m| m.burned.insert(group.name.clone()));
-                        Event::normal(
-                            "NameTaken",
-                            format!(
-                                "container group name `{}` was used before (names are never \
+                ),
+                Err(e) if e.is_name_conflict() => {
+                    self.remember(uid, |m| m.burned.insert(group.name.clone()));
+                    Event::normal(
+                        Reason::NameTaken,
+                        format!(
+                            "container group name `{}` was used before (names are never \
                                  reusable); choosing the next one",
-                                group.name
-                            ),
-                        )
-                    }
-                    Err(e) => {
-                        return Err(Failure::from(e).context(&action.describe()));
-                    }
+                            group.name
+                        ),
+                    )
                 }
-            }
+                Err(e) => {
+                    return Err(Failure::from(e).context(&action.describe()));
+                }
+            },
             Action::Patch {
                 name,
                 patch,
@@ -65,12 +78,12 @@ impl Engine {
                 reason,
             } => {
                 client
-                    .update_container_group(org, project, name, patch)
+                    .update(name, patch)
                     .await
                     .map_err(|e| Failure::from(e).context(&action.describe()))?;
                 let (r, verb) = match reason {
-                    PatchReason::Drift => ("DriftCorrected", "corrected drift in"),
-                    PatchReason::SpecChange => ("Updated", "updated"),
+                    PatchReason::Drift => (Reason::DriftCorrected, "corrected drift in"),
+                    PatchReason::SpecChange => (Reason::Updated, "updated"),
                 };
                 Event::normal(
                     r,
@@ -79,24 +92,24 @@ impl Engine {
             }
             Action::Start { name } => {
                 client
-                    .start_container_group(org, project, name)
+                    .start(name)
                     .await
                     .map_err(|e| Failure::from(e).context(&action.describe()))?;
-                Event::normal("Started", format!("started container group `{name}`"))
+                Event::normal(Reason::Started, format!("started container group `{name}`"))
             }
             Action::Stop { name } => {
                 client
-                    .stop_container_group(org, project, name)
+                    .stop(name)
                     .await
                     .map_err(|e| Failure::from(e).context(&action.describe()))?;
                 Event::normal(
-                    "Stopped",
+                    Reason::Stopped,
                     format!("stopped container group `{name}` (no instances, no GPU billing)"),
                 )
             }
             Action::Delete { name, reason } => {
                 let gone = client
-                    .delete_container_group(org, project, name)
+                    .delete(name)
                     .await
                     .map_err(|e| Failure::from(e).context(&action.describe()))?;
                 let first = self.remember(uid, |m| m.deleted.insert(name.clone()));
@@ -108,7 +121,7 @@ impl Engine {
                     DeleteReason::Cleanup => "the resource is being deleted",
                 };
                 Event::normal(
-                    "Deleted",
+                    Reason::Deleted,
                     format!("deleting container group `{name}`: {why}"),
                 )
             }

@@ -1,0 +1,381 @@
+//! The decision step: `(resource, facts, mode) → everything decided`, pure. Observe gathers the
+//! facts ([`Facts`]) and asks only [`reads`], [`group_lookup`] and [`needs_instances`] what to
+//! read; then [`decide`] derives the desired group, the plan (through [`crate::plan`]), whether
+//! to build, whether to smoke-test, and what status will say of the image. The engine acts on
+//! the decision and [`crate::report`] turns it into status. Every behaviour of a reconcile but
+//! the I/O is here or in the planner, and is tested without I/O.
+
+use std::collections::BTreeSet;
+
+use salad_sd_api::names::group_name_prefix;
+use salad_sd_api::validate::validate;
+use salad_sd_api::{
+    BuildStatus, DeletionPolicy, LayerProgress, SmokeTestStatus, StableDiffusionDeployment,
+    StableDiffusionDeploymentStatus,
+};
+use saladcloud::ResolvedGpuClass;
+use saladcloud::model::ContainerGroup;
+
+use crate::builds::BuildState;
+use crate::desired::{self, GpuChoice};
+use crate::engine::Mode;
+use crate::failure::Failure;
+use crate::plan::{self, Action, Desired, ImageState, Observed, ObservedGroup, Outcome, Plan};
+use crate::reason::Reason;
+use crate::report::Event;
+use crate::secrets::{ResolvedSecrets, SecretError};
+
+/// What a reconcile has to read, by the resource alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Nothing: the spec is invalid, or the resource is deleted with `deletionPolicy: Orphan`.
+    Nothing,
+    /// The API key and the groups: deleting needs nothing else, so a `kubectl delete -f` that
+    /// removed the other Secrets first does not keep the resource from going away.
+    ForDeletion,
+    /// Secrets, GPU classes, groups, instances and the image.
+    Everything,
+}
+
+/// What to read for `sdd`.
+pub fn reads(sdd: &StableDiffusionDeployment) -> Reads {
+    let deleting = sdd.metadata.deletion_timestamp.is_some();
+    match (deleting, sdd.spec.deletion_policy) {
+        (true, DeletionPolicy::Orphan) => Reads::Nothing,
+        (true, DeletionPolicy::Delete) => Reads::ForDeletion,
+        (false, _) if !validate(&sdd.spec).is_empty() => Reads::Nothing,
+        (false, _) => Reads::Everything,
+    }
+}
+
+/// How the groups are looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupLookup {
+    /// Steady state: one GET per known name (a name not found falls back to a list).
+    ByName(Vec<String>),
+    /// List the project and keep ours.
+    List,
+}
+
+/// Steady state costs one GET; anything else lists the project.
+pub fn group_lookup(sdd: &StableDiffusionDeployment) -> GroupLookup {
+    let prev = previous(sdd);
+    let known: BTreeSet<String> = prev
+        .container_group
+        .iter()
+        .map(|g| g.name.clone())
+        .chain(sdd.spec.saladcloud.container_group_name.clone())
+        .collect();
+    let steady = prev.is_ready_at(sdd.metadata.generation)
+        && sdd.metadata.deletion_timestamp.is_none()
+        && !known.is_empty()
+        && prev.previous_container_group.is_none();
+    if steady {
+        GroupLookup::ByName(known.into_iter().collect())
+    } else {
+        GroupLookup::List
+    }
+}
+
+/// Is a listed group the resource's (or the one it names)?
+pub fn is_candidate(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> bool {
+    let uid = uid(sdd);
+    plan::owned_by(group, &uid)
+        || group.name.starts_with(&prefix(sdd))
+        || sdd.spec.saladcloud.container_group_name.as_deref() == Some(group.name.as_str())
+}
+
+/// Instances are listed only where readiness is in question, and only for our groups.
+pub fn needs_instances(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> bool {
+    let replicas = sdd.spec.replicas.max(0) as u32;
+    let in_question = group.pending_change
+        || group.current_state.instance_status_counts.running_count < replicas
+        || !previous(sdd).is_ready_at(sdd.metadata.generation);
+    in_question && plan::owned_by(group, &uid(sdd))
+}
+
+/// What observe found. Facts only: nothing here is decided.
+#[derive(Debug)]
+pub struct Facts {
+    /// Secrets, read once.
+    pub secrets: ResolvedSecrets,
+    /// The spec's GPU classes, resolved (none when deleting).
+    pub gpu: Vec<ResolvedGpuClass>,
+    /// The resource's groups, with their instances where listed.
+    pub groups: Vec<ObservedGroup>,
+    /// The image recipe of the spec (when building is in question).
+    pub recipe: Option<salad_sd_image::Recipe>,
+    /// The image of that recipe.
+    pub build: BuildState,
+    /// Names SaladCloud refused as used before.
+    pub burned: BTreeSet<String>,
+}
+
+/// What observing produced.
+#[derive(Debug)]
+pub enum Observation {
+    /// Nothing was read ([`Reads::Nothing`]).
+    Nothing,
+    /// Deleting, and the API key is gone.
+    ApiKeyMissing(SecretError),
+    /// The facts.
+    Facts(Box<Facts>),
+}
+
+/// The image as the decision sees it.
+#[derive(Clone, Debug, Default)]
+pub struct ImageFacts {
+    /// The image of the current recipe, when built.
+    pub built: Option<salad_sd_image::BuiltImage>,
+    /// Build progress, while building.
+    pub building: Option<BuildStatus>,
+    /// The build of the current recipe failed (planning goes on: a serving group keeps serving).
+    pub failure: Option<Failure>,
+}
+
+/// Whether to smoke-test after acting.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Smoke {
+    /// Run it on this group.
+    Run(ContainerGroup),
+    /// Keep this result.
+    Keep(Option<SmokeTestStatus>),
+}
+
+/// Everything one reconcile decided.
+#[derive(Debug)]
+pub struct Decision {
+    /// What should exist.
+    pub desired: Desired,
+    /// What exists.
+    pub observed: Observed,
+    /// What to do, and where that leaves things.
+    pub plan: Plan,
+    /// The image to build for the spec ([`Action::Build`] builds it).
+    pub recipe: Option<salad_sd_image::Recipe>,
+    /// The image.
+    pub image: ImageFacts,
+    /// The smoke test.
+    pub smoke: Smoke,
+    /// Hourly price of one instance at the spec's priority.
+    pub hourly_price: Option<f64>,
+    /// Events the decision itself produced.
+    pub events: Vec<Event>,
+}
+
+/// Decides. `Err` is a failure found before anything could be planned (an invalid spec, a
+/// missing Secret at deletion, a spec the chosen GPU classes cannot run): status says it and
+/// nothing is changed.
+pub fn decide(
+    sdd: &StableDiffusionDeployment,
+    observation: &Observation,
+    mode: Mode,
+) -> Result<Decision, Failure> {
+    let deleting = sdd.metadata.deletion_timestamp.is_some();
+    let facts = match observation {
+        Observation::Nothing if deleting => return Ok(released(sdd, Vec::new())),
+        Observation::Nothing => return Err(invalid(sdd)),
+        Observation::ApiKeyMissing(e) => return without_api_key(sdd, e),
+        Observation::Facts(f) => f,
+    };
+    let spec = &sdd.spec;
+    let prev = previous(sdd);
+    let generation = sdd.metadata.generation.unwrap_or(1);
+    let uid = uid(sdd);
+    let mut desired = desired::desired(sdd, &prefix(sdd), generation, &prev);
+    let mut observed = Observed {
+        groups: facts.groups.clone(),
+        image: ImageState::Missing,
+        burned_names: facts.burned.clone(),
+    };
+    let priority = desired::priority(spec.priority);
+    let hourly_price = facts
+        .gpu
+        .iter()
+        .filter_map(|g| g.price(priority))
+        .reduce(f64::max);
+    let choice = GpuChoice {
+        ids: facts.gpu.iter().map(|g| g.id.clone()).collect(),
+        hourly_price,
+    };
+    let mut image = ImageFacts::default();
+    let mut recipe = None;
+    if !deleting {
+        recipe = facts.recipe.clone();
+        let (state, facts_of_image) = image_state(facts.build.clone());
+        observed.image = state;
+        image = facts_of_image;
+        let reference = match (&image.built, mode) {
+            (Some(img), _) => Some(img.reference.clone()),
+            // A dry run (`salad-sd diff`) also says what would happen to the group once the
+            // image exists: plan against a placeholder digest in the target repository.
+            (None, Mode::DryRun) => Some(format!(
+                "{}@sha256:{}",
+                spec.image.repository,
+                "0".repeat(64)
+            )),
+            (None, Mode::Apply) => None,
+        };
+        desired.group =
+            reference.map(|r| desired::group_definition(spec, &uid, &r, &choice, &facts.secrets));
+    }
+    let mut plan = plan::plan(&desired, &observed);
+    if mode == Mode::DryRun && observed.image == ImageState::Missing && !deleting {
+        plan.actions.insert(0, Action::Build);
+    }
+    let smoke = smoke(sdd, &prev, &plan, &observed, mode);
+    Ok(Decision {
+        desired,
+        observed,
+        plan,
+        recipe,
+        image,
+        smoke,
+        hourly_price,
+        events: Vec::new(),
+    })
+}
+
+fn invalid(sdd: &StableDiffusionDeployment) -> Failure {
+    let message = validate(&sdd.spec)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Failure::stalled(
+        Reason::InvalidSpec,
+        format!("the spec is invalid: {message}"),
+    )
+}
+
+/// Deleting without the API key: release at once when no group was ever recorded, else stall
+/// until the key is back (or the user orphans the group).
+fn without_api_key(sdd: &StableDiffusionDeployment, e: &SecretError) -> Result<Decision, Failure> {
+    let prev = previous(sdd);
+    if !e.is_terminal() {
+        return Err(e.clone().into());
+    }
+    if prev.container_group.is_none() && prev.previous_container_group.is_none() {
+        return Ok(released(
+            sdd,
+            vec![Event::warning(
+                Reason::ReleasedWithoutApiKey,
+                format!(
+                    "{e}; no container group was ever recorded for this resource, so it is \
+                     released without asking SaladCloud"
+                ),
+            )],
+        ));
+    }
+    Err(Failure::stalled(
+        Reason::SecretMissing,
+        format!(
+            "{e}; the container group cannot be deleted without it. Restore the Secret, or set \
+             spec.deletionPolicy: Orphan to leave the group running and release the resource"
+        ),
+    ))
+}
+
+/// Deletion with nothing on SaladCloud to delete: the finalizer can go.
+fn released(sdd: &StableDiffusionDeployment, events: Vec<Event>) -> Decision {
+    let prev = previous(sdd);
+    let generation = sdd.metadata.generation.unwrap_or(1);
+    Decision {
+        desired: desired::desired(sdd, &prefix(sdd), generation, &prev),
+        observed: Observed {
+            groups: Vec::new(),
+            image: ImageState::Missing,
+            burned_names: BTreeSet::new(),
+        },
+        plan: Plan::released(),
+        recipe: None,
+        image: ImageFacts::default(),
+        smoke: Smoke::Keep(prev.smoke_test.clone()),
+        hourly_price: None,
+        events,
+    }
+}
+
+/// The image of the current recipe, from the build's state.
+fn image_state(build: BuildState) -> (ImageState, ImageFacts) {
+    match build {
+        BuildState::Ready(img) => (
+            ImageState::Ready,
+            ImageFacts {
+                built: Some(img),
+                ..Default::default()
+            },
+        ),
+        BuildState::Running(progress) => (
+            ImageState::Building,
+            ImageFacts {
+                building: Some(BuildStatus {
+                    layers: progress
+                        .into_iter()
+                        .map(|(name, (done, total))| LayerProgress {
+                            name,
+                            bytes_done: done as i64,
+                            bytes_total: total.map(|t| t as i64),
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            },
+        ),
+        BuildState::Unknown => (ImageState::Missing, ImageFacts::default()),
+        BuildState::Failed(failure) => (
+            ImageState::Failed {
+                message: format!(
+                    "{}; the running container group (if any) keeps serving",
+                    failure.message()
+                ),
+            },
+            ImageFacts {
+                failure: Some(failure),
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// A txt2img on the target group once a rollout converged, once per group version. A result
+/// belongs to the group it ran on: a BlueGreen switch starts over.
+pub fn smoke(
+    sdd: &StableDiffusionDeployment,
+    prev: &StableDiffusionDeploymentStatus,
+    plan: &Plan,
+    observed: &Observed,
+    mode: Mode,
+) -> Smoke {
+    let target = plan
+        .target
+        .as_ref()
+        .and_then(|t| observed.groups.iter().find(|g| &g.group.name == t));
+    let previous = prev
+        .smoke_test
+        .clone()
+        .filter(|_| prev.container_group.as_ref().map(|g| &g.name) == plan.target.as_ref());
+    match (&sdd.spec.smoke_test, target) {
+        (Some(_), Some(t))
+            if mode == Mode::Apply
+                && plan.outcome == Outcome::Converged
+                && previous.as_ref().and_then(|s| s.group_version)
+                    != Some(t.group.version as i32) =>
+        {
+            Smoke::Run(t.group.clone())
+        }
+        _ => Smoke::Keep(previous),
+    }
+}
+
+fn previous(sdd: &StableDiffusionDeployment) -> StableDiffusionDeploymentStatus {
+    sdd.status.clone().unwrap_or_default()
+}
+
+fn uid(sdd: &StableDiffusionDeployment) -> String {
+    sdd.metadata.uid.clone().unwrap_or_default()
+}
+
+fn prefix(sdd: &StableDiffusionDeployment) -> String {
+    group_name_prefix(sdd.metadata.name.as_deref().unwrap_or_default(), &uid(sdd))
+}

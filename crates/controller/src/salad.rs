@@ -1,0 +1,207 @@
+//! The engine's seam at SaladCloud: the container groups of one organization's project (and the
+//! organization's GPU classes) as a trait, so that the engine's decisions can be tested against
+//! an in-memory fake (`fake`, with the `testing` feature) as well as against the simulator.
+//! [`SaladCloudApi`] is the real one, over [`saladcloud::Client`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use saladcloud::model::{
+    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype,
+};
+use saladcloud::{
+    ApiKey, Client, ClientConfig, Deleted, GpuClassResolver, ResolvedGpuClass, RetryPolicy,
+};
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+
+/// What a SaladCloud call returns.
+pub type SaladResult<T> = Result<T, saladcloud::Error>;
+
+/// The container groups of one project of one organization, and that organization's GPU
+/// classes: everything the engine asks SaladCloud.
+pub trait ContainerGroups: Send + Sync {
+    /// The organization's GPU classes named (by name or id), in order.
+    fn gpu_classes<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> BoxFuture<'a, SaladResult<Vec<ResolvedGpuClass>>>;
+    /// Every group of the project.
+    fn list(&self) -> BoxFuture<'_, SaladResult<Vec<ContainerGroup>>>;
+    /// One group, `None` when there is none by that name.
+    fn find<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Option<ContainerGroup>>>;
+    /// A group's instances.
+    fn instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, SaladResult<Vec<ContainerGroupInstance>>>;
+    /// Creates a group.
+    fn create<'a>(
+        &'a self,
+        group: &'a ContainerGroupPrototype,
+    ) -> BoxFuture<'a, SaladResult<ContainerGroup>>;
+    /// Patches a group.
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        patch: &'a ContainerGroupPatch,
+    ) -> BoxFuture<'a, SaladResult<ContainerGroup>>;
+    /// Starts a group (202).
+    fn start<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<()>>;
+    /// Stops a group (202).
+    fn stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<()>>;
+    /// Deletes a group (202; gone already is success).
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>>;
+}
+
+/// Opens the [`ContainerGroups`] an API key reaches in an organization's project.
+pub trait SaladCloud: Send + Sync {
+    /// The scope; each API key has its own request budget.
+    fn scope(
+        &self,
+        key: &ApiKey,
+        organization: &str,
+        project: &str,
+    ) -> SaladResult<Arc<dyn ContainerGroups>>;
+}
+
+/// The real SaladCloud: one client per API key (each with the key's rate budget) and its GPU
+/// class cache.
+pub struct SaladCloudApi {
+    base_url: String,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<[u8; 32], (Client, GpuClassResolver)>>,
+}
+
+impl SaladCloudApi {
+    /// SaladCloud at `base_url`, retrying calls by `retry`, recording requests in `metrics`.
+    pub fn new(base_url: impl Into<String>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            retry,
+            metrics,
+            clients: Mutex::default(),
+        }
+    }
+
+    fn client(&self, key: &ApiKey) -> SaladResult<(Client, GpuClassResolver)> {
+        let id: [u8; 32] =
+            Sha256::digest(format!("{}\n{}", self.base_url, key.expose()).as_bytes()).into();
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(c) = clients.get(&id) {
+            return Ok(c.clone());
+        }
+        let metrics = self.metrics.clone();
+        let client = Client::new(
+            ClientConfig::new(key.clone())
+                .with_base_url(self.base_url.clone())
+                .with_retry(self.retry),
+        )?
+        .with_observer(Arc::new(move |r: saladcloud::RequestRecord| {
+            metrics.record_request(r.operation, r.status, r.duration)
+        }));
+        let resolver = GpuClassResolver::new(client.clone());
+        clients.insert(id, (client.clone(), resolver.clone()));
+        Ok((client, resolver))
+    }
+}
+
+impl SaladCloud for SaladCloudApi {
+    fn scope(
+        &self,
+        key: &ApiKey,
+        organization: &str,
+        project: &str,
+    ) -> SaladResult<Arc<dyn ContainerGroups>> {
+        let (client, resolver) = self.client(key)?;
+        Ok(Arc::new(ClientScope {
+            client,
+            resolver,
+            org: organization.to_string(),
+            project: project.to_string(),
+        }))
+    }
+}
+
+/// [`ContainerGroups`] over the real client.
+struct ClientScope {
+    client: Client,
+    resolver: GpuClassResolver,
+    org: String,
+    project: String,
+}
+
+impl ContainerGroups for ClientScope {
+    fn gpu_classes<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> BoxFuture<'a, SaladResult<Vec<ResolvedGpuClass>>> {
+        Box::pin(self.resolver.resolve(&self.org, names))
+    }
+
+    fn list(&self) -> BoxFuture<'_, SaladResult<Vec<ContainerGroup>>> {
+        Box::pin(self.client.list_container_groups(&self.org, &self.project))
+    }
+
+    fn find<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Option<ContainerGroup>>> {
+        Box::pin(
+            self.client
+                .find_container_group(&self.org, &self.project, name),
+        )
+    }
+
+    fn instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, SaladResult<Vec<ContainerGroupInstance>>> {
+        Box::pin(
+            self.client
+                .list_container_group_instances(&self.org, &self.project, name),
+        )
+    }
+
+    fn create<'a>(
+        &'a self,
+        group: &'a ContainerGroupPrototype,
+    ) -> BoxFuture<'a, SaladResult<ContainerGroup>> {
+        Box::pin(
+            self.client
+                .create_container_group(&self.org, &self.project, group),
+        )
+    }
+
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        patch: &'a ContainerGroupPatch,
+    ) -> BoxFuture<'a, SaladResult<ContainerGroup>> {
+        Box::pin(
+            self.client
+                .update_container_group(&self.org, &self.project, name, patch),
+        )
+    }
+
+    fn start<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<()>> {
+        Box::pin(
+            self.client
+                .start_container_group(&self.org, &self.project, name),
+        )
+    }
+
+    fn stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<()>> {
+        Box::pin(
+            self.client
+                .stop_container_group(&self.org, &self.project, name),
+        )
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>> {
+        Box::pin(
+            self.client
+                .delete_container_group(&self.org, &self.project, name),
+        )
+    }
+}
