@@ -12,9 +12,10 @@ all: build
 build:
 	$(CARGO) build --workspace
 
-## Install what the tests need (Debian docker-registry, lua5.4, runc, socat, python3.11), when missing.
+## Install what `make test` needs (Debian docker-registry, lua5.4), when missing; `make test-runtime`
+## installs its own (runc, socat, python3.11).
 deps:
-	@scripts/ensure-deps.sh
+	@scripts/ensure-deps.sh test
 
 test: deps
 	$(CARGO) test --workspace

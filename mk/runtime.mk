@@ -1,8 +1,12 @@
 ## Run the images we build as a SaladCloud node would (runc + overlayfs, as root): one stand-in
 ## base per server kind, the group's probes, bytes written at start. Skipped (not passed) where
 ## runc, overlayfs or root is missing; CI installs them and fails instead of skipping.
-.PHONY: test-runtime
-test-runtime: deps
+.PHONY: test-runtime deps-runtime
+## What test-runtime needs (Debian docker-registry, runc, socat, python3.11), when missing.
+deps-runtime:
+	@scripts/ensure-deps.sh runtime
+
+test-runtime: deps-runtime
 	@if [ "$$(id -u)" -ne 0 ] || ! command -v runc >/dev/null || ! grep -qw overlay /proc/filesystems; then \
 	  if [ -n "$$CI" ]; then echo "test-runtime: needs root, runc and overlayfs in CI" >&2; exit 1; fi; \
 	  echo "SKIPPED test-runtime: needs root, runc (apt-get install runc) and overlayfs"; exit 0; \

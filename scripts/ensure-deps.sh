@@ -3,13 +3,27 @@
 # docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests), lua5.4
 # (runs the Argo CD health check in its test), and for `make test-runtime` runc (runs the built
 # images) with socat and Debian's python3.11 (copied into the stand-in base images).
+#
+# Usage: scripts/ensure-deps.sh [MODE]
+#   test     what `make test` needs: docker-registry, lua5.4
+#   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11
+#   all      both (the default, as `.ci/run` and the demo call it)
 set -euo pipefail
+mode=${1:-all}
+case "$mode" in
+  test | runtime | all) ;;
+  *) echo "usage: $0 [test|runtime|all]; unknown mode \`$mode\`" >&2; exit 2 ;;
+esac
 missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
-command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
-command -v runc >/dev/null 2>&1 || missing+=(runc)
-[ -x /usr/bin/socat ] || missing+=(socat)
-[ -x /usr/bin/python3.11 ] || missing+=(python3.11)
+if [ "$mode" != runtime ]; then
+  command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+fi
+if [ "$mode" != test ]; then
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  [ -x /usr/bin/socat ] || missing+=(socat)
+  [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2

@@ -590,16 +590,19 @@ pub enum RegistryAuthKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// vCPUs per instance (1-16).
+    /// vCPUs per instance, 1-1024 (SaladCloud's limit). Each GPU class allows a narrower range
+    /// (consumer RTX classes commonly 1-16), and every class listed in gpuClasses must allow it.
     #[serde(default = "default_cpu")]
-    #[schemars(range(min = 1, max = 16))]
+    #[schemars(range(min = 1, max = 1024))]
     pub cpu: i32,
 
-    /// Memory per instance, 1024-61440 MB. A plain number is megabytes (as in the SaladCloud
-    /// API); a quantity with k, M, G, T, Ki, Mi, Gi or Ti is converted to SaladCloud's MB, which
-    /// are MiB: `12Gi` and `12288Mi` are 12288 MB, `12G` is 11444 MB (rounded down), so the
-    /// range is 1024Mi-60Gi.
-    #[x_kube(validation = Rule::new(MEMORY_RULE).message("resources.memory must be 1024-61440 MB: a number of MB, or a quantity from 1024Mi to 60Gi such as 12Gi (k, M, G, T, Ki, Mi, Gi, Ti)"))]
+    /// Memory per instance, 1024-1073741824 MB (SaladCloud's limit). Each GPU class allows a
+    /// narrower range (consumer RTX classes commonly up to 61440 MB), and every class listed in
+    /// gpuClasses must allow it. A plain number is megabytes (as in the SaladCloud API); a
+    /// quantity with k, M, G, T, Ki, Mi, Gi or Ti is converted to SaladCloud's MB, which are MiB:
+    /// `12Gi` and `12288Mi` are 12288 MB, `12G` is 11444 MB (rounded down), so the range is
+    /// 1024Mi-1024Ti.
+    #[x_kube(validation = Rule::new(MEMORY_RULE).message("resources.memory must be 1024-1073741824 MB: a number of MB, or a quantity from 1024Mi to 1024Ti such as 12Gi (k, M, G, T, Ki, Mi, Gi, Ti)"))]
     pub memory: Quantity,
 
     /// GPU classes, by SaladCloud name (for example `RTX 3060 Ti`, matched case-insensitively)
@@ -618,13 +621,15 @@ pub struct ResourcesSpec {
 
 /// `resources.memory` at admission (Kubernetes >= 1.29 for the quantity library), the same
 /// language and range as `quantity::to_megabytes` + `validate`: an integer or a digit string is
-/// MB; otherwise a quantity in Rust's grammar whose MiB, rounded down, are within 1024-61440.
+/// MB; otherwise a quantity in Rust's grammar whose MiB, rounded down, are within
+/// 1024-1073741824. A digit string longer than the maximum's 10 digits is refused before `int()`
+/// could overflow.
 const MEMORY_RULE: &str = "string(self).matches('^[0-9]+$') \
-    ? (size(string(self)) <= 6 && int(string(self)) >= 1024 && int(string(self)) <= 61440) \
+    ? (size(string(self)) <= 10 && int(string(self)) >= 1024 && int(string(self)) <= 1073741824) \
     : (string(self).matches('^([0-9]+[.]?[0-9]*|[.][0-9]+)(k|M|G|T|Ki|Mi|Gi|Ti)$') \
        && isQuantity(string(self)) \
        && quantity(string(self)).compareTo(quantity('1024Mi')) >= 0 \
-       && quantity(string(self)).compareTo(quantity('61441Mi')) < 0)";
+       && quantity(string(self)).compareTo(quantity('1073741825Mi')) < 0)";
 
 /// A GPU class name or id.
 pub type GpuClassName = String;

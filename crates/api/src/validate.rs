@@ -9,6 +9,16 @@ use crate::profile::ServerProfile;
 use crate::quantity;
 use crate::spec::*;
 
+/// vCPUs a SaladCloud container may request (`CreateContainerResourceRequirements.cpu`).
+pub const CPU_MIN: i32 = 1;
+/// See [`CPU_MIN`].
+pub const CPU_MAX: i32 = 1024;
+/// Memory in MB (MiB) a SaladCloud container may request
+/// (`CreateContainerResourceRequirements.memory`).
+pub const MEMORY_MIN_MB: u64 = 1024;
+/// See [`MEMORY_MIN_MB`]: 1073741824 MB, 1024Ti.
+pub const MEMORY_MAX_MB: u64 = 1_073_741_824;
+
 /// One problem with a spec, with the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -201,17 +211,20 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
         );
     }
     let r = &spec.resources;
-    if !(1..=16).contains(&r.cpu) {
+    if !(CPU_MIN..=CPU_MAX).contains(&r.cpu) {
         bad(
             "resources.cpu",
-            format!("{} vCPU is outside SaladCloud's 1-16", r.cpu),
+            format!(
+                "{} vCPU is outside SaladCloud's {CPU_MIN}-{CPU_MAX} vCPU",
+                r.cpu
+            ),
         );
     }
     match quantity::to_megabytes(&r.memory) {
-        Ok(mb) if !(1024..=61440).contains(&mb) => bad(
+        Ok(mb) if !(MEMORY_MIN_MB..=MEMORY_MAX_MB).contains(&mb) => bad(
             "resources.memory",
             format!(
-                "{} ({mb} MB) is outside SaladCloud's 1024-61440 MB",
+                "{} ({mb} MB) is outside SaladCloud's {MEMORY_MIN_MB}-{MEMORY_MAX_MB} MB (a quantity from 1024Mi to 1024Ti)",
                 r.memory.0
             ),
         ),

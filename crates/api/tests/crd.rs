@@ -452,25 +452,25 @@ fn cel_cases() -> Vec<CelCase> {
         },
         CelCase {
             reason: "512Mi is below SaladCloud's 1024 MB (a real apiserver admitted it)",
-            message: "resources.memory must be 1024-61440 MB",
+            message: "resources.memory must be 1024-1073741824 MB",
             break_it: |o| o["spec"]["resources"]["memory"] = json!("512Mi"),
             old: None,
         },
         CelCase {
-            reason: "100Gi is above SaladCloud's 61440 MB (a real apiserver admitted it)",
-            message: "resources.memory must be 1024-61440 MB",
-            break_it: |o| o["spec"]["resources"]["memory"] = json!("100Gi"),
+            reason: "2048Ti is above SaladCloud's 1073741824 MB (a real apiserver admitted it)",
+            message: "resources.memory must be 1024-1073741824 MB",
+            break_it: |o| o["spec"]["resources"]["memory"] = json!("2048Ti"),
             old: None,
         },
         CelCase {
             reason: "100m is a CPU-style quantity, not a memory size (a real apiserver admitted it)",
-            message: "resources.memory must be 1024-61440 MB",
+            message: "resources.memory must be 1024-1073741824 MB",
             break_it: |o| o["spec"]["resources"]["memory"] = json!("100m"),
             old: None,
         },
         CelCase {
             reason: "a plain number is MB: 512 is below the minimum",
-            message: "resources.memory must be 1024-61440 MB",
+            message: "resources.memory must be 1024-1073741824 MB",
             break_it: |o| o["spec"]["resources"]["memory"] = json!(512),
             old: None,
         },
@@ -738,8 +738,11 @@ fn the_schema_check_catches_what_the_api_server_would() {
         ("no GPU class", |o| {
             o["spec"]["resources"]["gpuClasses"] = json!([])
         }),
-        ("cpu above 16", |o| {
-            o["spec"]["resources"]["cpu"] = json!(17)
+        ("cpu above SaladCloud's 1024", |o| {
+            o["spec"]["resources"]["cpu"] = json!(1025)
+        }),
+        ("cpu below SaladCloud's 1", |o| {
+            o["spec"]["resources"]["cpu"] = json!(0)
         }),
         (
             "a three-letter country code (a real apiserver admitted USA)",
@@ -763,6 +766,54 @@ fn the_schema_check_catches_what_the_api_server_would() {
 }
 
 #[test]
+fn cpu_admission_agrees_with_the_rust_validation() {
+    let schema = schema();
+    let base = example("sdnext-dreamshaper.yaml");
+    // (vCPU, admitted, reason): the schema's range and `validate` follow SaladCloud's 1-1024.
+    let cases = [
+        (json!(0), false, "below the minimum"),
+        (json!(1), true, "the minimum"),
+        (json!(16), true, "the old maximum"),
+        (
+            json!(17),
+            true,
+            "above the old 16, within SaladCloud's 1024",
+        ),
+        (json!(1024), true, "the maximum"),
+        (json!(1025), false, "one above the maximum"),
+        (json!(-4), false, "negative"),
+    ];
+    for (value, admitted, reason) in cases {
+        let mut object = base.clone();
+        object["spec"]["resources"]["cpu"] = value.clone();
+        let mut schema_errors = Vec::new();
+        openapi_errors(&schema, &object, "$", &mut schema_errors);
+        assert_eq!(
+            schema_errors.is_empty(),
+            admitted,
+            "{value} ({reason}): the schema said {schema_errors:?}"
+        );
+        let typed: StableDiffusionDeployment = serde_json::from_value(object).unwrap();
+        let rust = validate(&typed.spec);
+        let cpu_errors: Vec<_> = rust
+            .iter()
+            .filter(|e| e.field == "spec.resources.cpu")
+            .collect();
+        assert_eq!(
+            cpu_errors.is_empty(),
+            admitted,
+            "{value} ({reason}): Rust said {rust:?}"
+        );
+        for e in cpu_errors {
+            assert!(
+                e.message.contains("1-1024 vCPU"),
+                "{value} ({reason}): the message names the limits: {e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn memory_admission_agrees_with_the_rust_conversion() {
     let schema = schema();
     let base = example("sdnext-dreamshaper.yaml");
@@ -772,19 +823,53 @@ fn memory_admission_agrees_with_the_rust_conversion() {
         (json!(12288), true, "a plain number is MB"),
         (json!("12288"), true, "a digit string is MB too"),
         (json!(1024), true, "the minimum"),
-        (json!(61440), true, "the maximum"),
-        (json!(61441), false, "one MB above the maximum"),
-        (json!(10000000), false, "far above, and too long to convert"),
+        (json!(1023), false, "one MB below the minimum"),
+        (
+            json!(61441),
+            true,
+            "above the old 61440 MB limit, within SaladCloud's",
+        ),
+        (json!(1073741824), true, "the maximum (1024Ti)"),
+        (json!(1073741825), false, "one MB above the maximum"),
+        (json!("1073741824"), true, "the maximum as a digit string"),
+        (
+            json!("1073741825"),
+            false,
+            "one MB above the maximum as a digit string",
+        ),
+        (json!(10000000000_u64), false, "far above, 11 digits"),
+        (
+            json!("99999999999999999999"),
+            false,
+            "too long for a CEL int: refused before conversion",
+        ),
         (json!("1024Mi"), true, "the minimum as a quantity"),
-        (json!("60Gi"), true, "61440 MiB, the maximum as a quantity"),
-        (json!("61441Mi"), false, "one MiB above"),
+        (
+            json!("1024Ti"),
+            true,
+            "1073741824 MiB, the maximum as a quantity",
+        ),
+        (json!("1073741824Mi"), true, "the maximum in MiB"),
+        (json!("1073741825Mi"), false, "one MiB above"),
+        (
+            json!("1073741824.5Mi"),
+            true,
+            "half a MiB above rounds down to the maximum",
+        ),
+        (json!("1025Ti"), false, "one TiB above"),
         (json!("1023Mi"), false, "one MiB below"),
+        (json!("60Gi"), true, "61440 MiB, the old maximum"),
         (json!("12Gi"), true, "binary suffix"),
         (json!("1.5Gi"), true, "fractional quantity, 1536 MB"),
         (json!("12G"), true, "decimal suffix, 11444 MB"),
         (json!("1G"), false, "1e9 bytes is 953 MB, below the minimum"),
         (json!("512Mi"), false, "below the minimum"),
-        (json!("100Gi"), false, "above the maximum"),
+        (
+            json!("100Gi"),
+            true,
+            "above the old 60Gi limit, within SaladCloud's",
+        ),
+        (json!("2048Ti"), false, "above the maximum"),
         (json!("100m"), false, "a milli-quantity is no memory size"),
         (
             json!("6e10"),

@@ -151,6 +151,53 @@ pub struct GpuClass {
     pub prices: GpuPrices,
     /// Whether the class is flagged as high demand.
     pub is_high_demand: bool,
+    /// The resources a container on this class may request; `None` leaves `min_vcpu` …
+    /// `max_storage` out of the answer, as the spec allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<GpuLimits>,
+}
+
+/// Resource limits of a GPU class, the optional `min_vcpu` … `max_storage` of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuLimits {
+    /// Fewest vCPUs.
+    pub min_vcpu: u32,
+    /// Most vCPUs.
+    pub max_vcpu: u32,
+    /// Least memory, MB.
+    pub min_ram: u32,
+    /// Most memory, MB.
+    pub max_ram: u32,
+    /// Least storage, bytes.
+    pub min_storage: u64,
+    /// Most storage, bytes.
+    pub max_storage: u64,
+}
+
+impl GpuLimits {
+    /// Most classes (RTX 30 and 40 series, Stable Diffusion Compatible): 1-16 vCPU, 1024-61440 MB, 1 GiB-250 GiB of storage. The spec publishes
+    /// no example values for these fields; these are SaladCloud's per-container limits before the
+    /// API widened them (the ranges the spec's `ContainerResourceRequirements` descriptions and
+    /// system log `resource_*` fields still carry), a plausible choice, not SaladCloud's data.
+    pub const TYPICAL: Self = Self {
+        min_vcpu: 1,
+        max_vcpu: 16,
+        min_ram: 1024,
+        max_ram: 61_440,
+        min_storage: 1 << 30,
+        max_storage: 250 << 30,
+    };
+
+    /// RTX 5090 nodes, assumed to be newer, larger machines: 1-32 vCPU, 1024-122880 MB, 1 GiB-500
+    /// GiB. Made up (no published values), so that the catalogue has a class wider than the rest.
+    pub const LARGE: Self = Self {
+        min_vcpu: 1,
+        max_vcpu: 32,
+        min_ram: 1024,
+        max_ram: 122_880,
+        min_storage: 1 << 30,
+        max_storage: 500 << 30,
+    };
 }
 
 /// Hourly prices of one GPU class, in USD, as the API's decimal strings.
@@ -167,7 +214,13 @@ pub struct GpuPrices {
 }
 
 impl GpuClass {
-    fn new(id: &str, name: &str, prices: [&str; 4], is_high_demand: bool) -> Self {
+    fn new(
+        id: &str,
+        name: &str,
+        prices: [&str; 4],
+        is_high_demand: bool,
+        limits: GpuLimits,
+    ) -> Self {
         Self {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -178,10 +231,12 @@ impl GpuClass {
                 batch: prices[3].to_owned(),
             },
             is_high_demand,
+            limits: Some(limits),
         }
     }
 
-    /// The default catalogue (ids from SaladCloud; medium/low/batch prices are made up).
+    /// The default catalogue (ids from SaladCloud; medium/low/batch prices and the resource
+    /// limits are made up, see [`GpuLimits`]).
     pub fn defaults() -> Vec<Self> {
         vec![
             Self::new(
@@ -189,36 +244,42 @@ impl GpuClass {
                 "RTX 3060 Ti (8 GB)",
                 ["0.080", "0.060", "0.050", "0.040"],
                 false,
+                GpuLimits::TYPICAL,
             ),
             Self::new(
                 "f51baccc-dc95-40fb-a5d1-6d0ee0db31d2",
                 "RTX 3060 (12 GB)",
                 ["0.080", "0.065", "0.050", "0.040"],
                 false,
+                GpuLimits::TYPICAL,
             ),
             Self::new(
                 "a5db5c50-cbcb-4596-ae80-6a0c8090d80f",
                 "RTX 3090 (24 GB)",
                 ["0.250", "0.200", "0.150", "0.100"],
                 false,
+                GpuLimits::TYPICAL,
             ),
             Self::new(
                 "ed563892-aacd-40f5-80b7-90c9be6c759b",
                 "RTX 4090 (24 GB)",
                 ["0.300", "0.250", "0.200", "0.160"],
                 true,
+                GpuLimits::TYPICAL,
             ),
             Self::new(
                 "851399fb-7329-4195-a042-d6514b28cf33",
                 "RTX 5090 (32 GB)",
                 ["0.500", "0.420", "0.350", "0.280"],
                 true,
+                GpuLimits::LARGE,
             ),
             Self::new(
                 "dec851b7-eba7-4457-a319-a01b611a810e",
                 "Stable Diffusion Compatible",
                 ["0.080", "0.060", "0.050", "0.040"],
                 false,
+                GpuLimits::TYPICAL,
             ),
         ]
     }

@@ -74,7 +74,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{Faults, GpuClass, GpuPrices, SimConfig, Timings};
+pub use config::{Faults, GpuClass, GpuLimits, GpuPrices, SimConfig, Timings};
 pub use countries::COUNTRY_CODES;
 pub use gateway::MAX_SIDE as GATEWAY_MAX_IMAGE_SIDE;
 pub use world::{ApiError, Stats};

@@ -840,6 +840,66 @@ mod tests {
         }
     }
 
+    fn prototype(cpu: i64, memory: i64) -> Value {
+        serde_json::json!({
+            "name": "sd",
+            "autostart_policy": true,
+            "replicas": 1,
+            "restart_policy": "always",
+            "container": {
+                "image": "ghcr.io/acme/sd:1",
+                "resources": {"cpu": cpu, "memory": memory, "gpu_classes": []},
+            },
+        })
+    }
+
+    /// `(cpu, memory MB, accepted, reason)`: `CreateContainerResourceRequirements` and
+    /// `UpdateContainerResources` both allow 1-1024 vCPU and 1024-1073741824 MB.
+    const RESOURCE_CASES: &[(i64, i64, bool, &str)] = &[
+        (4, 12288, true, "a typical request"),
+        (1, 1024, true, "both minimums"),
+        (1024, 1_073_741_824, true, "both maximums"),
+        (17, 61441, true, "above the old 16 vCPU and 61440 MB"),
+        (0, 12288, false, "no vCPU"),
+        (1025, 12288, false, "one vCPU above the maximum"),
+        (4, 1023, false, "one MB below the minimum"),
+        (4, 1_073_741_825, false, "one MB above the maximum"),
+    ];
+
+    #[test]
+    fn create_and_patch_take_the_spec_cpu_and_memory_ranges() {
+        for &(cpu, memory, accepted, reason) in RESOURCE_CASES {
+            let create = container_group_prototype(&prototype(cpu, memory), &[]);
+            assert_eq!(
+                create.is_empty(),
+                accepted,
+                "create, {reason}: {:?}",
+                create.0
+            );
+            let current = prototype(4, 12288);
+            let patch =
+                serde_json::json!({"container": {"resources": {"cpu": cpu, "memory": memory}}});
+            let update = container_group_patch(&patch, &current, &[]);
+            assert_eq!(
+                update.is_empty(),
+                accepted,
+                "patch, {reason}: {:?}",
+                update.0
+            );
+            for errors in [&create, &update] {
+                assert!(
+                    errors.0.iter().all(|l| l
+                        .starts_with("container.resources.cpu: must be between 1 and 1024")
+                        || l.starts_with(
+                            "container.resources.memory: must be between 1024 and 1073741824"
+                        )),
+                    "{reason}: only the resource bounds are reported: {:?}",
+                    errors.0
+                );
+            }
+        }
+    }
+
     #[test]
     fn cron() {
         assert!(is_cron("0 9 * * 1-5"));

@@ -1162,7 +1162,7 @@ impl World {
             .gpu_classes
             .iter()
             .map(|g| {
-                json!({
+                let mut item = json!({
                     "id": g.id,
                     "name": g.name,
                     "prices": [
@@ -1174,7 +1174,16 @@ impl World {
                     "is_high_demand": g.is_high_demand,
                     "gpu_class_type": "community",
                     "gpu_count": 1,
-                })
+                });
+                if let Some(l) = g.limits {
+                    item["min_vcpu"] = json!(l.min_vcpu);
+                    item["max_vcpu"] = json!(l.max_vcpu);
+                    item["min_ram"] = json!(l.min_ram);
+                    item["max_ram"] = json!(l.max_ram);
+                    item["min_storage"] = json!(l.min_storage);
+                    item["max_storage"] = json!(l.max_storage);
+                }
+                item
             })
             .collect();
         json!({ "items": items })

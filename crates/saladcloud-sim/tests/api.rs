@@ -556,6 +556,28 @@ async fn gpu_classes_and_quotas() {
         let prices = by_id(RTX_4090)["prices"].as_array().unwrap().clone();
         assert_eq!(prices.len(), 4);
         assert_eq!(prices[0], json!({"priority": "high", "price": "0.300"}));
+        let limits = |id: &str| {
+            let g = by_id(id);
+            [
+                "min_vcpu",
+                "max_vcpu",
+                "min_ram",
+                "max_ram",
+                "min_storage",
+                "max_storage",
+            ]
+            .map(|k| g[k].as_u64())
+        };
+        assert_eq!(
+            limits(RTX_4090),
+            [1, 16, 1024, 61440, 1 << 30, 250 << 30].map(Some),
+            "consumer classes carry their resource limits"
+        );
+        assert_eq!(
+            limits("851399fb-7329-4195-a042-d6514b28cf33"),
+            [1, 32, 1024, 122880, 1 << 30, 500 << 30].map(Some),
+            "the RTX 5090 class allows more"
+        );
 
         assert_eq!(quota(&t).await["container_replicas_quota"], 3);
         assert_eq!(quota(&t).await["container_replicas_used"], 0);

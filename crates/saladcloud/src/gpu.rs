@@ -26,6 +26,19 @@ pub struct ResolvedGpuClass {
     pub name: String,
     /// Prices per priority (empty for an id not in the list).
     pub prices: Vec<GpuClassPrice>,
+    /// Fewest vCPUs a container on this class may request (`None`: not given, or an id not in
+    /// the list).
+    pub min_vcpu: Option<u32>,
+    /// Most vCPUs a container on this class may request.
+    pub max_vcpu: Option<u32>,
+    /// Least memory (MB) a container on this class may request.
+    pub min_ram_mb: Option<u32>,
+    /// Most memory (MB) a container on this class may request.
+    pub max_ram_mb: Option<u32>,
+    /// Least storage (bytes) a container on this class may request.
+    pub min_storage_bytes: Option<u64>,
+    /// Most storage (bytes) a container on this class may request.
+    pub max_storage_bytes: Option<u64>,
 }
 
 impl ResolvedGpuClass {
@@ -36,6 +49,21 @@ impl ResolvedGpuClass {
             .find(|p| p.priority == priority)
             .and_then(|p| p.price.trim().parse().ok())
     }
+
+    /// A raw id that is not in the organization's list: named by itself, no prices, no limits.
+    pub fn unlisted(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            prices: Vec::new(),
+            min_vcpu: None,
+            max_vcpu: None,
+            min_ram_mb: None,
+            max_ram_mb: None,
+            min_storage_bytes: None,
+            max_storage_bytes: None,
+        }
+    }
 }
 
 impl From<&GpuClass> for ResolvedGpuClass {
@@ -44,6 +72,12 @@ impl From<&GpuClass> for ResolvedGpuClass {
             id: c.id.clone(),
             name: c.name.clone(),
             prices: c.prices.clone(),
+            min_vcpu: c.min_vcpu,
+            max_vcpu: c.max_vcpu,
+            min_ram_mb: c.min_ram,
+            max_ram_mb: c.max_ram,
+            min_storage_bytes: c.min_storage,
+            max_storage_bytes: c.max_storage,
         }
     }
 }
@@ -157,11 +191,7 @@ fn lookup(classes: &[GpuClass], wanted: &str) -> Option<ResolvedGpuClass> {
                 .iter()
                 .find(|c| uuid::Uuid::parse_str(&c.id).is_ok_and(|cid| cid == id))
                 .map(ResolvedGpuClass::from)
-                .unwrap_or_else(|| ResolvedGpuClass {
-                    id: wanted.to_owned(),
-                    name: wanted.to_owned(),
-                    prices: Vec::new(),
-                }),
+                .unwrap_or_else(|| ResolvedGpuClass::unlisted(wanted)),
         );
     }
     if let Some(exact) = classes

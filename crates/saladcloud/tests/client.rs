@@ -692,7 +692,9 @@ async fn gpu_classes_resolve_by_name_or_id_with_cache() {
                     c.bump();
                     axum::Json(json!({"items": [
                         {"id": "ed563892-aacd-40f5-80b7-90c9be6c759b", "name": "RTX 4090 (24 GB)",
-                         "prices": [{"priority": "high", "price": "0.30"}, {"priority": "batch", "price": "0.18"}]},
+                         "prices": [{"priority": "high", "price": "0.30"}, {"priority": "batch", "price": "0.18"}],
+                         "min_vcpu": 2, "max_vcpu": 16, "min_ram": 4096, "max_ram": 61440,
+                         "min_storage": 1073741824, "max_storage": 268435456000_u64},
                         {"id": "0ff0b7a3-5a7c-4e6c-8b3f-b2c4d3f1d2a1", "name": "RTX 3060 Ti (8 GB)",
                          "prices": [{"priority": "high", "price": "0.08"}]}
                     ]}))
@@ -708,9 +710,28 @@ async fn gpu_classes_resolve_by_name_or_id_with_cache() {
             .unwrap();
         assert_eq!(r[0].id, "ed563892-aacd-40f5-80b7-90c9be6c759b");
         assert_eq!(r[0].price(Priority::Batch), Some(0.18));
+        assert_eq!(
+            (r[0].min_vcpu, r[0].max_vcpu, r[0].min_ram_mb, r[0].max_ram_mb),
+            (Some(2), Some(16), Some(4096), Some(61440)),
+            "the class's limits come along"
+        );
+        assert_eq!(
+            (r[0].min_storage_bytes, r[0].max_storage_bytes),
+            (Some(1 << 30), Some(268_435_456_000))
+        );
         assert_eq!(r[1].name, "RTX 3060 Ti (8 GB)");
+        assert_eq!(
+            (r[1].min_vcpu, r[1].max_vcpu, r[1].max_ram_mb, r[1].max_storage_bytes),
+            (None, None, None, None),
+            "a class listed without limits has none"
+        );
         assert_eq!(r[2].id, "11111111-2222-3333-4444-555555555555", "unknown ids pass through");
         assert!(r[2].prices.is_empty());
+        assert_eq!(
+            r[2],
+            ResolvedGpuClass::unlisted("11111111-2222-3333-4444-555555555555"),
+            "an id not in the list has no limits"
+        );
         let e = resolver.resolve("acme", &["RTX 9090"]).await.unwrap_err();
         assert_eq!(
             e.to_string(),
