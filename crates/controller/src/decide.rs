@@ -20,6 +20,7 @@ use crate::builds::BuildState;
 use crate::desired::{self, GpuChoice};
 use crate::engine::Mode;
 use crate::failure::Failure;
+use crate::gpu_limits;
 use crate::plan::{self, Action, Desired, ImageState, Observed, ObservedGroup, Outcome, Plan};
 use crate::reason::Reason;
 use crate::report::Event;
@@ -179,6 +180,9 @@ pub fn decide(
         Observation::Facts(f) => f,
     };
     let spec = &sdd.spec;
+    if !deleting {
+        check_gpu_limits(spec, &facts.gpu)?;
+    }
     let prev = previous(sdd);
     let generation = sdd.metadata.generation.unwrap_or(1);
     let uid = uid(sdd);
@@ -234,6 +238,17 @@ pub fn decide(
         hourly_price,
         events: Vec::new(),
     })
+}
+
+/// The container's resources against the limits of every GPU class it may run on (SaladCloud
+/// allocates any of them), with the numbers the group definition sends.
+fn check_gpu_limits(
+    spec: &salad_sd_api::StableDiffusionDeploymentSpec,
+    classes: &[ResolvedGpuClass],
+) -> Result<(), Failure> {
+    let r = desired::resources(spec, Vec::new());
+    gpu_limits::check(r.cpu, r.memory, r.storage_amount, classes)
+        .map_err(|message| Failure::stalled(Reason::GpuClassLimits, message))
 }
 
 fn invalid(sdd: &StableDiffusionDeployment) -> Failure {

@@ -144,6 +144,28 @@ pub struct GpuChoice {
     pub hourly_price: Option<f64>,
 }
 
+/// The container's resources in SaladCloud's units (vCPU, MB, bytes) on the GPU classes `gpu_ids`.
+pub fn resources(
+    spec: &StableDiffusionDeploymentSpec,
+    gpu_ids: Vec<String>,
+) -> salad::CreateResources {
+    let r = &spec.resources;
+    salad::CreateResources {
+        cpu: r.cpu.max(1) as u32,
+        memory: quantity::to_megabytes(&r.memory).unwrap_or(0) as u32,
+        gpu_classes: gpu_ids,
+        storage_amount: r
+            .storage
+            .as_ref()
+            .and_then(|q| quantity::to_bytes(q, 1).ok()),
+        shm_size: r
+            .shm_size
+            .as_ref()
+            .and_then(|q| quantity::to_megabytes(q).ok())
+            .map(|mb| mb as u32),
+    }
+}
+
 /// Everything about the container group that follows from the spec, except its name and image.
 pub fn group_definition(
     spec: &StableDiffusionDeploymentSpec,
@@ -154,24 +176,7 @@ pub fn group_definition(
 ) -> salad::ContainerGroupPrototype {
     let profile = ServerProfile::of(&spec.server);
     let port = spec.server.port;
-    let r = &spec.resources;
-    let memory_mb = quantity::to_megabytes(&r.memory).unwrap_or(0) as u32;
-    let mut resources = salad::CreateResources {
-        cpu: r.cpu.max(1) as u32,
-        memory: memory_mb,
-        gpu_classes: gpu.ids.clone(),
-        storage_amount: None,
-        shm_size: None,
-    };
-    resources.storage_amount = r
-        .storage
-        .as_ref()
-        .and_then(|q| quantity::to_bytes(q, 1).ok());
-    resources.shm_size = r
-        .shm_size
-        .as_ref()
-        .and_then(|q| quantity::to_megabytes(q).ok())
-        .map(|mb| mb as u32);
+    let resources = resources(spec, gpu.ids.clone());
 
     let mut env: BTreeMap<String, String> = secrets.env.clone();
     env.insert(OWNER_ENV.into(), owner_uid.into());

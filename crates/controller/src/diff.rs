@@ -134,3 +134,138 @@ pub fn ready_instances(
         None => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{GpuChoice, group_definition};
+    use crate::testing::{resolved_secrets, spec_from_yaml};
+
+    /// The revision as it was computed before the field table, by hand. Groups created by an
+    /// older operator carry it: if it moved, every BlueGreen resource would get a new group on
+    /// upgrade.
+    fn legacy_revision(proto: &ContainerGroupPrototype) -> String {
+        let mut container = proto.container.clone();
+        container.environment_variables.remove(REVISION_ENV);
+        container.registry_authentication = None;
+        let doc = serde_json::json!({
+            "container": container,
+            "restart_policy": proto.restart_policy,
+            "networking": proto.networking,
+            "startup_probe": proto.startup_probe,
+            "liveness_probe": proto.liveness_probe,
+            "readiness_probe": proto.readiness_probe,
+        });
+        hex::encode(Sha256::digest(doc.to_string().as_bytes()))[..12].to_string()
+    }
+
+    const EXAMPLES: [&str; 2] = [
+        include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml"),
+        include_str!("../../../manifests/examples/sdxl-lora.yaml"),
+    ];
+
+    #[test]
+    fn the_field_table_keeps_the_revisions_groups_already_carry() {
+        let gpu = GpuChoice {
+            ids: vec!["cb6c1931-89b6-4f76-976f-54047320ccc6".into()],
+            hourly_price: None,
+        };
+        let mut checked = 0;
+        for yaml in EXAMPLES {
+            let sdd = spec_from_yaml(yaml);
+            let base =
+                group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &resolved_secrets());
+            let mut variants = vec![base.clone()];
+            let mut v = base.clone();
+            v.networking = None;
+            v.readiness_probe = None;
+            variants.push(v);
+            let mut v = base.clone();
+            v.container.command = Some(vec!["/bin/sh".into(), "-c".into(), "serve".into()]);
+            v.container.resources.storage_amount = Some(50 << 30);
+            v.container.resources.shm_size = Some(2048);
+            v.country_codes = vec!["us".into()];
+            v.replicas = 7;
+            v.display_name = Some("Shown".into());
+            v.container
+                .environment_variables
+                .insert(REVISION_ENV.into(), "old".into());
+            variants.push(v);
+            for p in &variants {
+                assert_eq!(revision(p), legacy_revision(p), "{:?}", p.name);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+    }
+
+    #[test]
+    fn in_place_fields_stay_out_of_the_revision_and_the_others_count() {
+        let sdd = spec_from_yaml(EXAMPLES[0]);
+        let gpu = GpuChoice {
+            ids: vec![],
+            hourly_price: None,
+        };
+        let base = group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &resolved_secrets());
+        let mut same = base.clone();
+        same.replicas += 1;
+        same.country_codes = vec!["de".into()];
+        same.display_name = Some("Other".into());
+        assert_eq!(
+            revision(&base),
+            revision(&same),
+            "replicas, countries, display name"
+        );
+        let mut other = base.clone();
+        other.container.image = "r/i@sha256:2".into();
+        assert_ne!(revision(&base), revision(&other), "the image");
+        let mut other = base.clone();
+        other.networking.as_mut().unwrap().auth = true;
+        assert_ne!(revision(&base), revision(&other), "the gateway's auth");
+    }
+
+    #[test]
+    fn each_field_is_diffed_with_the_cost_it_declares() {
+        let sdd = spec_from_yaml(EXAMPLES[0]);
+        let gpu = GpuChoice {
+            ids: vec![],
+            hourly_price: None,
+        };
+        let want = group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &resolved_secrets());
+        let have = crate::fake::group_from(&want);
+        assert!(diff(&want, &have).is_empty(), "{:?}", diff(&want, &have));
+        let cases: [(&str, Cost, fn(&mut ContainerGroup)); 5] = [
+            ("replicas", Cost::InPlace, |g| g.replicas = 9),
+            ("container.image", Cost::NewVersion, |g| {
+                g.container.image = "x".into()
+            }),
+            ("container.resources", Cost::NewVersion, |g| {
+                g.container.resources.cpu = 9
+            }),
+            ("restart_policy", Cost::Replace, |g| {
+                g.restart_policy = salad::RestartPolicy::Never
+            }),
+            ("networking.auth", Cost::Replace, |g| {
+                g.networking.as_mut().unwrap().auth = true
+            }),
+        ];
+        for (name, cost, edit) in cases {
+            let mut h = have.clone();
+            edit(&mut h);
+            let d = diff(&want, &h);
+            assert_eq!(d.fields(), vec![name], "{name}");
+            let listed = match cost {
+                Cost::InPlace => &d.unversioned,
+                Cost::NewVersion => &d.versioned,
+                Cost::Replace => &d.immutable,
+            };
+            assert_eq!(listed, &vec![name], "{name}");
+            assert_eq!(
+                d.patch.is_empty(),
+                cost == Cost::Replace,
+                "{name}: {:?}",
+                d.patch
+            );
+        }
+    }
+}

@@ -32,7 +32,7 @@ pub struct FakeSalad {
     state: Arc<Mutex<State>>,
 }
 
-/// The GPU class the fake knows by default: `RTX 3060 Ti (8 GB)` at $0.10 an hour (high).
+/// The GPU class the fake knows by default: `RTX 3060 Ti` at $0.10 an hour (high).
 pub const GPU_CLASS_ID: &str = "cb6c1931-89b6-4f76-976f-54047320ccc6";
 
 impl FakeSalad {
@@ -41,7 +41,7 @@ impl FakeSalad {
         let fake = Self::default();
         let class = GpuClass {
             id: GPU_CLASS_ID.into(),
-            name: "RTX 3060 Ti (8 GB)".into(),
+            name: "RTX 3060 Ti".into(),
             prices: vec![GpuClassPrice {
                 priority: Priority::High,
                 price: "0.10".into(),
@@ -74,6 +74,11 @@ impl FakeSalad {
     /// Operations called so far, in order (`create`, `update`, `list`, …).
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Marks `name` as used before (SaladCloud never gives a name twice).
+    pub fn burn(&self, name: &str) {
+        self.state.lock().unwrap().used.insert(name.to_string());
     }
 
     /// The next call of `operation` answers HTTP `status`.
@@ -160,7 +165,7 @@ impl SaladCloud for FakeSalad {
 }
 
 /// A group as SaladCloud reports it right after creating `p`.
-fn created(p: &ContainerGroupPrototype) -> ContainerGroup {
+pub fn group_from(p: &ContainerGroupPrototype) -> ContainerGroup {
     let c = &p.container;
     ContainerGroup {
         id: format!("id-{}", p.name),
@@ -399,7 +404,7 @@ impl ContainerGroups for FakeSalad {
                     Some("https://docs.salad.com/errors/name_conflict"),
                 ));
             }
-            let g = created(group);
+            let g = group_from(group);
             s.groups.insert(g.name.clone(), g.clone());
             Ok(g)
         });
