@@ -394,3 +394,236 @@ fn uid(sdd: &StableDiffusionDeployment) -> String {
 fn prefix(sdd: &StableDiffusionDeployment) -> String {
     group_name_prefix(sdd.metadata.name.as_deref().unwrap_or_default(), &uid(sdd))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{resolved_secrets, spec_from_yaml};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use salad_sd_api::ContainerGroupStatus as GroupStatus;
+    use salad_sd_api::condition::READY;
+
+    const SEED: &str = include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml");
+
+    fn deleting(mut sdd: StableDiffusionDeployment) -> StableDiffusionDeployment {
+        sdd.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        sdd
+    }
+
+    fn ready_at(sdd: &mut StableDiffusionDeployment, generation: i64, group: &str) {
+        sdd.status = Some(StableDiffusionDeploymentStatus {
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: "True".into(),
+                reason: "Serving".into(),
+                message: String::new(),
+                observed_generation: Some(generation),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            container_group: Some(GroupStatus {
+                name: group.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    fn facts(sdd: &StableDiffusionDeployment, build: BuildState) -> Observation {
+        let secrets = resolved_secrets();
+        Observation::Facts(Box::new(Facts {
+            recipe: Some(desired::recipe(&sdd.spec, &secrets)),
+            secrets,
+            gpu: Vec::new(),
+            groups: Vec::new(),
+            build,
+            burned: BTreeSet::new(),
+        }))
+    }
+
+    #[test]
+    fn what_to_read() {
+        let seed = spec_from_yaml(SEED);
+        let mut invalid = seed.clone();
+        invalid.spec.models.clear();
+        let mut orphan = deleting(seed.clone());
+        orphan.spec.deletion_policy = DeletionPolicy::Orphan;
+        let cases = [
+            (
+                "a valid spec reads everything",
+                seed.clone(),
+                Reads::Everything,
+            ),
+            (
+                "an invalid spec reads nothing",
+                invalid.clone(),
+                Reads::Nothing,
+            ),
+            (
+                "Orphan deletion asks SaladCloud nothing",
+                orphan,
+                Reads::Nothing,
+            ),
+            (
+                "deletion reads only the key",
+                deleting(seed),
+                Reads::ForDeletion,
+            ),
+            (
+                "an invalid spec is still deleted",
+                deleting(invalid),
+                Reads::ForDeletion,
+            ),
+        ];
+        for (reason, sdd, want) in cases {
+            assert_eq!(reads(&sdd), want, "{reason}");
+        }
+    }
+
+    #[test]
+    fn steady_state_looks_groups_up_by_name() {
+        let mut sdd = spec_from_yaml(SEED);
+        assert_eq!(group_lookup(&sdd), GroupLookup::List, "nothing known yet");
+        ready_at(&mut sdd, 1, "g-1");
+        assert_eq!(group_lookup(&sdd), GroupLookup::ByName(vec!["g-1".into()]));
+        sdd.metadata.generation = Some(2);
+        assert_eq!(
+            group_lookup(&sdd),
+            GroupLookup::List,
+            "a new generation lists"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_stalls_with_every_problem() {
+        let mut sdd = spec_from_yaml(SEED);
+        sdd.spec.models.clear();
+        let f = decide(&sdd, &Observation::Nothing, Mode::Apply).unwrap_err();
+        assert_eq!(f.reason(), Reason::InvalidSpec);
+        assert!(f.is_stalled());
+        assert!(
+            f.message().starts_with("the spec is invalid: "),
+            "{}",
+            f.message()
+        );
+    }
+
+    #[test]
+    fn a_dry_run_plans_the_build_and_the_group_against_a_placeholder() {
+        let sdd = spec_from_yaml(SEED);
+        let d = decide(&sdd, &facts(&sdd, BuildState::Unknown), Mode::DryRun).unwrap();
+        assert_eq!(d.plan.actions.first(), Some(&Action::Build));
+        assert!(
+            d.plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Create { group } if group.container.image.ends_with(&"0".repeat(64)))),
+            "{:?}",
+            d.plan.actions
+        );
+        let d = decide(&sdd, &facts(&sdd, BuildState::Unknown), Mode::Apply).unwrap();
+        assert_eq!(
+            d.plan.actions,
+            vec![Action::Build],
+            "no group before the image"
+        );
+    }
+
+    #[test]
+    fn deleting_without_the_key_releases_only_what_never_had_a_group() {
+        let sdd = deleting(spec_from_yaml(SEED));
+        let missing = SecretError::Missing {
+            name: "salad-api-key".into(),
+            purpose: "the SaladCloud API key".into(),
+        };
+        let d = decide(
+            &sdd,
+            &Observation::ApiKeyMissing(missing.clone()),
+            Mode::Apply,
+        )
+        .unwrap();
+        assert_eq!(d.plan.outcome, Outcome::Released);
+        assert_eq!(d.events[0].reason, Reason::ReleasedWithoutApiKey);
+        let mut had = sdd.clone();
+        ready_at(&mut had, 1, "g-1");
+        let f = decide(&had, &Observation::ApiKeyMissing(missing), Mode::Apply).unwrap_err();
+        assert_eq!(f.reason(), Reason::SecretMissing);
+        assert!(
+            f.message().contains("deletionPolicy: Orphan"),
+            "{}",
+            f.message()
+        );
+    }
+
+    #[test]
+    fn the_smoke_test_runs_once_per_group_version_and_only_when_converged() {
+        let mut sdd = spec_from_yaml(SEED);
+        ready_at(&mut sdd, 1, "g-1");
+        let group = crate::fake::group_from(&saladcloud::model::ContainerGroupPrototype::new(
+            "g-1",
+            saladcloud::model::CreateContainer::new("i", Default::default()),
+            1,
+        ));
+        let observed = Observed {
+            groups: vec![ObservedGroup {
+                group: group.clone(),
+                instances: None,
+            }],
+            image: ImageState::Ready,
+            burned_names: BTreeSet::new(),
+        };
+        let plan = |outcome| Plan {
+            actions: Vec::new(),
+            target: Some("g-1".into()),
+            retiring: Vec::new(),
+            outcome,
+        };
+        let prev = sdd.status.clone().unwrap();
+        assert_eq!(
+            smoke(
+                &sdd,
+                &prev,
+                &plan(Outcome::Converged),
+                &observed,
+                Mode::Apply
+            ),
+            Smoke::Run(group.clone())
+        );
+        assert_eq!(
+            smoke(
+                &sdd,
+                &prev,
+                &plan(Outcome::Converged),
+                &observed,
+                Mode::DryRun
+            ),
+            Smoke::Keep(None),
+            "a dry run never sends a request"
+        );
+        let progressing = Outcome::Progressing {
+            reason: Reason::RolloutInProgress,
+            message: String::new(),
+        };
+        assert_eq!(
+            smoke(&sdd, &prev, &plan(progressing), &observed, Mode::Apply),
+            Smoke::Keep(None)
+        );
+        let mut done = prev.clone();
+        done.smoke_test = Some(SmokeTestStatus {
+            result: "Passed".into(),
+            group_version: Some(group.version as i32),
+            latency_ms: Some(5),
+            message: None,
+        });
+        assert_eq!(
+            smoke(
+                &sdd,
+                &done,
+                &plan(Outcome::Converged),
+                &observed,
+                Mode::Apply
+            ),
+            Smoke::Keep(done.smoke_test.clone()),
+            "once per version"
+        );
+    }
+}

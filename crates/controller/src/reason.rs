@@ -194,6 +194,40 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
+    fn salad_errors_have_the_reason_their_category_names() {
+        let api = |status: u16, problem: Option<&str>| saladcloud::Error::Api {
+            operation: "op",
+            method: http::Method::POST,
+            status,
+            problem: problem.map(|t| {
+                Box::new(saladcloud::model::ProblemDetails {
+                    type_: Some(t.into()),
+                    ..Default::default()
+                })
+            }),
+            snippet: String::new(),
+            retry_after: None,
+        };
+        let errors = [
+            api(400, Some("https://docs.salad.com/errors/name_conflict")),
+            api(400, None),
+            api(422, None),
+            api(401, None),
+            api(403, None),
+            api(404, None),
+            api(408, None),
+            api(429, None),
+            api(503, None),
+            api(418, None),
+            saladcloud::Error::Config("x".into()),
+        ];
+        for e in &errors {
+            assert_eq!(of_salad_error(e).as_str(), e.category(), "{e}");
+            assert_eq!(Reason::parse(e.category()), Some(of_salad_error(e)));
+        }
+    }
+
+    #[test]
     fn every_reason_is_camel_case_and_unique() {
         let names: BTreeSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());

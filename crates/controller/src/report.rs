@@ -781,4 +781,321 @@ mod tests {
         assert!(stalled.is_some_and(|c| c.type_ == STALLED && c.status == "True"));
         assert!(reconciling.is_none());
     }
+
+    // -----------------------------------------------------------------------------------------
+    // The one report, table-tested: each case says what it holds.
+    // -----------------------------------------------------------------------------------------
+
+    use crate::decide::{Decision, ImageFacts, Smoke};
+    use crate::plan::{Desired, Observed};
+    use salad_sd_api::{DeletionPolicy, RolloutStrategy};
+
+    fn cond(type_: &str, status: bool, reason: Reason, generation: i64) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: if status { "True" } else { "False" }.into(),
+            reason: reason.as_str().into(),
+            message: "before".into(),
+            observed_generation: Some(generation),
+            last_transition_time: t(1),
+        }
+    }
+
+    fn serving_before(generation: i64) -> StableDiffusionDeploymentStatus {
+        StableDiffusionDeploymentStatus {
+            phase: Phase::Running,
+            ready_replicas: 2,
+            conditions: vec![
+                cond(READY, true, Reason::Serving, generation),
+                cond(IMAGE_READY, true, Reason::Built, generation),
+                cond(SYNCED, true, Reason::InSync, generation),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn decision(outcome: Outcome, image: ImageState) -> Decision {
+        Decision {
+            desired: Desired {
+                owner_uid: "u".into(),
+                deleting: false,
+                deletion_policy: DeletionPolicy::Delete,
+                strategy: RolloutStrategy::BlueGreen,
+                stopped: false,
+                fixed_name: None,
+                adopt: false,
+                name_prefix: "p".into(),
+                generation: 2,
+                generation_observed: false,
+                min_ready: 2,
+                group: None,
+            },
+            observed: Observed {
+                groups: Vec::new(),
+                image,
+                burned_names: Default::default(),
+            },
+            plan: Plan {
+                actions: Vec::new(),
+                target: None,
+                retiring: Vec::new(),
+                outcome,
+            },
+            recipe: None,
+            image: ImageFacts::default(),
+            smoke: Smoke::Keep(None),
+            hourly_price: Some(0.1),
+            events: Vec::new(),
+        }
+    }
+
+    struct Case {
+        reason: &'static str,
+        prev: StableDiffusionDeploymentStatus,
+        decision: Option<Decision>,
+        failure: Option<Failure>,
+        deleting: bool,
+        /// (type, status, reason) of every condition, in order.
+        conditions: Vec<(&'static str, &'static str, Reason)>,
+        phase: Phase,
+        release: bool,
+        warning: Option<Reason>,
+    }
+
+    #[test]
+    fn the_report_table() {
+        let progressing = Outcome::Progressing {
+            reason: Reason::RolloutInProgress,
+            message: "waiting".into(),
+        };
+        let cases = vec![
+            Case {
+                reason: "a converged plan is Ready, Synced needs a group (none here)",
+                prev: Default::default(),
+                decision: Some(decision(Outcome::Converged, ImageState::Ready)),
+                failure: None,
+                deleting: false,
+                conditions: vec![
+                    (READY, "True", Reason::Serving),
+                    (IMAGE_READY, "True", Reason::Built),
+                    (SYNCED, "False", Reason::NoContainerGroup),
+                ],
+                phase: Phase::Running,
+                release: false,
+                warning: None,
+            },
+            Case {
+                reason: "work in progress is Reconciling with the plan's reason",
+                prev: Default::default(),
+                decision: Some(decision(progressing.clone(), ImageState::Building)),
+                failure: None,
+                deleting: false,
+                conditions: vec![
+                    (READY, "False", Reason::RolloutInProgress),
+                    (RECONCILING, "True", Reason::RolloutInProgress),
+                    (IMAGE_READY, "False", Reason::Building),
+                    (SYNCED, "False", Reason::NoContainerGroup),
+                ],
+                phase: Phase::Building,
+                release: false,
+                warning: None,
+            },
+            Case {
+                reason: "a transient failure before deciding keeps a served generation Ready and \
+                         its ImageReady",
+                prev: serving_before(2),
+                decision: None,
+                failure: Some(Failure::retry(Reason::SaladUnavailable, "503")),
+                deleting: false,
+                conditions: vec![
+                    (READY, "True", Reason::Serving),
+                    (RECONCILING, "True", Reason::SaladUnavailable),
+                    (IMAGE_READY, "True", Reason::Built),
+                    (SYNCED, "False", Reason::SaladUnavailable),
+                ],
+                phase: Phase::Running,
+                release: false,
+                warning: Some(Reason::SaladUnavailable),
+            },
+            Case {
+                reason: "a stall before deciding is not Ready; an earlier generation's ImageReady \
+                         is dropped; serving replicas make it Degraded",
+                prev: serving_before(1),
+                decision: None,
+                failure: Some(Failure::stalled(Reason::InvalidSpec, "fix it")),
+                deleting: false,
+                conditions: vec![
+                    (READY, "False", Reason::InvalidSpec),
+                    (STALLED, "True", Reason::InvalidSpec),
+                    (SYNCED, "False", Reason::InvalidSpec),
+                ],
+                phase: Phase::Degraded,
+                release: false,
+                warning: Some(Reason::InvalidSpec),
+            },
+            Case {
+                reason: "a stall the planner found is reported as a failure",
+                prev: Default::default(),
+                decision: Some(decision(
+                    Outcome::Stalled {
+                        reason: Reason::GroupNotOwned,
+                        message: "adopt it".into(),
+                    },
+                    ImageState::Ready,
+                )),
+                failure: None,
+                deleting: false,
+                conditions: vec![
+                    (READY, "False", Reason::GroupNotOwned),
+                    (STALLED, "True", Reason::GroupNotOwned),
+                    (IMAGE_READY, "True", Reason::Built),
+                    (SYNCED, "False", Reason::GroupNotOwned),
+                ],
+                phase: Phase::Failed,
+                release: false,
+                warning: Some(Reason::GroupNotOwned),
+            },
+            Case {
+                reason: "a failed build names its failure in ImageReady",
+                prev: Default::default(),
+                decision: Some(decision(
+                    progressing.clone(),
+                    ImageState::Failed {
+                        message: "404".into(),
+                    },
+                )),
+                failure: Some(Failure::stalled(
+                    Reason::ModelSourceFailed,
+                    "404 at the URL",
+                )),
+                deleting: false,
+                conditions: vec![
+                    (READY, "False", Reason::ModelSourceFailed),
+                    (STALLED, "True", Reason::ModelSourceFailed),
+                    (IMAGE_READY, "False", Reason::ModelSourceFailed),
+                    (SYNCED, "False", Reason::ModelSourceFailed),
+                ],
+                phase: Phase::Failed,
+                release: false,
+                warning: Some(Reason::ModelSourceFailed),
+            },
+            Case {
+                reason: "a released deletion lets the finalizer go",
+                prev: Default::default(),
+                decision: Some(decision(Outcome::Released, ImageState::Missing)),
+                failure: None,
+                deleting: true,
+                conditions: vec![
+                    (READY, "False", Reason::Deleting),
+                    (IMAGE_READY, "False", Reason::BuildQueued),
+                    (SYNCED, "False", Reason::Released),
+                ],
+                phase: Phase::Deleting,
+                release: true,
+                warning: None,
+            },
+        ];
+        let backoff = Backoff::default();
+        for c in cases {
+            let cx = Context {
+                prev: &c.prev,
+                generation: 2,
+                now: t(100),
+                poll: Duration::from_secs(60),
+                progress: Duration::from_secs(5),
+                backoff: &backoff,
+                failures: 1,
+                events: Vec::new(),
+                endpoint_for: None,
+            };
+            let out = report(
+                cx,
+                Input {
+                    decision: c.decision.as_ref(),
+                    failure: c.failure.clone(),
+                    smoke: None,
+                    replicas: 2,
+                    deleting: c.deleting,
+                },
+            );
+            let got: Vec<(String, String, String)> = out
+                .status
+                .conditions
+                .iter()
+                .map(|k| (k.type_.clone(), k.status.clone(), k.reason.clone()))
+                .collect();
+            let want: Vec<(String, String, String)> = c
+                .conditions
+                .iter()
+                .map(|(t, s, r)| (t.to_string(), s.to_string(), r.as_str().to_string()))
+                .collect();
+            assert_eq!(got, want, "{}", c.reason);
+            assert!(
+                out.status
+                    .conditions
+                    .iter()
+                    .all(|k| k.observed_generation == Some(2)),
+                "{}: observedGeneration",
+                c.reason
+            );
+            assert_eq!(out.status.phase, c.phase, "{}", c.reason);
+            assert_eq!(out.release_finalizer, c.release, "{}", c.reason);
+            let warning = out
+                .events
+                .iter()
+                .find(|e| e.type_ == EventType::Warning)
+                .map(|e| e.reason);
+            assert_eq!(warning, c.warning, "{}", c.reason);
+        }
+    }
+
+    #[test]
+    fn the_endpoint_moves_once_per_url_and_only_to_a_serving_group() {
+        let group = |url: &str| ContainerGroupStatus {
+            name: "g".into(),
+            access_url: Some(url.into()),
+            ..Default::default()
+        };
+        let ready = |url: &str, cm: Option<&str>| StableDiffusionDeploymentStatus {
+            container_group: Some(group(url)),
+            conditions: vec![cond(READY, true, Reason::Serving, 1)],
+            endpoint_config_map: cm.map(str::to_string),
+            ..Default::default()
+        };
+        let cold = |url: &str, cm: Option<&str>| StableDiffusionDeploymentStatus {
+            conditions: vec![cond(READY, false, Reason::RolloutInProgress, 1)],
+            ..ready(url, cm)
+        };
+        let cases = [
+            (
+                "the first URL is written even before Ready",
+                Default::default(),
+                cold("https://a", None),
+                true,
+            ),
+            (
+                "a cold new group does not move a written endpoint",
+                ready("https://a", Some("sd-endpoint")),
+                cold("https://b", Some("sd-endpoint")),
+                false,
+            ),
+            (
+                "a serving new group moves it",
+                ready("https://a", Some("sd-endpoint")),
+                ready("https://b", Some("sd-endpoint")),
+                true,
+            ),
+            (
+                "the same URL again is not written again",
+                ready("https://a", Some("sd-endpoint")),
+                ready("https://a", Some("sd-endpoint")),
+                false,
+            ),
+        ];
+        for (reason, prev, status, write) in cases {
+            let (w, named) = endpoint(&prev, &status, "sd");
+            assert_eq!(w.is_some(), write, "{reason}");
+            assert_eq!(named.as_deref(), Some("sd-endpoint"), "{reason}");
+        }
+    }
 }
