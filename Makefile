@@ -6,7 +6,7 @@ CARGO ?= cargo
 BIN := target/debug/salad-sd
 SPEC ?= $(abspath ../shared/saladcloud/openapi.yaml)
 
-.PHONY: all build test crds check-crds lint fmt deps ci
+.PHONY: all build test test-unit crds check-crds lint fmt deps ci
 all: build
 
 build:
@@ -19,6 +19,16 @@ deps:
 
 test: deps
 	$(CARGO) test --workspace
+
+## The fast lane: every test that needs no root, no apt package and no service outside the test
+## process (pure code, the in-memory SaladCloud, the mocked Kubernetes API, the in-process
+## simulator). `make test` stays the whole suite.
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p salad-sd-api --test crd --test manifests
+	$(CARGO) test -p salad-sd-controller --test planner --test engine_fake --test lease --test operator_run
+	$(CARGO) test -p saladcloud --test model --test client
+	$(CARGO) test -p saladcloud-sim --test api
 
 ## Regenerate the committed CRD YAML from the Rust types.
 crds:

@@ -138,7 +138,7 @@ pub struct ImageFacts {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Smoke {
     /// Run it on this group.
-    Run(ContainerGroup),
+    Run(Box<ContainerGroup>),
     /// Keep this result.
     Keep(Option<SmokeTestStatus>),
 }
@@ -377,7 +377,7 @@ pub fn smoke(
                 && previous.as_ref().and_then(|s| s.group_version)
                     != Some(t.group.version as i32) =>
         {
-            Smoke::Run(t.group.clone())
+            Smoke::Run(Box::new(t.group.clone()))
         }
         _ => Smoke::Keep(previous),
     }
@@ -586,7 +586,7 @@ mod tests {
                 &observed,
                 Mode::Apply
             ),
-            Smoke::Run(group.clone())
+            Smoke::Run(Box::new(group.clone()))
         );
         assert_eq!(
             smoke(

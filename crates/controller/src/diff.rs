@@ -234,7 +234,8 @@ mod tests {
         let want = group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &resolved_secrets());
         let have = crate::fake::group_from(&want);
         assert!(diff(&want, &have).is_empty(), "{:?}", diff(&want, &have));
-        let cases: [(&str, Cost, fn(&mut ContainerGroup)); 5] = [
+        type Edit = fn(&mut ContainerGroup);
+        let cases: [(&str, Cost, Edit); 5] = [
             ("replicas", Cost::InPlace, |g| g.replicas = 9),
             ("container.image", Cost::NewVersion, |g| {
                 g.container.image = "x".into()
