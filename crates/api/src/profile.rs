@@ -1,7 +1,12 @@
 //! What each server kind needs: default image, where model files go, how it is launched, and
 //! probes that make "started" mean "the checkpoint is loaded".
 //!
-//! Sources: `shared/reference/sd-deploy.md` §1.2–§1.5 (SD.Next), §3.9 (A1111), §1.7 (ComfyUI).
+//! Sources, upstream: SaladTechnologies/sdnext branch `docker-build` (`Dockerfile`,
+//! `entrypoint.sh`) and vladmandic/sdnext (`modules/paths.py`, `modules/shared.py`,
+//! `modules/cmd_args.py`, `configs/Dockerfile.cuda`) for SD.Next;
+//! AbdBarho/stable-diffusion-webui-docker `services/AUTOMATIC1111/entrypoint.sh` and SaladCloud's
+//! A1111 `Dockerfile.ipv6` for A1111; SaladTechnologies/comfyui-api (`docker/comfyui.dockerfile`,
+//! `src/config.ts`) and ComfyUI `folder_paths.py` for ComfyUI.
 
 use crate::spec::{ModelKind, SdNextBackend, SdNextLayout, ServerKind, ServerSpec};
 

@@ -236,8 +236,8 @@ pub struct SecretRef {
 }
 
 impl StableDiffusionDeploymentSpec {
-    /// Every `(Secret, key)` the spec refers to: the one list the operator's Secret watch, the
-    /// Secret resolver and the CLI's credential lookup share.
+    /// Every `(Secret, key)` the spec refers to: the one list the operator's Secret watch and
+    /// the CLI's credential lookup share.
     pub fn secret_refs(&self) -> std::collections::BTreeSet<(String, String)> {
         let mut out = std::collections::BTreeSet::new();
         let r = &self.saladcloud.api_key_secret_ref;

@@ -173,6 +173,24 @@ fn is_paused(sdd: &StableDiffusionDeployment) -> bool {
 }
 
 /// One reconcile of one resource.
+///
+/// # Guarantees
+/// - The finalizer `salad-sd.dev/cleanup` is on the resource before any container group can be
+///   created for it (added with a JSON patch that tests the current list, so a concurrent
+///   change is never dropped).
+/// - The API key's Secret carries `salad-sd.dev/api-key-in-use` before the first create, so a
+///   namespace deletion cannot take the key while a group may exist.
+/// - On deletion the order is: the groups are deleted (SaladCloud answers 202; the resource
+///   waits until they are gone), then **status** says no group is left, then the **Secret's
+///   finalizer** is released (only when no other resource of the namespace uses the key), then
+///   the **resource's finalizer**. A crash between any two steps repeats the later ones: status
+///   saying no group was recorded lets a restarted operator release without the key.
+///
+/// # Caveats
+/// - A resource whose key is gone while a group is recorded stays (Stalled, `SecretMissing`)
+///   until the key is restored or `deletionPolicy: Orphan` is set: deleting it anyway would
+///   leak a billed group.
+/// - With the operator down, deletions wait; nothing is released behind its back.
 pub async fn reconcile(
     sdd: Arc<StableDiffusionDeployment>,
     ctx: Arc<Context>,
