@@ -264,66 +264,14 @@ fn decided(
     c: Option<&Consequence>,
 ) -> (StableDiffusionDeploymentStatus, Duration, bool) {
     let plan = &d.plan;
-    let observed = &d.observed;
-    let built = d.image.built.as_ref();
-    let building = d.image.building.clone();
-    let target = plan
-        .target
-        .as_ref()
-        .and_then(|t| observed.groups.iter().find(|g| &g.group.name == t));
-    let previous = plan
-        .retiring
-        .iter()
-        .find_map(|n| observed.groups.iter().find(|g| &g.group.name == n));
-    let image_ready = observed.image == ImageState::Ready;
+    let find = |name: &String| d.observed.groups.iter().find(|g| &g.group.name == name);
+    let target = plan.target.as_ref().and_then(find);
+    let previous = plan.retiring.iter().find_map(find);
     let ready = target.map_or(0, |g| {
         ready_instances(&g.group, g.instances.as_deref()) as i32
     });
-    let (mut phase, ready_cond, reconciling, stalled) = phase_and_conditions(
-        &plan.outcome,
-        image_ready,
-        target.is_some(),
-        !plan.retiring.is_empty() || target.is_some_and(|g| g.group.pending_change),
-        input.deleting,
-    );
-    let build_failure = failure.filter(|_| matches!(observed.image, ImageState::Failed { .. }));
-    let mut conds = Conditions {
-        ready: ready_cond,
-        reconciling,
-        stalled,
-        image_ready: Some(image_condition(&observed.image, build_failure)),
-        synced: synced(plan, target.is_some(), image_ready, failure),
-    };
-    if let Some(c) = c {
-        conds.failed(c);
-        // Degraded: the newest spec cannot be served (it stalled, or its image failed) while an
-        // earlier group serves. A transient SaladCloud failure keeps the phase it interrupted.
-        let image_failed = matches!(observed.image, ImageState::Failed { .. });
-        if input.deleting {
-            phase = Phase::Deleting;
-        } else if ready > 0 && (c.stalled || image_failed) {
-            phase = Phase::Degraded;
-        } else if c.stalled {
-            phase = Phase::Failed;
-        }
-    }
-    if image_ready
-        && cx
-            .prev
-            .condition(IMAGE_READY)
-            .is_none_or(|c| c.status != "True")
-        && let Some(img) = built
-    {
-        cx.events.push(Event::normal(
-            Reason::ImageBuilt,
-            format!(
-                "image {} ready ({} layers, {} bytes uploaded)",
-                img.reference,
-                img.layers.len(),
-                img.bytes_uploaded
-            ),
-        ));
-    }
+    let (phase, conds) = decided_conditions(d, input, target, ready, failure, c);
+    announce_progress(cx, d);
     let message = match (c, &plan.outcome) {
         (Some(c), _) => c.message.clone(),
         (None, Outcome::Converged) => "serving the desired state".to_string(),
@@ -333,31 +281,23 @@ fn decided(
             message.clone()
         }
     };
-    if plan.outcome == Outcome::Converged
-        && cx
-            .prev
-            .condition(READY)
-            .is_none_or(|c| c.status != "True" || Reason::parse(&c.reason) != Some(Reason::Serving))
-    {
-        cx.events.push(Event::normal(
-            Reason::RolloutComplete,
-            format!(
-                "`{}` serves the desired state",
-                plan.target.clone().unwrap_or_default()
-            ),
-        ));
-    }
-
-    let current_replicas = target.map_or(0, |g| g.group.replicas as i32);
+    let building = d.image.building.clone();
     // The IMAGE column shows what serves: a failed new build leaves the last built image.
-    let image = match (built, cx.prev.image.clone().filter(|_| target.is_some())) {
+    let image = match (
+        d.image.built.as_ref(),
+        cx.prev.image.clone().filter(|_| target.is_some()),
+    ) {
         (None, Some(serving)) => Some(ImageStatus {
-            build: building.clone(),
+            build: building,
             ..serving
         }),
         (built, _) => image_status(built, building),
     };
-    let mut status = StableDiffusionDeploymentStatus {
+    let hourly = match plan.outcome {
+        Outcome::Stopped => Some(0.0),
+        _ => d.hourly_price.map(|p| p * input.replicas.max(0) as f64),
+    };
+    let status = StableDiffusionDeploymentStatus {
         observed_generation: Some(cx.generation),
         phase,
         message: Some(message),
@@ -375,24 +315,91 @@ fn decided(
             })
         }),
         previous_container_group: previous.map(group_status),
-        replicas: current_replicas,
+        replicas: target.map_or(0, |g| g.group.replicas as i32),
         ready_replicas: ready,
         replica_summary: Some(format!("{ready}/{}", input.replicas)),
-        estimated_hourly_cost_usd: d
-            .hourly_price
-            .map(|price| format!("{:.3}", price * input.replicas.max(0) as f64)),
+        estimated_hourly_cost_usd: hourly.map(|cost| format!("{cost:.3}")),
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
     };
-    if plan.outcome == Outcome::Stopped {
-        status.estimated_hourly_cost_usd = Some("0.000".into());
-    }
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
         (None, Outcome::Converged | Outcome::Stopped) => jitter(cx.poll),
         _ => cx.progress,
     };
     (status, requeue_after, plan.outcome == Outcome::Released)
+}
+
+/// Phase and conditions of a decided reconcile: from the plan's outcome, then the failure.
+fn decided_conditions(
+    d: &Decision,
+    input: &Input<'_>,
+    target: Option<&ObservedGroup>,
+    ready: i32,
+    failure: Option<&Failure>,
+    c: Option<&Consequence>,
+) -> (Phase, Conditions) {
+    let plan = &d.plan;
+    let image = &d.observed.image;
+    let image_ready = *image == ImageState::Ready;
+    let (mut phase, ready_cond, reconciling, stalled) = phase_and_conditions(
+        &plan.outcome,
+        image_ready,
+        target.is_some(),
+        !plan.retiring.is_empty() || target.is_some_and(|g| g.group.pending_change),
+        input.deleting,
+    );
+    let image_failed = matches!(image, ImageState::Failed { .. });
+    let mut conds = Conditions {
+        ready: ready_cond,
+        reconciling,
+        stalled,
+        image_ready: Some(image_condition(image, failure.filter(|_| image_failed))),
+        synced: synced(plan, target.is_some(), image_ready, failure),
+    };
+    if let Some(c) = c {
+        conds.failed(c);
+        // Degraded: the newest spec cannot be served (it stalled, or its image failed) while an
+        // earlier group serves. A transient SaladCloud failure keeps the phase it interrupted.
+        if input.deleting {
+            phase = Phase::Deleting;
+        } else if ready > 0 && (c.stalled || image_failed) {
+            phase = Phase::Degraded;
+        } else if c.stalled {
+            phase = Phase::Failed;
+        }
+    }
+    (phase, conds)
+}
+
+/// The Normal Events of progress, each when it first shows: the image is built, the rollout
+/// completed.
+fn announce_progress(cx: &mut Context<'_>, d: &Decision) {
+    let was_true = |type_: &str| cx.prev.condition(type_).filter(|c| c.status == "True");
+    if d.observed.image == ImageState::Ready
+        && was_true(IMAGE_READY).is_none()
+        && let Some(img) = &d.image.built
+    {
+        cx.events.push(Event::normal(
+            Reason::ImageBuilt,
+            format!(
+                "image {} ready ({} layers, {} bytes uploaded)",
+                img.reference,
+                img.layers.len(),
+                img.bytes_uploaded
+            ),
+        ));
+    }
+    let served = was_true(READY).is_some_and(|c| Reason::parse(&c.reason) == Some(Reason::Serving));
+    if d.plan.outcome == Outcome::Converged && !served {
+        cx.events.push(Event::normal(
+            Reason::RolloutComplete,
+            format!(
+                "`{}` serves the desired state",
+                d.plan.target.clone().unwrap_or_default()
+            ),
+        ));
+    }
 }
 
 /// `ImageReady`, from the image's state (and the build's failure, when it failed).
