@@ -236,6 +236,22 @@ pub struct SecretRef {
 }
 
 impl StableDiffusionDeploymentSpec {
+    /// The replica count the spec asks for, within what SaladCloud accepts (0..=500): the one
+    /// reading of `replicas` (admission refuses others; this keeps the engine safe regardless).
+    pub fn desired_replicas(&self) -> u32 {
+        self.replicas.clamp(0, 500) as u32
+    }
+
+    /// Ready instances a group needs before it counts as serving: `rollout.minReadyReplicas`,
+    /// or every replica, never more than there are.
+    pub fn min_ready_replicas(&self) -> u32 {
+        let replicas = self.desired_replicas();
+        self.rollout
+            .min_ready_replicas
+            .map_or(replicas, |m| m.clamp(0, 500) as u32)
+            .min(replicas)
+    }
+
     /// Every `(Secret, key)` the spec refers to: the one list the operator's Secret watch and
     /// the CLI's credential lookup share.
     pub fn secret_refs(&self) -> std::collections::BTreeSet<(String, String)> {

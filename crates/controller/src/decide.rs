@@ -88,7 +88,7 @@ pub fn is_candidate(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> 
 
 /// Instances are listed only where readiness is in question, and only for our groups.
 pub fn needs_instances(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> bool {
-    let replicas = sdd.spec.replicas.max(0) as u32;
+    let replicas = sdd.spec.desired_replicas();
     let in_question = group.pending_change
         || group.current_state.instance_status_counts.running_count < replicas
         || !previous(sdd).is_ready_at(sdd.metadata.generation);

@@ -35,11 +35,7 @@ pub fn desired(
         name_prefix: name_prefix.to_string(),
         generation,
         generation_observed: prev.observed_generation == Some(generation),
-        min_ready: spec
-            .rollout
-            .min_ready_replicas
-            .unwrap_or(spec.replicas)
-            .max(0) as u32,
+        min_ready: spec.min_ready_replicas(),
         group: None,
     }
 }
@@ -188,7 +184,7 @@ pub fn group_definition(
     container.registry_authentication = secrets.pull_auth.clone();
 
     let mut proto =
-        salad::ContainerGroupPrototype::new(String::new(), container, spec.replicas.max(0) as u32);
+        salad::ContainerGroupPrototype::new(String::new(), container, spec.desired_replicas());
     proto.display_name = spec.saladcloud.display_name.clone();
     proto.autostart_policy = !spec.stopped;
     proto.restart_policy = match spec.restart_policy {

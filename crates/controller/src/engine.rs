@@ -263,7 +263,7 @@ impl Engine {
             decision,
             failure,
             smoke,
-            replicas: sdd.spec.replicas,
+            replicas: sdd.spec.desired_replicas(),
             deleting: sdd.metadata.deletion_timestamp.is_some(),
         };
         let fail = |failure: Failure| {

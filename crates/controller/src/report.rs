@@ -123,7 +123,7 @@ pub struct Input<'a> {
     /// The smoke test's result.
     pub smoke: Option<SmokeTestStatus>,
     /// Desired replicas.
-    pub replicas: i32,
+    pub replicas: u32,
     /// The resource is being deleted.
     pub deleting: bool,
 }
@@ -295,7 +295,7 @@ fn decided(
     };
     let hourly = match plan.outcome {
         Outcome::Stopped => Some(0.0),
-        _ => d.hourly_price.map(|p| p * input.replicas.max(0) as f64),
+        _ => d.hourly_price.map(|p| p * f64::from(input.replicas)),
     };
     let status = StableDiffusionDeploymentStatus {
         observed_generation: Some(cx.generation),
