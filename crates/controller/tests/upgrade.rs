@@ -218,7 +218,7 @@ impl World {
         ]
     }
 
-    fn to_fixture(&self, status: &Value) -> String {
+    fn save_fixture(&self, status: &Value) -> String {
         let mut text = serde_json::to_string_pretty(status).unwrap();
         for (real, placeholder) in self.placeholders() {
             text = text.replace(&real, placeholder);
@@ -226,7 +226,7 @@ impl World {
         text + "\n"
     }
 
-    fn from_fixture(&self, text: &str) -> Value {
+    fn load_fixture(&self, text: &str) -> Value {
         let mut text = text.to_string();
         for (real, placeholder) in self.placeholders() {
             text = text.replace(placeholder, &real);
@@ -304,7 +304,7 @@ async fn capture_status_fixtures() {
         ),
         ("status-0.1.0-ready.json", ready),
     ] {
-        std::fs::write(fixtures().join(name), world.to_fixture(&status)).unwrap();
+        std::fs::write(fixtures().join(name), world.save_fixture(&status)).unwrap();
     }
     world.sim.shutdown().await;
 }
@@ -324,7 +324,7 @@ async fn a_ready_resource_of_the_earlier_operator_converges_without_a_spec_chang
         let group = setup.object().status.unwrap().container_group.unwrap();
         drop(ctx);
 
-        let mut fixture = world.from_fixture(
+        let mut fixture = world.load_fixture(
             &std::fs::read_to_string(fixtures().join("status-0.1.0-ready.json")).unwrap(),
         );
         // The fixture names the group by the derived name of this resource.
@@ -402,7 +402,7 @@ async fn a_ready_resource_of_the_earlier_operator_converges_without_a_spec_chang
 async fn a_resource_the_earlier_operator_was_building_is_built_and_deployed() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let world = World::start().await;
-        let fixture = world.from_fixture(
+        let fixture = world.load_fixture(
             &std::fs::read_to_string(fixtures().join("status-0.1.0-building.json")).unwrap(),
         );
         assert_eq!(fixture["phase"], "Building");
