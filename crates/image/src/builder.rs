@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -22,7 +22,7 @@ use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, LayerSpec, Recipe, model_index_tag};
 use crate::reference::ImageReference;
 use crate::registry::{ByteStream, Mount, OP_STREAM_PATCH, RegistryClient, Scope, response_stream};
-use crate::source::{SourceFetcher, SourcePolicy, display_url};
+use crate::source::{Ranged, SourceFetcher, SourcePolicy, display_url};
 use crate::{ANNOTATION_MODEL_SHA256, DOCKER_MANIFEST_V2};
 
 /// How blobs are uploaded.
@@ -55,6 +55,14 @@ pub struct BuilderOptions {
     pub max_source_bytes: u64,
     /// Largest accepted total of unpacked archive contents, in bytes (default 8 GiB).
     pub max_unpacked_bytes: u64,
+    /// Ranged requests in flight per model download, when the source takes ranges (default 4;
+    /// 1: one plain GET). One slow connection then does not hold a build back.
+    pub download_connections: usize,
+    /// Bytes per ranged request (default 4 MiB); at most `download_connections + 1` of them
+    /// are held in memory per download.
+    pub download_segment_bytes: u64,
+    /// Model layers of one image built at once (default 3).
+    pub layer_concurrency: usize,
 }
 
 impl Default for BuilderOptions {
@@ -67,6 +75,9 @@ impl Default for BuilderOptions {
             upload_mode: UploadMode::Auto,
             max_source_bytes: 64 << 30,
             max_unpacked_bytes: 8 << 30,
+            download_connections: 4,
+            download_segment_bytes: 4 << 20,
+            layer_concurrency: 3,
         }
     }
 }
@@ -81,6 +92,9 @@ impl fmt::Debug for BuilderOptions {
             .field("upload_mode", &self.upload_mode)
             .field("max_source_bytes", &self.max_source_bytes)
             .field("max_unpacked_bytes", &self.max_unpacked_bytes)
+            .field("download_connections", &self.download_connections)
+            .field("download_segment_bytes", &self.download_segment_bytes)
+            .field("layer_concurrency", &self.layer_concurrency)
             .finish()
     }
 }
@@ -138,7 +152,13 @@ struct Counters {
 impl Builder {
     /// Creates a builder.
     pub fn new(opts: BuilderOptions) -> Result<Self> {
-        let fetcher = SourceFetcher::new(opts.source_policy)?;
+        let fetcher = SourceFetcher::new(
+            opts.source_policy,
+            Ranged {
+                connections: opts.download_connections.max(1),
+                segment: opts.download_segment_bytes,
+            },
+        )?;
         Ok(Self {
             opts,
             fetcher,
@@ -289,9 +309,26 @@ impl Builder {
             });
         }
 
-        let mut done = Vec::with_capacity(recipe.layers.len());
-        for spec in &recipe.layers {
-            done.push(self.model_layer(spec, &target, &mut counters).await?);
+        // Several new model layers at once (bounded), each its own download and upload, kept
+        // in recipe order; the first failure stops the others (an abandoned upload session is
+        // harmless: the registry purges it).
+        let results: Vec<(LayerDone, Counters)> = futures::stream::iter(&recipe.layers)
+            .map(|spec| {
+                let target = &target;
+                async move {
+                    let mut c = Counters::default();
+                    let done = self.model_layer(spec, target, &mut c).await?;
+                    Ok::<_, Error>((done, c))
+                }
+            })
+            .buffered(self.opts.layer_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut done = Vec::with_capacity(results.len());
+        for (d, c) in results {
+            counters.uploaded += c.uploaded;
+            counters.downloaded += c.downloaded;
+            done.push(d);
         }
 
         manifest::edit_config(&mut config, recipe, &hash, &base.digest, &done);
