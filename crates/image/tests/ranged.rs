@@ -154,7 +154,7 @@ async fn a_broken_range_is_resumed_where_it_stopped() {
                     .unwrap()
                     .parse()
                     .unwrap();
-                start % MIB != 0
+                !start.is_multiple_of(MIB)
             })
             .collect();
         assert_eq!(resumed.len(), 1, "{ranges:?}");
