@@ -55,12 +55,14 @@ pub struct BuilderOptions {
     pub max_source_bytes: u64,
     /// Largest accepted total of unpacked archive contents, in bytes (default 8 GiB).
     pub max_unpacked_bytes: u64,
-    /// Ranged requests in flight per model download, when the source takes ranges (default 4;
+    /// Ranged requests in flight per model download, when the source takes ranges (default 8;
     /// 1: one plain GET). One slow connection then does not hold a build back.
     pub download_connections: usize,
-    /// Bytes per ranged request (default 4 MiB); at most `download_connections + 1` of them
-    /// are held in memory per download.
+    /// Bytes per ranged request (default 2 MiB).
     pub download_segment_bytes: u64,
+    /// Bytes of downloaded ranges held in memory at once, across all concurrent layers
+    /// (default 16 MiB): the bound that keeps the builder's memory flat.
+    pub download_buffer_bytes: u64,
     /// Model layers of one image built at once (default 3).
     pub layer_concurrency: usize,
 }
@@ -75,8 +77,9 @@ impl Default for BuilderOptions {
             upload_mode: UploadMode::Auto,
             max_source_bytes: 64 << 30,
             max_unpacked_bytes: 8 << 30,
-            download_connections: 4,
-            download_segment_bytes: 4 << 20,
+            download_connections: 8,
+            download_segment_bytes: 2 << 20,
+            download_buffer_bytes: 16 << 20,
             layer_concurrency: 3,
         }
     }
@@ -94,6 +97,7 @@ impl fmt::Debug for BuilderOptions {
             .field("max_unpacked_bytes", &self.max_unpacked_bytes)
             .field("download_connections", &self.download_connections)
             .field("download_segment_bytes", &self.download_segment_bytes)
+            .field("download_buffer_bytes", &self.download_buffer_bytes)
             .field("layer_concurrency", &self.layer_concurrency)
             .finish()
     }
@@ -157,6 +161,7 @@ impl Builder {
             Ranged {
                 connections: opts.download_connections.max(1),
                 segment: opts.download_segment_bytes,
+                budget: opts.download_buffer_bytes,
             },
         )?;
         Ok(Self {

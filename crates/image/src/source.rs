@@ -40,6 +40,9 @@ pub(crate) struct SourceFetcher {
     http: reqwest::Client,
     policy: SourcePolicy,
     ranged: Ranged,
+    /// Segments held in memory across all downloads of this builder (their bytes, in
+    /// segments), so that concurrent layers share one bound instead of multiplying it.
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a large download is split: `connections` ranged requests in flight, each for `segment`
@@ -49,6 +52,8 @@ pub(crate) struct SourceFetcher {
 pub(crate) struct Ranged {
     pub(crate) connections: usize,
     pub(crate) segment: u64,
+    /// Bytes of ranges held in memory at once across all downloads.
+    pub(crate) budget: u64,
 }
 
 /// Attempts per segment (the first and two resumptions from where a broken range stopped).
@@ -154,10 +159,12 @@ impl SourceFetcher {
         let http = b.build().map_err(|e| {
             Error::Internal(format!("building HTTP client: {}", describe_reqwest(e)))
         })?;
+        let permits = (ranged.budget / ranged.segment.max(1)).max(1) as usize;
         Ok(Self {
             http,
             policy,
             ranged,
+            budget: Arc::new(tokio::sync::Semaphore::new(permits)),
         })
     }
 
@@ -323,7 +330,7 @@ impl SourceFetcher {
                 name: name.to_owned(),
                 shown,
             };
-            return Ok(segment.download(resp, end, total, self.ranged));
+            return Ok(segment.download(resp, end, total, self.ranged, self.budget.clone()));
         }
         let len = resp
             .headers()
@@ -389,6 +396,19 @@ impl SourceFetcher {
     }
 }
 
+/// A downloaded range and its room in the budget, given back when the last chunk was taken.
+struct Held {
+    chunks: std::vec::IntoIter<bytes::Bytes>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Iterator for Held {
+    type Item = bytes::Bytes;
+    fn next(&mut self) -> Option<bytes::Bytes> {
+        self.chunks.next()
+    }
+}
+
 /// A task that is aborted when its handle is dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -443,6 +463,7 @@ impl Segment {
         first_end: u64,
         total: u64,
         ranged: Ranged,
+        budget: Arc<tokio::sync::Semaphore>,
     ) -> Download {
         let mut ranges = vec![(0, first_end)];
         let mut start = first_end + 1;
@@ -456,7 +477,26 @@ impl Segment {
         // with the range before it; dropping the download aborts the ranges in flight.
         let stream = futures::stream::iter(ranges)
             .map(move |(a, b)| {
-                let task = AbortOnDrop(tokio::spawn(self.clone().fetch(a, b, first.take())));
+                let open = first.take();
+                let (segment, budget) = (self.clone(), budget.clone());
+                // The first range is already open; every other one waits for room in the
+                // budget (first come, first served, so each download's next range is ahead of
+                // its later ones) and keeps it until its bytes have gone down the pipeline.
+                let task = AbortOnDrop(tokio::spawn(async move {
+                    let permit = match open {
+                        Some(_) => None,
+                        None => Some(
+                            budget
+                                .acquire_owned()
+                                .await
+                                .map_err(std::io::Error::other)?,
+                        ),
+                    };
+                    segment.fetch(a, b, open).await.map(|chunks| Held {
+                        chunks: chunks.into_iter(),
+                        _permit: permit,
+                    })
+                }));
                 async move {
                     match task.await {
                         Ok(r) => r,
@@ -465,7 +505,7 @@ impl Segment {
                 }
             })
             .buffered(ranged.connections)
-            .map_ok(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
+            .map_ok(|held| futures::stream::iter(held.map(Ok)))
             .try_flatten()
             .boxed();
         Download {
