@@ -317,15 +317,14 @@ impl Builder {
         // Several new model layers at once (bounded), each its own download and upload, kept
         // in recipe order; the first failure stops the others (an abandoned upload session is
         // harmless: the registry purges it).
-        let results: Vec<(LayerDone, Counters)> = futures::stream::iter(&recipe.layers)
-            .map(|spec| {
-                let target = &target;
-                async move {
-                    let mut c = Counters::default();
-                    let done = self.model_layer(spec, target, &mut c).await?;
-                    Ok::<_, Error>((done, c))
-                }
-            })
+        // (The futures are made up front by an async fn, not by a closure over `&LayerSpec`,
+        // so the build future stays `Send` for any caller that spawns it.)
+        let layers: Vec<_> = recipe
+            .layers
+            .iter()
+            .map(|spec| self.counted_layer(spec, &target))
+            .collect();
+        let results: Vec<(LayerDone, Counters)> = futures::stream::iter(layers)
             .buffered(self.opts.layer_concurrency.max(1))
             .try_collect()
             .await?;
@@ -600,6 +599,17 @@ impl Builder {
         treg.finish_upload(&target.repository, &loc, digest, None)
             .await?;
         Ok(n)
+    }
+
+    /// [`Builder::model_layer`] with its own byte counters.
+    async fn counted_layer(
+        &self,
+        spec: &LayerSpec,
+        target: &ImageReference,
+    ) -> Result<(LayerDone, Counters)> {
+        let mut c = Counters::default();
+        let done = self.model_layer(spec, target, &mut c).await?;
+        Ok((done, c))
     }
 
     async fn model_layer(
