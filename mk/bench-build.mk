@@ -1,5 +1,7 @@
 .PHONY: bench-build
-## Image builder benchmark: 2 GiB synthetic model into a local registry vs `curl -T` (one JSON line).
+## Image builder benchmark: 2 GiB synthetic model into a local registry vs `curl -T`; the same
+## model from a source capped at BENCH_CAP_MIB_S (50) MiB/s per connection (parallel ranges);
+## three new models (BENCH_THREE_MIB=1024, 512, 256 MiB) at once vs the largest alone (one JSON line).
 ## BENCH_MODEL_MIB=2048 BENCH_SMALL_MIB=256 BENCH_SECOND_MIB=64 can be overridden.
 bench-build:
 	@scripts/bench-build.sh

@@ -1,8 +1,11 @@
 ## Run the images we build as a SaladCloud node would (runc + overlayfs, as root): one stand-in
-## base per server kind, the group's probes, bytes written at start. Skipped (not passed) where
-## runc, overlayfs or root is missing; CI installs them and fails instead of skipping.
+## base per server kind, the group's probes, bytes written at start; and the operator image
+## (`make image`) as its Deployment runs it (uid 65532, read-only root, no capabilities) against
+## a mocked Kubernetes API and the simulator. Skipped (not passed) where runc, overlayfs or root
+## is missing; CI installs them and fails instead of skipping.
 .PHONY: test-runtime deps-runtime
-## What test-runtime needs (Debian docker-registry, runc, socat, python3.11), when missing.
+## What test-runtime needs (Debian docker-registry, runc, socat, python3.11, and for the operator
+## image musl-tools, ca-certificates and the Rust musl target), when missing.
 deps-runtime:
 	@scripts/ensure-deps.sh runtime
 
@@ -11,4 +14,5 @@ test-runtime: deps-runtime
 	  if [ -n "$$CI" ]; then echo "test-runtime: needs root, runc and overlayfs in CI" >&2; exit 1; fi; \
 	  echo "SKIPPED test-runtime: needs root, runc (apt-get install runc) and overlayfs"; exit 0; \
 	fi; \
-	$(CARGO) test -p salad-sd-e2e --test runtime -- --include-ignored --nocapture --test-threads=8
+	$(MAKE) --no-print-directory image && \
+	SALAD_SD_OPERATOR_IMAGE=$(IMAGE_DIR) $(CARGO) test -p salad-sd-e2e --test runtime --test operator_image -- --include-ignored --nocapture --test-threads=8

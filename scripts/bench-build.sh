@@ -10,4 +10,6 @@ cargo build -q --release -p salad-sd-image --example bench_build
 exec target/release/examples/bench_build \
   --model-mib "${BENCH_MODEL_MIB:-2048}" \
   --small-mib "${BENCH_SMALL_MIB:-256}" \
-  --second-mib "${BENCH_SECOND_MIB:-64}"
+  --second-mib "${BENCH_SECOND_MIB:-64}" \
+  --cap-mib-s "${BENCH_CAP_MIB_S:-50}" \
+  --three-mib "${BENCH_THREE_MIB:-1024}"

@@ -2,11 +2,13 @@
 # Installs the Debian packages the tests and the demo use, when they are missing:
 # docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests), lua5.4
 # (runs the Argo CD health check in its test), and for `make test-runtime` runc (runs the built
-# images) with socat and Debian's python3.11 (copied into the stand-in base images).
+# images) with socat and Debian's python3.11 (copied into the stand-in base images), and for
+# `make image` musl-tools, ca-certificates and the Rust musl target.
 #
 # Usage: scripts/ensure-deps.sh [MODE]
 #   test     what `make test` needs: docker-registry, lua5.4
-#   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11
+#   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11, and what
+#            `make image` needs (it runs the operator image too)
 #   all      both (the default, as `.ci/run` and the demo call it)
 set -euo pipefail
 mode=${1:-all}
@@ -23,6 +25,14 @@ if [ "$mode" != test ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   [ -x /usr/bin/socat ] || missing+=(socat)
   [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
+  # `make image`: the static operator binary (musl-gcc for the C parts of aws-lc-sys) and the CA
+  # certificates the image carries.
+  [ -x /usr/bin/musl-gcc ] || missing+=(musl-tools)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+  if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "adding the Rust target x86_64-unknown-linux-musl (rustup)" >&2
+    rustup target add x86_64-unknown-linux-musl
+  fi
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

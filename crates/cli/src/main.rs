@@ -94,5 +94,8 @@ fn main() -> ExitCode {
             },
         }
     });
+    // Work left in the background (an image build's blocking layer writer after the operator
+    // stopped) must not hold the exit: the pod's grace period is short.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code)
 }

@@ -15,6 +15,10 @@ use tokio::time::Instant;
 /// Name of the Lease object.
 pub const LEASE_NAME: &str = "salad-sd-operator";
 
+/// The longest a release on shutdown may take (a GET and a PUT); after it, the standby takes
+/// over when the Lease expires.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Lease timings (client-go's defaults: 15 s, 10 s, 2 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTiming {
@@ -163,7 +167,8 @@ impl LeaderLease {
     }
 
     /// Gives the Lease up (clears the holder) so a standby takes over at once. Best effort,
-    /// bounded by the renew deadline; never touches a Lease another replica holds.
+    /// bounded by [`RELEASE_TIMEOUT`] (a shutdown must end well inside the pod's grace
+    /// period); never touches a Lease another replica holds.
     pub async fn release(&self) {
         let attempt = async {
             let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
@@ -183,7 +188,7 @@ impl LeaderLease {
                 .await?;
             Ok(true)
         };
-        match tokio::time::timeout(self.timing.renew_deadline, attempt).await {
+        match tokio::time::timeout(self.timing.renew_deadline.min(RELEASE_TIMEOUT), attempt).await {
             Ok(Ok(true)) => {
                 tracing::info!(identity = %self.identity, "released the leader lease; a standby takes over now")
             }

@@ -121,6 +121,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// API-key Secrets (`namespace/name`) this process has seen carry our finalizer.
     guarded: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Cancelled on shutdown: reconciles stop at their next safe point (see [`reconcile`]).
+    shutdown: CancellationToken,
 }
 
 impl Context {
@@ -135,7 +137,14 @@ impl Context {
             client,
             engine,
             guarded: Default::default(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// This context with reconciles that stop when `shutdown` is cancelled.
+    pub fn stopping_on(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 }
 
@@ -191,6 +200,13 @@ fn is_paused(sdd: &StableDiffusionDeployment) -> bool {
 ///   until the key is restored or `deletionPolicy: Orphan` is set: deleting it anyway would
 ///   leak a billed group.
 /// - With the operator down, deletions wait; nothing is released behind its back.
+///
+/// On shutdown (the context's token) a reconcile stops at a safe point: before it starts, or
+/// while the engine observes, builds or waits on SaladCloud (the engine's future is dropped,
+/// which abandons a hanging SaladCloud call; nothing is lost, because the next leader observes
+/// the world again: builds are found by their recipe tag, groups by their owner label, and an
+/// abandoned upload leaves nothing the registry serves). Once the engine has an outcome, its
+/// few Kubernetes writes (Events, status, finalizers, in their crash-safe order) finish.
 pub async fn reconcile(
     sdd: Arc<StableDiffusionDeployment>,
     ctx: Arc<Context>,
@@ -201,6 +217,9 @@ pub async fn reconcile(
         .name
         .clone()
         .ok_or(Error::Malformed("a name"))?;
+    if ctx.shutdown.is_cancelled() {
+        return Ok(Action::await_change());
+    }
     let api: Api<StableDiffusionDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     if is_paused(&sdd) {
         tracing::info!(%ns, %name, "paused by annotation {PAUSED_ANNOTATION}; not reconciling");
@@ -238,10 +257,14 @@ pub async fn reconcile(
     let store = KubeSecretStore {
         api: Api::namespaced(ctx.client.clone(), &ns),
     };
-    let out = ctx
-        .engine
-        .reconcile_with(&sdd, &store, Mode::Apply, Some(&name))
-        .await;
+    let out = tokio::select! {
+        biased;
+        () = ctx.shutdown.cancelled() => {
+            tracing::info!(%ns, %name, "shutting down: reconcile abandoned before it wrote anything; the next leader redoes it");
+            return Ok(Action::await_change());
+        }
+        out = ctx.engine.reconcile_with(&sdd, &store, Mode::Apply, Some(&name)) => out,
+    };
     if out
         .failure
         .as_ref()
@@ -473,8 +496,9 @@ pub fn error_policy(
     Action::requeue(ctx.engine.failed_outside(uid, &failure))
 }
 
-/// Runs the operator until SIGTERM or Ctrl-C (then the leader finishes its reconciles and
-/// releases the Lease) or until leadership is lost.
+/// Runs the operator until SIGTERM or Ctrl-C (then the leader stops its reconciles, releases
+/// the Lease and returns within [`SHUTDOWN_DRAIN`] plus one Lease write) or until leadership is
+/// lost.
 pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -507,9 +531,15 @@ async fn cancel_on_signal(token: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing running reconciles");
+    tracing::info!(
+        "shutting down: taking no new work, stopping running reconciles, then releasing the leader lease"
+    );
     token.cancel();
 }
+
+/// How long reconciles get to stop after shutdown began before they are dropped. Most stop at
+/// once (see [`reconcile`]); only Kubernetes writes of an outcome already reached may run on.
+pub const SHUTDOWN_DRAIN: std::time::Duration = Duration::from_secs(3);
 
 /// [`run`] with a given client, stopping when `shutdown` is cancelled.
 ///
@@ -572,7 +602,8 @@ pub async fn run_with(
     metrics.leader.set(1);
     tracing::info!(%identity, "leading; starting the controller");
 
-    let ctx = Arc::new(Context::new(client.clone(), engine, &identity));
+    let ctx =
+        Arc::new(Context::new(client.clone(), engine, &identity).stopping_on(shutdown.clone()));
     let controller = Controller::new(sdds, watcher::Config::default().any_semantic());
     let store = controller.store();
     let controller = controller
@@ -598,13 +629,31 @@ pub async fn run_with(
                 tracing::debug!(error = %e, "controller event");
             }
         });
+    // The controller stops taking work on shutdown and its reconciles stop at their next safe
+    // point; what has not stopped within SHUTDOWN_DRAIN is dropped with the controller, so the
+    // Lease is released (and a standby leads) seconds after SIGTERM, well inside the pod's
+    // grace period, however long a SaladCloud call or a build would have taken.
+    let drained = async {
+        let mut run = std::pin::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = shutdown.cancelled() => {}
+        }
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            () = run => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "reconciles stopped"),
+            () = tokio::time::sleep(SHUTDOWN_DRAIN) => tracing::warn!(
+                "reconciles still running {SHUTDOWN_DRAIN:?} after shutdown began; abandoning them (the next leader redoes them)"
+            ),
+        }
+    };
     let result = match &lease {
         Some(lease) => tokio::select! {
-            () = run => Ok(()),
+            () = drained => Ok(()),
             lost = lease.hold() => Err(RunError::LeadershipLost(lost)),
         },
         None => {
-            run.await;
+            drained.await;
             Ok(())
         }
     };

@@ -1,8 +1,12 @@
 //! `make bench-build`: builds a synthetic ≥2 GiB model into a local registry and compares the
 //! time with a plain `curl -T` upload of the same bytes. Prints one JSON line at the end.
 //!
-//! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N] [--chunked]`;
-//! `--chunked` uploads with 8 MiB `Content-Range` PATCHes instead of one streaming PATCH.
+//! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N] [--chunked]
+//! [--cap-mib-s N] [--three-mib N]`; `--chunked` uploads with 8 MiB `Content-Range` PATCHes
+//! instead of one streaming PATCH. It also builds the big model from a source that caps each
+//! connection at `--cap-mib-s` MiB/s (default 50; the builder's parallel ranges against the plain
+//! upload), and three new models (`--three-mib`, 512, 256 MiB) of one image at once against the
+//! largest alone.
 
 use std::io::Write;
 use std::process::Command;
@@ -14,8 +18,8 @@ use salad_sd_image::{
     StoredGzEncoder, UploadMode,
 };
 use salad_sd_testkit::{
-    LocalRegistry, ModelServer, ModelServerOptions, generated_content, generated_sha256,
-    push_tiny_base_image,
+    LocalRegistry, ModelServer, ModelServerOptions, RangedServer, RangedServerOptions,
+    generated_content, generated_sha256, push_tiny_base_image,
 };
 use sha2::{Digest, Sha256};
 
@@ -239,6 +243,73 @@ async fn main() -> Res<()> {
         changed.bytes_uploaded, changed.layers[1].size, changed.bytes_downloaded
     );
 
+    // A source that caps each connection (a CDN edge, a slow peering link): the big model over
+    // parallel ranges, against the plain upload of the same bytes; then three new models of
+    // one image at once, against the largest alone.
+    let cap_mib_s = arg("--cap-mib-s", 50);
+    let capped = RangedServer::start(RangedServerOptions {
+        bytes_per_sec: Some(cap_mib_s << 20),
+        ..Default::default()
+    })
+    .await?;
+    capped.add_generated("/big", model, 2);
+    let t = Instant::now();
+    builder
+        .build(
+            &recipe(
+                &base,
+                vec![layer("big", capped.url("/big"), big_sha.clone(), ckpt)],
+            ),
+            &format!("{}/bench/capped", reg.host_port()),
+        )
+        .await?;
+    let capped_s = t.elapsed().as_secs_f64();
+    let rss_capped = vm_hwm_mib();
+    eprintln!(
+        "build {model_mib} MiB from a source capped at {cap_mib_s} MiB/s per connection: {capped_s:.2} s ({} ranges, at most {} at once), VmHWM {rss_capped:.1} MiB",
+        capped.requests().len(),
+        capped.max_concurrent()
+    );
+    let three_mib = [arg("--three-mib", 1024), 512, 256];
+    let mut three = Vec::new();
+    for (i, mib) in three_mib.iter().enumerate() {
+        let path = format!("/three-{i}");
+        capped.add_generated(&path, mib << 20, 30 + i as u64);
+        three.push(layer(
+            &format!("m{i}"),
+            capped.url(&path),
+            generated_sha256(mib << 20, 30 + i as u64),
+            &format!("/webui/data/models/Lora/m{i}.safetensors"),
+        ));
+    }
+    let t = Instant::now();
+    builder
+        .build(
+            &recipe(&base, vec![three[0].clone()]),
+            &format!("{}/bench/largest", reg.host_port()),
+        )
+        .await?;
+    let largest_s = t.elapsed().as_secs_f64();
+    // Fresh names, so nothing is reused from the largest-alone build.
+    for (i, l) in three.iter_mut().enumerate() {
+        let path = format!("/three-b{i}");
+        capped.add_generated(&path, three_mib[i] << 20, 40 + i as u64);
+        l.source.url = capped.url(&path);
+        l.source.sha256 = Some(generated_sha256(three_mib[i] << 20, 40 + i as u64));
+    }
+    let t = Instant::now();
+    builder
+        .build(
+            &recipe(&base, three),
+            &format!("{}/bench/three", reg.host_port()),
+        )
+        .await?;
+    let three_s = t.elapsed().as_secs_f64();
+    let rss_three = vm_hwm_mib();
+    eprintln!(
+        "three new models ({three_mib:?} MiB) at once: {three_s:.2} s; the largest alone {largest_s:.2} s; VmHWM {rss_three:.1} MiB"
+    );
+
     let probe = 256u64 << 20;
     let pct = |n: u64| ((n as f64 / probe as f64 - 1.0) * 1e6).round() / 1e4;
     let (stored_mibs, stored_size) = gzip_probe(probe, None);
@@ -264,6 +335,16 @@ async fn main() -> Res<()> {
         "rebuild_uploaded_bytes": again.bytes_uploaded,
         "one_changed_uploaded_bytes": changed.bytes_uploaded,
         "one_changed_layer_bytes": changed.layers[1].size,
+        "capped_source_mib_s_per_connection": cap_mib_s,
+        "capped_build_s": (capped_s * 1000.0).round() / 1000.0,
+        "capped_ratio_to_curl_upload": (capped_s / curl_s * 1000.0).round() / 1000.0,
+        "capped_ranges": capped.requests().len(),
+        "peak_rss_after_capped_mib": (rss_capped * 10.0).round() / 10.0,
+        "three_models_mib": three_mib,
+        "three_models_s": (three_s * 1000.0).round() / 1000.0,
+        "largest_alone_s": (largest_s * 1000.0).round() / 1000.0,
+        "three_ratio_to_largest": (three_s / largest_s * 1000.0).round() / 1000.0,
+        "peak_rss_after_three_mib": (rss_three * 10.0).round() / 10.0,
         "gzip_stored_writer_mib_s": stored_mibs.round(),
         "gzip_stored_writer_overhead_pct": pct(stored_size),
         "gzip_flate2_level0_mib_s": none_mibs.round(),

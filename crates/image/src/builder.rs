@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -22,7 +22,7 @@ use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, LayerSpec, Recipe, model_index_tag};
 use crate::reference::ImageReference;
 use crate::registry::{ByteStream, Mount, OP_STREAM_PATCH, RegistryClient, Scope, response_stream};
-use crate::source::{SourceFetcher, SourcePolicy, display_url};
+use crate::source::{Ranged, SourceFetcher, SourcePolicy, display_url};
 use crate::{ANNOTATION_MODEL_SHA256, DOCKER_MANIFEST_V2};
 
 /// How blobs are uploaded.
@@ -55,6 +55,16 @@ pub struct BuilderOptions {
     pub max_source_bytes: u64,
     /// Largest accepted total of unpacked archive contents, in bytes (default 8 GiB).
     pub max_unpacked_bytes: u64,
+    /// Ranged requests in flight per model download, when the source takes ranges (default 8;
+    /// 1: one plain GET). One slow connection then does not hold a build back.
+    pub download_connections: usize,
+    /// Bytes per ranged request (default 2 MiB).
+    pub download_segment_bytes: u64,
+    /// Bytes of downloaded ranges held in memory at once, across all concurrent layers
+    /// (default 16 MiB): the bound that keeps the builder's memory flat.
+    pub download_buffer_bytes: u64,
+    /// Model layers of one image built at once (default 3).
+    pub layer_concurrency: usize,
 }
 
 impl Default for BuilderOptions {
@@ -67,6 +77,10 @@ impl Default for BuilderOptions {
             upload_mode: UploadMode::Auto,
             max_source_bytes: 64 << 30,
             max_unpacked_bytes: 8 << 30,
+            download_connections: 8,
+            download_segment_bytes: 2 << 20,
+            download_buffer_bytes: 16 << 20,
+            layer_concurrency: 3,
         }
     }
 }
@@ -81,6 +95,10 @@ impl fmt::Debug for BuilderOptions {
             .field("upload_mode", &self.upload_mode)
             .field("max_source_bytes", &self.max_source_bytes)
             .field("max_unpacked_bytes", &self.max_unpacked_bytes)
+            .field("download_connections", &self.download_connections)
+            .field("download_segment_bytes", &self.download_segment_bytes)
+            .field("download_buffer_bytes", &self.download_buffer_bytes)
+            .field("layer_concurrency", &self.layer_concurrency)
             .finish()
     }
 }
@@ -138,7 +156,14 @@ struct Counters {
 impl Builder {
     /// Creates a builder.
     pub fn new(opts: BuilderOptions) -> Result<Self> {
-        let fetcher = SourceFetcher::new(opts.source_policy)?;
+        let fetcher = SourceFetcher::new(
+            opts.source_policy,
+            Ranged {
+                connections: opts.download_connections.max(1),
+                segment: opts.download_segment_bytes,
+                budget: opts.download_buffer_bytes,
+            },
+        )?;
         Ok(Self {
             opts,
             fetcher,
@@ -289,9 +314,25 @@ impl Builder {
             });
         }
 
-        let mut done = Vec::with_capacity(recipe.layers.len());
-        for spec in &recipe.layers {
-            done.push(self.model_layer(spec, &target, &mut counters).await?);
+        // Several new model layers at once (bounded), each its own download and upload, kept
+        // in recipe order; the first failure stops the others (an abandoned upload session is
+        // harmless: the registry purges it).
+        // (The futures are made up front by an async fn, not by a closure over `&LayerSpec`,
+        // so the build future stays `Send` for any caller that spawns it.)
+        let layers: Vec<_> = recipe
+            .layers
+            .iter()
+            .map(|spec| self.counted_layer(spec, &target))
+            .collect();
+        let results: Vec<(LayerDone, Counters)> = futures::stream::iter(layers)
+            .buffered(self.opts.layer_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut done = Vec::with_capacity(results.len());
+        for (d, c) in results {
+            counters.uploaded += c.uploaded;
+            counters.downloaded += c.downloaded;
+            done.push(d);
         }
 
         manifest::edit_config(&mut config, recipe, &hash, &base.digest, &done);
@@ -558,6 +599,17 @@ impl Builder {
         treg.finish_upload(&target.repository, &loc, digest, None)
             .await?;
         Ok(n)
+    }
+
+    /// [`Builder::model_layer`] with its own byte counters.
+    async fn counted_layer(
+        &self,
+        spec: &LayerSpec,
+        target: &ImageReference,
+    ) -> Result<(LayerDone, Counters)> {
+        let mut c = Counters::default();
+        let done = self.model_layer(spec, target, &mut c).await?;
+        Ok((done, c))
     }
 
     async fn model_layer(

@@ -7,6 +7,7 @@
 //!
 //! The crate knows nothing about Kubernetes: the operator maps its custom resource to a [`Recipe`].
 
+pub mod assemble;
 mod builder;
 mod credentials;
 mod error;

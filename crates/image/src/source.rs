@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RANGE,
+};
 use url::Url;
 
 use crate::error::{Error, Result, describe_reqwest};
@@ -37,7 +39,25 @@ pub(crate) struct Download {
 pub(crate) struct SourceFetcher {
     http: reqwest::Client,
     policy: SourcePolicy,
+    ranged: Ranged,
+    /// Segments held in memory across all downloads of this builder (their bytes, in
+    /// segments), so that concurrent layers share one bound instead of multiplying it.
+    budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// How a large download is split: `connections` ranged requests in flight, each for `segment`
+/// bytes, re-ordered into the one stream the layer pipeline reads. One connection (or a source
+/// without ranges) is one plain GET.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ranged {
+    pub(crate) connections: usize,
+    pub(crate) segment: u64,
+    /// Bytes of ranges held in memory at once across all downloads.
+    pub(crate) budget: u64,
+}
+
+/// Attempts per segment (the first and two resumptions from where a broken range stopped).
+const SEGMENT_ATTEMPTS: u32 = 3;
 
 /// Error raised by the resolver when every address of a name is forbidden.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +146,7 @@ pub(crate) fn display_url(url: &str) -> String {
 }
 
 impl SourceFetcher {
-    pub(crate) fn new(policy: SourcePolicy) -> Result<Self> {
+    pub(crate) fn new(policy: SourcePolicy, ranged: Ranged) -> Result<Self> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
@@ -139,7 +159,13 @@ impl SourceFetcher {
         let http = b.build().map_err(|e| {
             Error::Internal(format!("building HTTP client: {}", describe_reqwest(e)))
         })?;
-        Ok(Self { http, policy })
+        let permits = (ranged.budget / ranged.segment.max(1)).max(1) as usize;
+        Ok(Self {
+            http,
+            policy,
+            ranged,
+            budget: Arc::new(tokio::sync::Semaphore::new(permits)),
+        })
     }
 
     fn check_url(&self, name: &str, url: &Url) -> Result<()> {
@@ -201,8 +227,14 @@ impl SourceFetcher {
         let shown = display_url(original.as_str());
         let mut url = original.clone();
         let mut hops = 0;
+        let ranged = self.ranged.connections > 1 && self.ranged.segment > 0;
         let resp = loop {
             let mut rb = self.http.get(url.clone());
+            if ranged {
+                // The first segment: a 206 says the source takes ranges (and its size), a 200
+                // that it does not, and then this one response is the whole download.
+                rb = rb.header(RANGE, format!("bytes=0-{}", self.ranged.segment - 1));
+            }
             if let Some((n, v)) = &auth
                 && same_origin(&url, &original)
             {
@@ -282,6 +314,24 @@ impl SourceFetcher {
                 content_type,
             });
         }
+        if status == StatusCode::PARTIAL_CONTENT {
+            let Some((0, end, total)) = content_range(&resp) else {
+                return Err(Error::SourceNetwork {
+                    name: name.into(),
+                    url: shown,
+                    detail: "answered a range request with an unusable Content-Range".into(),
+                });
+            };
+            let segment = Segment {
+                http: self.http.clone(),
+                url,
+                auth,
+                original,
+                name: name.to_owned(),
+                shown,
+            };
+            return Ok(segment.download(resp, end, total, self.ranged, self.budget.clone()));
+        }
         let len = resp
             .headers()
             .get(CONTENT_LENGTH)
@@ -343,6 +393,217 @@ impl SourceFetcher {
             url: shown.into(),
             detail: describe_reqwest(e),
         }
+    }
+}
+
+/// A downloaded range and its room in the budget, given back when the last chunk was taken.
+struct Held {
+    chunks: std::vec::IntoIter<bytes::Bytes>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Iterator for Held {
+    type Item = bytes::Bytes;
+    fn next(&mut self) -> Option<bytes::Bytes> {
+        self.chunks.next()
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// `(first, last, total)` of a `Content-Range: bytes first-last/total`.
+fn content_range(resp: &reqwest::Response) -> Option<(u64, u64, u64)> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last, total) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (first <= last && last < total).then_some((first, last, total))
+}
+
+/// What the ranged requests of one download share.
+#[derive(Clone)]
+struct Segment {
+    http: reqwest::Client,
+    /// The URL after redirects.
+    url: Url,
+    auth: Option<(HeaderName, HeaderValue)>,
+    original: Url,
+    name: String,
+    shown: String,
+}
+
+impl Segment {
+    /// The download of `total` bytes whose first range (`0..=first_end`) `first` is answering:
+    /// the other ranges are requested `ranged.connections` at a time and yielded in order, so
+    /// at most `connections + 1` segments are in memory.
+    fn download(
+        self,
+        first: reqwest::Response,
+        first_end: u64,
+        total: u64,
+        ranged: Ranged,
+        budget: Arc<tokio::sync::Semaphore>,
+    ) -> Download {
+        let mut ranges = vec![(0, first_end)];
+        let mut start = first_end + 1;
+        while start < total {
+            let end = (start + ranged.segment).min(total) - 1;
+            ranges.push((start, end));
+            start = end + 1;
+        }
+        let mut first = Some(first);
+        // Each range is a task, so its connection keeps reading while the pipeline is busy
+        // with the range before it; dropping the download aborts the ranges in flight.
+        let stream = futures::stream::iter(ranges)
+            .map(move |(a, b)| {
+                let open = first.take();
+                let (segment, budget) = (self.clone(), budget.clone());
+                // The first range is already open; every other one waits for room in the
+                // budget (first come, first served, so each download's next range is ahead of
+                // its later ones) and keeps it until its bytes have gone down the pipeline.
+                let task = AbortOnDrop(tokio::spawn(async move {
+                    let permit = match open {
+                        Some(_) => None,
+                        None => Some(
+                            budget
+                                .acquire_owned()
+                                .await
+                                .map_err(std::io::Error::other)?,
+                        ),
+                    };
+                    segment.fetch(a, b, open).await.map(|chunks| Held {
+                        chunks: chunks.into_iter(),
+                        _permit: permit,
+                    })
+                }));
+                async move {
+                    match task.await {
+                        Ok(r) => r,
+                        Err(e) => Err(std::io::Error::other(format!("range task: {e}"))),
+                    }
+                }
+            })
+            .buffered(ranged.connections)
+            .map_ok(|held| futures::stream::iter(held.map(Ok)))
+            .try_flatten()
+            .boxed();
+        Download {
+            stream,
+            len: Some(total),
+        }
+    }
+
+    /// Bytes `start..=end`, from `open` (already requested) or a new request; a range that
+    /// breaks is asked for again from where it stopped.
+    async fn fetch(
+        self,
+        start: u64,
+        end: u64,
+        mut open: Option<reqwest::Response>,
+    ) -> std::io::Result<Vec<bytes::Bytes>> {
+        let want = end - start + 1;
+        let mut chunks = Vec::new();
+        let mut got = 0u64;
+        let mut failures = 0;
+        let mut last_error = String::new();
+        while got < want {
+            if failures >= SEGMENT_ATTEMPTS {
+                return Err(std::io::Error::other(format!(
+                    "bytes {start}-{end} of {}: {last_error} ({failures} attempts)",
+                    self.shown
+                )));
+            }
+            let resp = match open.take() {
+                Some(r) => r,
+                None => {
+                    let mut rb = self
+                        .http
+                        .get(self.url.clone())
+                        .header(RANGE, format!("bytes={}-{end}", start + got));
+                    if let Some((n, v)) = &self.auth
+                        && same_origin(&self.url, &self.original)
+                    {
+                        rb = rb.header(n.clone(), v.clone());
+                    }
+                    match rb.send().await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failures += 1;
+                            last_error = describe_reqwest(e);
+                            tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match content_range(&resp) {
+                Some((first, _, _))
+                    if resp.status() == StatusCode::PARTIAL_CONTENT && first == start + got => {}
+                _ => {
+                    // The source stopped honouring ranges mid-download: nothing to resume.
+                    return Err(std::io::Error::other(format!(
+                        "{} answered bytes {}-{end} with HTTP {} ({}); not resumable",
+                        self.shown,
+                        start + got,
+                        resp.status().as_u16(),
+                        resp.headers()
+                            .get(CONTENT_RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("no Content-Range")
+                    )));
+                }
+            }
+            let before = got;
+            let mut body = resp.bytes_stream();
+            let mut broke = false;
+            while let Some(item) = body.next().await {
+                match item {
+                    Ok(chunk) => {
+                        got += chunk.len() as u64;
+                        if got > want {
+                            return Err(std::io::Error::other(format!(
+                                "{} sent more than bytes {start}-{end}",
+                                self.shown
+                            )));
+                        }
+                        chunks.push(chunk);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        last_error = describe_reqwest(e);
+                        tracing::debug!(model = %self.name, start, end, got, "a range broke; resuming where it stopped");
+                        broke = true;
+                        break;
+                    }
+                }
+            }
+            if !broke && got < want {
+                failures += 1;
+                last_error = format!("the response ended after {} bytes", got - before);
+            }
+        }
+        Ok(chunks)
     }
 }
 

@@ -7,10 +7,12 @@
 
 mod base_image;
 mod model_server;
+mod ranged_server;
 mod registry;
 
 pub use base_image::{list_tags, push_tiny_base_image};
 pub use model_server::{
     Misbehavior, ModelServer, ModelServerOptions, generated_content, generated_sha256,
 };
+pub use ranged_server::{RangedServer, RangedServerOptions};
 pub use registry::LocalRegistry;

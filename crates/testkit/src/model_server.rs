@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-const GEN_BLOCK: usize = 1 << 20;
+pub(crate) const GEN_BLOCK: usize = 1 << 20;
 
 /// How a path misbehaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ fn norm(path: &str) -> String {
     }
 }
 
-fn seed_block(seed: u64) -> Bytes {
+pub(crate) fn seed_block(seed: u64) -> Bytes {
     let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut out = BytesMut::with_capacity(GEN_BLOCK);
     while out.len() < GEN_BLOCK {
@@ -153,7 +153,7 @@ fn seed_block(seed: u64) -> Bytes {
     out.freeze()
 }
 
-fn gen_chunk(block: &Bytes, seed: u64, index: u64, len: usize) -> Bytes {
+pub(crate) fn gen_chunk(block: &Bytes, seed: u64, index: u64, len: usize) -> Bytes {
     let mut b = BytesMut::from(&block[..len]);
     let stamp = (index ^ seed.rotate_left(17)).to_le_bytes();
     let n = stamp.len().min(len);

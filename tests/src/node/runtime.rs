@@ -156,6 +156,47 @@ fn unpack(layer: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How the container's process is confined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Isolation {
+    /// uid and gid of the process.
+    pub user: (u32, u32),
+    /// The root filesystem is mounted read-only.
+    pub read_only_root: bool,
+    /// Capabilities (bounding, effective, permitted).
+    pub capabilities: Vec<String>,
+    /// `no_new_privs`.
+    pub no_new_privileges: bool,
+    /// Host directories bind-mounted read-only: (host, container path).
+    pub read_only_mounts: Vec<(PathBuf, String)>,
+}
+
+impl Isolation {
+    /// As a SaladCloud node (Docker's defaults) runs a container: root with Docker's default
+    /// capabilities, a writable root.
+    pub fn docker_default() -> Self {
+        Self {
+            user: (0, 0),
+            read_only_root: false,
+            capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+            no_new_privileges: false,
+            read_only_mounts: Vec::new(),
+        }
+    }
+
+    /// As the operator's Deployment runs it (`manifests/base/deployment.yaml`): `uid:gid`,
+    /// read-only root, every capability dropped, no privilege escalation.
+    pub fn restricted(uid: u32, gid: u32) -> Self {
+        Self {
+            user: (uid, gid),
+            read_only_root: true,
+            capabilities: Vec::new(),
+            no_new_privileges: true,
+            read_only_mounts: Vec::new(),
+        }
+    }
+}
+
 /// A running container. Dropping it kills the process, unmounts and removes its state.
 pub struct Container {
     id: String,
@@ -169,6 +210,17 @@ pub struct Container {
 impl Container {
     /// Unpacks `layers` (bottom first) under `workdir`, mounts them and starts `launch`.
     pub fn start(id: &str, layers: &[PathBuf], launch: &Launch, workdir: &Path) -> Result<Self> {
+        Self::start_with(id, layers, launch, workdir, &Isolation::docker_default())
+    }
+
+    /// [`Container::start`] confined as `isolation` says.
+    pub fn start_with(
+        id: &str,
+        layers: &[PathBuf],
+        launch: &Launch,
+        workdir: &Path,
+        isolation: &Isolation,
+    ) -> Result<Self> {
         let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
         let mut lowers = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
@@ -210,7 +262,7 @@ impl Container {
             log: workdir.join("container.log"),
             child: None,
         };
-        container.write_bundle(&bundle, launch)?;
+        container.write_bundle(&bundle, launch, isolation)?;
         let log = File::create(&container.log).map_err(io("creating the container log"))?;
         let log2 = log.try_clone().map_err(io("creating the container log"))?;
         let child = Command::new("runc")
@@ -228,7 +280,7 @@ impl Container {
         Ok(container)
     }
 
-    fn write_bundle(&self, bundle: &Path, launch: &Launch) -> Result<()> {
+    fn write_bundle(&self, bundle: &Path, launch: &Launch, isolation: &Isolation) -> Result<()> {
         run(
             Command::new("runc").arg("spec").arg("--bundle").arg(bundle),
             "runc spec",
@@ -238,24 +290,73 @@ impl Container {
             &std::fs::read(&path).map_err(|e| NodeError(format!("reading runc spec: {e}")))?,
         )
         .map_err(|e| NodeError(format!("runc spec: {e}")))?;
-        spec["root"] = json!({"path": self.merged, "readonly": false});
+        spec["root"] = json!({"path": self.merged, "readonly": isolation.read_only_root});
         spec["hostname"] = json!(self.id);
         let p = &mut spec["process"];
         p["terminal"] = json!(false);
         p["args"] = json!(launch.args);
         p["env"] = json!(launch.env);
         p["cwd"] = json!(launch.cwd);
-        p["user"] = json!({"uid": 0, "gid": 0});
-        p["noNewPrivileges"] = json!(false);
+        p["user"] = json!({"uid": isolation.user.0, "gid": isolation.user.1});
+        p["noNewPrivileges"] = json!(isolation.no_new_privileges);
+        let caps = &isolation.capabilities;
         p["capabilities"] = json!({
-            "bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS,
-            "permitted": DEFAULT_CAPS,
+            "bounding": caps, "effective": caps, "permitted": caps,
         });
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            for (host, inside) in &isolation.read_only_mounts {
+                mounts.push(json!({
+                    "destination": inside, "type": "bind", "source": host,
+                    "options": ["rbind", "ro", "nosuid", "nodev"],
+                }));
+            }
+        }
         if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
             ns.retain(|n| n["type"] != "network");
         }
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))
             .map_err(|e| NodeError(format!("writing runc spec: {e}")))
+    }
+
+    /// The host pid of the container's process (`runc state`).
+    pub fn pid(&self) -> Option<u32> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&self.state)
+            .args(["state", &self.id])
+            .output()
+            .ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        state["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, …) to the container's process, as a kubelet does.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        run(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&self.state)
+                .args(["kill", &self.id, signal]),
+            "runc kill",
+        )
+    }
+
+    /// Waits up to `timeout` for the container's process to exit; its exit status if it did.
+    /// (Polls without blocking the runtime: the test's own servers keep answering.)
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.as_mut()?.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the container's process is still running.
