@@ -40,9 +40,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use salad_sd_api::StableDiffusionDeployment;
-use salad_sd_controller::builds::BuildSettings;
-use salad_sd_controller::engine::{Engine, EngineConfig, Mode};
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::engine::{Engine, Mode};
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::operator::{references_secret, secrets_metadata};
 use salad_sd_controller::report::same_ignoring_times;
 use salad_sd_controller::secrets::SecretStore;
@@ -558,20 +557,7 @@ async fn bench() -> anyhow::Result<()> {
     models.add_generated("/models/tiny.safetensors", 256 * 1024, 5);
 
     let sim_url = url_parts(&sim.base_url)?;
-    let engine = Arc::new(Engine::new(
-        EngineConfig {
-            salad_api_url: sim.base_url.clone(),
-            poll_interval: POLL,
-            progress_interval: Duration::from_secs(1),
-            builds: BuildSettings {
-                insecure_registries: vec![registry.host_port()],
-                allow_private_sources: true,
-                ..BuildSettings::default()
-            },
-            ..EngineConfig::default()
-        },
-        Arc::new(Metrics::new()),
-    ));
+    let engine = make_engine(sim.base_url.clone(), &registry);
     println!(
         "memory before any resource: VmRSS {:.1} MiB",
         proc_status_mib("VmRSS:")
@@ -946,20 +932,14 @@ fn writes_of(ops: &BTreeMap<String, u64>) -> u64 {
 }
 
 fn make_engine(salad_api_url: String, registry: &LocalRegistry) -> Arc<Engine> {
-    Arc::new(Engine::new(
-        EngineConfig {
-            salad_api_url,
-            poll_interval: POLL,
-            progress_interval: Duration::from_secs(1),
-            builds: BuildSettings {
-                insecure_registries: vec![registry.host_port()],
-                allow_private_sources: true,
-                ..BuildSettings::default()
-            },
-            ..EngineConfig::default()
-        },
-        Arc::new(Metrics::new()),
-    ))
+    Arc::new(
+        EngineBuilder::new()
+            .simulator(salad_api_url)
+            .local_registry(registry.host_port())
+            .poll_interval(POLL)
+            .progress_interval(Duration::from_secs(1))
+            .build(),
+    )
 }
 
 fn spawn_all(

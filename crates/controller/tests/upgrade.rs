@@ -20,9 +20,7 @@ use kube::Client;
 use kube::client::Body;
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_api::names::{API_KEY_FINALIZER, FINALIZER};
-use salad_sd_controller::builds::BuildSettings;
-use salad_sd_controller::engine::{Engine, EngineConfig};
-use salad_sd_controller::metrics::Metrics;
+use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::operator::{Context, reconcile};
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
 use saladcloud_sim::{SimConfig, SimHandle, Simulator};
@@ -155,19 +153,13 @@ impl World {
     }
 
     fn context(&self, cluster: &Arc<Cluster>) -> Arc<Context> {
-        let engine = Arc::new(Engine::new(
-            EngineConfig {
-                salad_api_url: self.sim.base_url(),
-                progress_interval: Duration::from_millis(200),
-                builds: BuildSettings {
-                    insecure_registries: vec![self.registry.host_port()],
-                    allow_private_sources: true,
-                    ..BuildSettings::default()
-                },
-                ..EngineConfig::default()
-            },
-            Arc::new(Metrics::new()),
-        ));
+        let engine = Arc::new(
+            EngineBuilder::new()
+                .simulator(self.sim.base_url())
+                .local_registry(self.registry.host_port())
+                .progress_interval(Duration::from_millis(200))
+                .build(),
+        );
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         tokio::spawn(cluster.clone().serve(handle));
         Arc::new(Context::new(Client::new(svc, NS), engine, "operator-test"))
