@@ -183,6 +183,7 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             }
         }
         check_source(&mut bad, &format!("models[{i}].source"), &m.source);
+        check_delivery(&mut bad, i, m, spec.server.kind);
     }
     if defaults > 1 {
         bad("models", "at most one model may set default: true; it becomes the --ckpt the server loads at start".into());
@@ -371,6 +372,52 @@ fn check_source(bad: &mut impl FnMut(&str, String), field: &str, source: &ModelS
         bad(
             &format!("{field}.url"),
             format!("`{}` is not a URL", source.url),
+        );
+    }
+}
+
+/// A fetched model is downloaded by the container: it needs the pinned sha256 the fetcher
+/// verifies, its size (the startup window), a URL the container can fetch, a start that runs
+/// the fetcher, and its token from a Secret named for the container, never the build's.
+fn check_delivery(bad: &mut impl FnMut(&str, String), i: usize, m: &ModelSpec, kind: ServerKind) {
+    let field = format!("models[{i}]");
+    if m.delivery != ModelDelivery::FetchedAtStart {
+        if m.source.fetch_auth_secret_ref.is_some() {
+            bad(
+                &format!("{field}.source.fetchAuthSecretRef"),
+                "source.fetchAuthSecretRef is only for delivery FetchedAtStart; a baked model's token is source.authSecretRef".into(),
+            );
+        }
+        return;
+    }
+    if m.source.sha256.is_none() {
+        bad(
+            &format!("{field}.source.sha256"),
+            "a model with delivery FetchedAtStart needs source.sha256: the container verifies the download against it and refuses to start on a mismatch".into(),
+        );
+    }
+    if m.source.size_bytes.is_none_or(|b| b < 1) {
+        bad(
+            &format!("{field}.source.sizeBytes"),
+            "a model with delivery FetchedAtStart needs source.sizeBytes: the startup probe's window and status.coldStart are computed from it".into(),
+        );
+    }
+    if m.source.auth_secret_ref.is_some() {
+        bad(
+            &format!("{field}.source.authSecretRef"),
+            "a model with delivery FetchedAtStart is downloaded by the container, not the build: name its token in source.fetchAuthSecretRef (it may be the same Secret) instead of source.authSecretRef".into(),
+        );
+    }
+    if !(m.source.url.starts_with("https://") || m.source.url.starts_with("http://")) {
+        bad(
+            &format!("{field}.source.url"),
+            "the container fetches over https:// (or http://) only".into(),
+        );
+    }
+    if kind == ServerKind::Custom {
+        bad(
+            &format!("{field}.delivery"),
+            "a Custom server keeps its own start, so nothing would fetch the model before it: use delivery Baked".into(),
         );
     }
 }

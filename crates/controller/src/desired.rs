@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use salad_sd_api::names::OWNER_ENV;
-use salad_sd_api::profile::{ProbeDefaults, ProbeHandler, ServerProfile};
+use salad_sd_api::profile::{self, ProbeDefaults, ProbeHandler, ServerProfile};
 use salad_sd_api::quantity;
 use salad_sd_api::{
-    LoadBalancer, ModelKind, Priority, ProbeSpec, RestartPolicy, StableDiffusionDeploymentSpec,
+    LoadBalancer, ModelDelivery, ModelKind, Priority, ProbeSpec, RestartPolicy, ServerKind,
+    StableDiffusionDeploymentSpec,
 };
 use salad_sd_image::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
 use saladcloud::model as salad;
@@ -54,7 +55,7 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
         .or_else(|| profile.default_base_image().map(str::to_owned))
         .unwrap_or_default();
     let mut layers = Vec::new();
-    for model in &spec.models {
+    for model in spec.models.iter().filter(|m| m.delivery.is_baked()) {
         layers.push(LayerSpec {
             name: model.name.clone(),
             source: source(&model.source, secrets.model_tokens.get(&model.name)),
@@ -87,11 +88,92 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
     if let Some(ckpt) = &ckpt {
         config.env.insert("CKPT_PATH".into(), ckpt.clone());
     }
+    start_edits(spec, &mut config);
     Recipe {
         base_image,
         layers,
         config,
     }
+}
+
+/// The models the container fetches before the server starts.
+pub fn fetched_models(
+    spec: &StableDiffusionDeploymentSpec,
+) -> impl Iterator<Item = &salad_sd_api::ModelSpec> {
+    spec.models
+        .iter()
+        .filter(|m| m.delivery == ModelDelivery::FetchedAtStart)
+}
+
+/// The SaladCloud environment variable carrying a fetched model's token (named by a hash of the
+/// model name, so the name of a variable never changes with the order of the list).
+pub fn fetch_token_env(model_name: &str) -> String {
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(model_name.as_bytes()));
+    format!("SALAD_SD_FETCH_TOKEN_{}", &h[..12].to_ascii_uppercase())
+}
+
+/// `scheme://host[:port]` of a URL, for messages (never the path or query: they may carry tokens).
+fn url_host(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}")
+}
+
+/// The image config edits for starting: the fetch list and script when models are fetched,
+/// comfyui-api's warm-up workflow for the default checkpoint, and the start that runs them.
+fn start_edits(spec: &StableDiffusionDeploymentSpec, config: &mut ConfigEdit) {
+    let profile = ServerProfile::of(&spec.server);
+    let fetch: Vec<serde_json::Value> = fetched_models(spec)
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "url": m.source.url,
+                "host": url_host(&m.source.url),
+                "sha256": m.source.sha256.as_deref().unwrap_or_default().to_ascii_lowercase(),
+                "path": model_path(spec, m),
+                "tokenEnv": m.source.fetch_auth_secret_ref.as_ref().map(|_| fetch_token_env(&m.name)),
+            })
+        })
+        .collect();
+    if !fetch.is_empty() {
+        config.env.insert(
+            profile::FETCH_LIST_ENV.into(),
+            serde_json::Value::Array(fetch).to_string(),
+        );
+        config.env.insert(
+            profile::FETCH_SCRIPT_ENV.into(),
+            profile::FETCH_SCRIPT.into(),
+        );
+    }
+    let mut warmup = false;
+    if spec.server.kind == ServerKind::ComfyUi
+        && let Some(ckpt) = default_checkpoint(spec)
+    {
+        let workflow = profile::comfyui_txt2img(&ckpt.name, "warmup", 1, 64, 0);
+        config.env.insert(
+            "WARMUP_PROMPT_FILE".into(),
+            profile::COMFYUI_WARMUP_FILE.into(),
+        );
+        config
+            .env
+            .insert(profile::WARMUP_PROMPT_ENV.into(), workflow.to_string());
+        warmup = true;
+    }
+    profile.wrap_start(
+        &mut config.entrypoint,
+        &mut config.cmd,
+        config.env.contains_key(profile::FETCH_LIST_ENV),
+        warmup,
+    );
+}
+
+/// Bytes the container fetches at start (the declared `sizeBytes` of each fetched model).
+pub fn fetched_bytes(spec: &StableDiffusionDeploymentSpec) -> u64 {
+    fetched_models(spec)
+        .map(|m| m.source.size_bytes.unwrap_or(0).max(0) as u64)
+        .sum()
 }
 
 fn source(s: &salad_sd_api::ModelSource, token: Option<&String>) -> Source {
@@ -180,6 +262,12 @@ pub fn group_definition(
 
     let mut env: BTreeMap<String, String> = secrets.env.clone();
     env.insert(OWNER_ENV.into(), owner_uid.into());
+    // Fetched models' tokens, from the Secrets named for that (fetchAuthSecretRef) only.
+    for m in fetched_models(spec) {
+        if let Some(token) = secrets.fetch_tokens.get(&m.name) {
+            env.insert(fetch_token_env(&m.name), token.clone());
+        }
+    }
 
     let mut container = salad::CreateContainer::new(image, resources);
     container.environment_variables = env;
@@ -214,7 +302,10 @@ pub fn group_definition(
             server_response_timeout: g.server_response_timeout_ms.map(|v| v as u32),
         });
     }
-    proto.startup_probe = probe(&spec.probes.startup, profile.startup_probe(port), port);
+    let startup = profile
+        .startup_probe(port)
+        .map(|p| profile::startup_window_for_fetch(p, fetched_bytes(spec)));
+    proto.startup_probe = probe(&spec.probes.startup, startup, port);
     proto.liveness_probe = probe(&spec.probes.liveness, profile.liveness_probe(port), port);
     // SaladCloud only runs readiness probes behind the gateway.
     proto.readiness_probe = if spec.gateway.enabled {
