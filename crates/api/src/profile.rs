@@ -114,7 +114,7 @@ pub const FETCH_SCRIPT_ENV: &str = "SALAD_SD_FETCH_PY";
 /// or a download that keeps failing prints what happened and exits non-zero, so the server
 /// never starts (the startup probe never passes). A token is sent as `Authorization: Bearer`
 /// only to the URL's own host (an unredirected header) and never printed.
-pub const FETCH_SCRIPT: &str = r#"import hashlib, json, os, sys, time, urllib.error, urllib.request
+pub const FETCH_SCRIPT: &str = r#"import hashlib, http.client, json, os, sys, time, urllib.error, urllib.request
 def say(*a): print("salad-sd fetch:", *a, file=sys.stderr, flush=True)
 def digest(path):
     h = hashlib.sha256()
@@ -138,17 +138,20 @@ def fetch(m):
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 if have and r.status != 206: have = 0
+                length, got = r.headers.get("Content-Length"), 0
                 with open(part, "ab" if have else "wb") as f:
                     while True:
                         b = r.read(1 << 20)
                         if not b: break
-                        f.write(b)
+                        f.write(b); got += len(b)
+                if length is not None and got < int(length):
+                    raise OSError("connection closed after %d of %s bytes" % (got, length))
             break
         except urllib.error.HTTPError as e:
             if e.code == 416 and have: break
             if e.code in (401, 403, 404): say(m["name"], "HTTP", e.code, "from", m["host"], "- not retried"); sys.exit(2)
             say(m["name"], "attempt", attempt, "failed: HTTP", e.code)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, http.client.HTTPException) as e:
             say(m["name"], "attempt", attempt, "failed:", type(e).__name__, getattr(e, "reason", "") or e)
         if attempt == 6: say(m["name"], "download from", m["host"], "failed 6 times; giving up"); sys.exit(2)
         time.sleep(min(2 ** attempt, 32))
@@ -745,6 +748,116 @@ mod tests {
                 assert!(!c.contains("127.0.0.1"), "{c}");
             }
             other => panic!("expected an exec warm-up probe, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_startup_window_grows_by_two_minutes_per_fetched_gb_within_saladcloud_limits() {
+        let sdnext = ServerProfile::of_kind(ServerKind::SdNext)
+            .startup_probe(7860)
+            .unwrap();
+        struct Case {
+            reason: &'static str,
+            bytes: u64,
+            window: i64,
+        }
+        let base = window_seconds(&sdnext);
+        for case in [
+            Case {
+                reason: "nothing fetched: the kind's window as it is",
+                bytes: 0,
+                window: base,
+            },
+            Case {
+                reason: "Dreamshaper 8 (2.13 GB): 256 s more",
+                bytes: 2_132_625_894,
+                window: base + 256,
+            },
+            Case {
+                reason: "SDXL base (6.94 GB): 833 s more",
+                bytes: 6_938_078_334,
+                window: base + 833,
+            },
+            Case {
+                reason: "beyond an hour the window stays at SaladCloud's maximum",
+                bytes: 40_000_000_000,
+                window: 1200 + 20 * 120,
+            },
+        ] {
+            let p = startup_window_for_fetch(sdnext.clone(), case.bytes);
+            assert!(
+                window_seconds(&p) >= case.window && window_seconds(&p) < case.window + 20,
+                "{}: {} s, want {} s",
+                case.reason,
+                window_seconds(&p),
+                case.window
+            );
+            assert!(
+                (0..=1200).contains(&p.initial_delay_seconds),
+                "{}",
+                case.reason
+            );
+            assert!((1..=120).contains(&p.period_seconds), "{}", case.reason);
+            assert!((1..=20).contains(&p.failure_threshold), "{}", case.reason);
+            assert_eq!(p.handler, sdnext.handler, "{}", case.reason);
+        }
+    }
+
+    #[test]
+    fn the_fetch_runs_before_every_kinds_server() {
+        let fetch_first = |script: &str| {
+            assert!(script.starts_with(FETCH_STEP), "{script}");
+        };
+        // SaladBase SD.Next: our bash start script.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        fetch_first(&e.unwrap()[2]);
+        // A1111: the base's entrypoint runs our sh -c.
+        let p = ServerProfile::of_kind(ServerKind::Automatic1111);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        assert_eq!(e, None);
+        fetch_first(&c.unwrap()[2]);
+        // Upstream SD.Next: the command is wrapped and run after the fetch.
+        let p = sdnext(SdNextLayout::Upstream);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        let c = c.unwrap();
+        assert_eq!(c[..2], ["/bin/sh", "-c"]);
+        fetch_first(&c[2]);
+        assert_eq!(c[4..6], ["python", "launch.py"]);
+        // ComfyUI: our start, then the base's command (Cmd kept).
+        let p = ServerProfile::of_kind(ServerKind::ComfyUi);
+        let (mut e, mut c) = (None, None);
+        p.wrap_start(&mut e, &mut c, false, true);
+        let e = e.expect("the warm-up needs our start");
+        assert!(e[2].contains("WARMUP_PROMPT_FILE") && e[2].contains(FETCH_STEP));
+        assert!(e[2].ends_with("exec \"$@\""));
+        assert_eq!(c, None, "the base's ./comfyui-api stays the command");
+        // Nothing fetched: SD.Next's start stays byte for byte what it was.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, false, false);
+        assert_eq!(e.unwrap()[2], SDNEXT_START_SCRIPT);
+    }
+
+    #[test]
+    fn the_fetch_step_and_the_comfyui_start_are_valid_sh() {
+        for script in [FETCH_STEP.to_string(), comfyui_start_script()] {
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

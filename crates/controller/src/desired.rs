@@ -505,4 +505,112 @@ mod tests {
         assert_eq!(l.period_seconds, 45);
         assert_eq!(l.failure_threshold, 3, "unset fields keep the default");
     }
+
+    const COMFY: &str = include_str!("../../../manifests/examples/comfyui-dreamshaper.yaml");
+
+    fn env_json(recipe: &Recipe, key: &str) -> serde_json::Value {
+        serde_json::from_str(recipe.config.env.get(key).expect(key)).unwrap()
+    }
+
+    #[test]
+    fn a_fetched_model_is_no_layer_but_an_entry_the_start_fetches_and_verifies() {
+        let sdd = spec_from_yaml(COMFY);
+        let recipe = recipe(&sdd.spec, &resolved_secrets());
+        assert!(recipe.layers.is_empty(), "{:?}", recipe.layers);
+        let list = env_json(&recipe, profile::FETCH_LIST_ENV);
+        assert_eq!(
+            list[0]["path"],
+            "/opt/ComfyUI/models/checkpoints/dreamshaper_8.safetensors"
+        );
+        assert_eq!(
+            list[0]["sha256"],
+            "879db523c30d3b9017143d56705015e15a2cb5628762c11d086fed9538abd7fd"
+        );
+        assert_eq!(list[0]["host"], "https://civitai.com");
+        assert!(list[0]["tokenEnv"].is_null(), "no token was asked for");
+        assert_eq!(
+            recipe
+                .config
+                .env
+                .get(profile::FETCH_SCRIPT_ENV)
+                .map(String::as_str),
+            Some(profile::FETCH_SCRIPT)
+        );
+        let entry = recipe.config.entrypoint.clone().expect("our start");
+        assert!(entry[2].contains(profile::FETCH_STEP));
+        assert_eq!(
+            recipe.config.cmd, None,
+            "comfyui-api's own command runs after it"
+        );
+    }
+
+    #[test]
+    fn the_comfyui_warmup_loads_the_default_checkpoint_before_health_passes() {
+        let mut sdd = spec_from_yaml(COMFY);
+        let recipe = recipe(&sdd.spec, &resolved_secrets());
+        assert_eq!(
+            recipe
+                .config
+                .env
+                .get("WARMUP_PROMPT_FILE")
+                .map(String::as_str),
+            Some(profile::COMFYUI_WARMUP_FILE)
+        );
+        let warmup = env_json(&recipe, profile::WARMUP_PROMPT_ENV);
+        let loader = warmup
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|n| n["class_type"] == "CheckpointLoaderSimple")
+            .expect("comfyui-api reads the checkpoint from this node");
+        assert_eq!(loader["inputs"]["ckpt_name"], "dreamshaper_8.safetensors");
+        // Baked instead: the same warm-up, and the model is a layer.
+        sdd.spec.models[0].delivery = ModelDelivery::Baked;
+        sdd.spec.models[0].source.size_bytes = None;
+        let baked = super::recipe(&sdd.spec, &resolved_secrets());
+        assert_eq!(baked.layers.len(), 1);
+        assert!(!baked.config.env.contains_key(profile::FETCH_LIST_ENV));
+        assert_eq!(
+            baked.config.env.get(profile::WARMUP_PROMPT_ENV),
+            recipe.config.env.get(profile::WARMUP_PROMPT_ENV)
+        );
+    }
+
+    #[test]
+    fn only_a_fetch_token_reaches_the_container_and_the_window_covers_the_download() {
+        let mut sdd = spec_from_yaml(COMFY);
+        sdd.spec.models[0].source.fetch_auth_secret_ref = Some(salad_sd_api::SecretKeyRef {
+            name: "civitai-read".into(),
+            key: "token".into(),
+        });
+        let mut secrets = resolved_secrets();
+        secrets
+            .model_tokens
+            .insert("extension-x".into(), "build-token".into());
+        secrets
+            .fetch_tokens
+            .insert("dreamshaper_8.safetensors".into(), "fetch-token".into());
+        let gpu = GpuChoice {
+            ids: vec!["g".into()],
+            hourly_price: Some(0.2),
+        };
+        let proto = group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &secrets);
+        let env = &proto.container.environment_variables;
+        let name = fetch_token_env("dreamshaper_8.safetensors");
+        assert_eq!(env.get(&name).map(String::as_str), Some("fetch-token"));
+        assert!(!env.values().any(|v| v == "build-token"));
+        let list = env_json(&recipe(&sdd.spec, &secrets), profile::FETCH_LIST_ENV);
+        assert_eq!(list[0]["tokenEnv"], name.as_str());
+
+        let startup = proto.startup_probe.expect("ComfyUI waits for /health");
+        let window =
+            startup.initial_delay_seconds + startup.failure_threshold * startup.period_seconds;
+        let base = ServerProfile::of(&sdd.spec.server)
+            .startup_probe(3000)
+            .unwrap();
+        assert!(
+            window as i64 >= profile::window_seconds(&base) + 256,
+            "2.13 GB at 2 min/GB: {window} s"
+        );
+    }
 }
