@@ -383,9 +383,13 @@ fn decided(
             .map(|price| format!("{:.3}", price * input.replicas.max(0) as f64)),
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
+        cold_start: None,
     };
     if plan.outcome == Outcome::Stopped {
         status.estimated_hourly_cost_usd = Some("0.000".into());
+    }
+    if !input.deleting {
+        status.cold_start = d.cold_start.clone();
     }
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
@@ -846,6 +850,7 @@ mod tests {
             smoke: Smoke::Keep(None),
             hourly_price: Some(0.1),
             events: Vec::new(),
+            cold_start: None,
         }
     }
 
