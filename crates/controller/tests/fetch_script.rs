@@ -169,3 +169,40 @@ async fn a_missing_file_fails_at_once_and_the_token_is_sent_but_never_printed() 
     assert!(!stderr.contains(token), "{stderr}");
     assert_eq!(std::fs::metadata(&dest).unwrap().len(), SIZE);
 }
+
+#[tokio::test]
+async fn the_token_is_not_sent_to_the_host_a_redirect_leads_to() {
+    let token = "civitai_secret_456";
+    let origin = ModelServer::start(ModelServerOptions::default())
+        .await
+        .unwrap();
+    let cdn = ModelServer::start(ModelServerOptions::default())
+        .await
+        .unwrap();
+    cdn.add_generated("/blob", SIZE, 10);
+    origin.add_generated("/m.safetensors", SIZE, 10);
+    origin.set_misbehavior(
+        "/m.safetensors",
+        Some(Misbehavior::Redirect(cdn.url("/blob"))),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("model.safetensors");
+    let out = run(
+        entry(
+            &origin,
+            "/m.safetensors",
+            &dest,
+            &generated_sha256(SIZE, 10),
+            Some("SALAD_SD_FETCH_TOKEN_Y"),
+        ),
+        &[("SALAD_SD_FETCH_TOKEN_Y", token)],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(origin.requests(), [("/m.safetensors".to_string(), true)]);
+    assert_eq!(
+        cdn.requests(),
+        [("/blob".to_string(), false)],
+        "the redirect target never sees the token"
+    );
+}
