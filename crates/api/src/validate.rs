@@ -197,6 +197,12 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             );
         }
         check_source(&mut bad, &format!("extensions[{i}].source"), &e.source);
+        if e.source.fetch_auth_secret_ref.is_some() {
+            bad(
+                &format!("extensions[{i}].source.fetchAuthSecretRef"),
+                "extensions are always baked; source.fetchAuthSecretRef is only for models with delivery FetchedAtStart".into(),
+            );
+        }
     }
 
     if spec.image.repository.is_empty() || spec.image.repository.contains('@') {
@@ -419,5 +425,95 @@ fn check_delivery(bad: &mut impl FnMut(&str, String), i: usize, m: &ModelSpec, k
             &format!("{field}.delivery"),
             "a Custom server keeps its own start, so nothing would fetch the model before it: use delivery Baked".into(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StableDiffusionDeployment;
+
+    const COMFY: &str = include_str!("../../../manifests/examples/comfyui-dreamshaper.yaml");
+
+    fn fields(spec: &StableDiffusionDeploymentSpec) -> Vec<String> {
+        validate(spec).into_iter().map(|i| i.field).collect()
+    }
+
+    #[test]
+    fn what_a_fetched_model_needs_at_admission() {
+        struct Case {
+            reason: &'static str,
+            edit: fn(&mut StableDiffusionDeploymentSpec),
+            field: Option<&'static str>,
+        }
+        for case in [
+            Case {
+                reason: "the example is valid",
+                edit: |_| {},
+                field: None,
+            },
+            Case {
+                reason: "nothing to verify the download against",
+                edit: |s| s.models[0].source.sha256 = None,
+                field: Some("spec.models[0].source.sha256"),
+            },
+            Case {
+                reason: "no size: no startup window, no cold-start numbers",
+                edit: |s| s.models[0].source.size_bytes = None,
+                field: Some("spec.models[0].source.sizeBytes"),
+            },
+            Case {
+                reason: "the build's token would reach every instance by surprise",
+                edit: |s| {
+                    s.models[0].source.auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: Some("spec.models[0].source.authSecretRef"),
+            },
+            Case {
+                reason: "a token named for the container is the explicit way",
+                edit: |s| {
+                    s.models[0].source.fetch_auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: None,
+            },
+            Case {
+                reason: "a container token on a baked model has no use",
+                edit: |s| {
+                    s.models[0].delivery = ModelDelivery::Baked;
+                    s.models[0].source.fetch_auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: Some("spec.models[0].source.fetchAuthSecretRef"),
+            },
+            Case {
+                reason: "a Custom server's start does not run the fetcher",
+                edit: |s| {
+                    s.server.kind = ServerKind::Custom;
+                    s.server.base_image = Some("example.com/my/server:1".into());
+                },
+                field: Some("spec.models[0].delivery"),
+            },
+            Case {
+                reason: "the container fetches over HTTP(S) only",
+                edit: |s| s.models[0].source.url = "s3://bucket/model.safetensors".into(),
+                field: Some("spec.models[0].source.url"),
+            },
+        ] {
+            let mut sdd: StableDiffusionDeployment = serde_saphyr::from_str(COMFY).unwrap();
+            (case.edit)(&mut sdd.spec);
+            let got = fields(&sdd.spec);
+            match case.field {
+                None => assert!(got.is_empty(), "{}: {got:?}", case.reason),
+                Some(f) => assert!(got.iter().any(|g| g == f), "{}: {got:?}", case.reason),
+            }
+        }
     }
 }
