@@ -12,7 +12,7 @@ all: build
 build:
 	$(CARGO) build --workspace
 
-## Install what `make test` needs (Debian docker-registry, lua5.4), when missing; `make test-runtime`
+## Install what `make test` needs (Debian docker-registry, lua5.4, python3), when missing; `make test-runtime`
 ## installs its own (runc, socat, python3.11).
 deps:
 	@scripts/ensure-deps.sh test
@@ -26,7 +26,7 @@ test: deps
 test-unit:
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p salad-sd-api --test crd --test manifests
-	$(CARGO) test -p salad-sd-controller --test planner --test engine_fake --test lease --test operator_run
+	$(CARGO) test -p salad-sd-controller --test planner --test engine_fake --test engine_smoke --test lease --test operator_run
 	$(CARGO) test -p saladcloud --test model --test client
 	$(CARGO) test -p saladcloud-sim --test api
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use, when they are missing:
 # docker-registry (the CNCF distribution registry, run on 127.0.0.1 by the tests), lua5.4
-# (runs the Argo CD health check in its test), and for `make test-runtime` runc (runs the built
-# images) with socat and Debian's python3.11 (copied into the stand-in base images), and for
-# `make image` musl-tools, ca-certificates and the Rust musl target.
+# (runs the Argo CD health check in its test), python3 (runs the model fetcher a container
+# runs before its server, in crates/controller/tests/fetch_script.rs), and for
+# `make test-runtime` runc (runs the built images) with socat and Debian's python3.11 (copied
+# into the stand-in base images), and for `make image` musl-tools, ca-certificates and the Rust
+# musl target.
 #
 # Usage: scripts/ensure-deps.sh [MODE]
-#   test     what `make test` needs: docker-registry, lua5.4
+#   test     what `make test` needs: docker-registry, lua5.4, python3
 #   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11, and what
 #            `make image` needs (it runs the operator image too)
 #   all      both (the default, as `.ci/run` and the demo call it)
@@ -20,6 +22,7 @@ missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 if [ "$mode" != runtime ]; then
   command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
 fi
 if [ "$mode" != test ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)

@@ -229,6 +229,10 @@ def a1111(argv):
 
 
 def comfyui(argv):
+    """comfyui-api 1.19 as the container sees it (src/config.ts, src/server.ts): HOST/PORT,
+    the warm-up workflow from WARMUP_PROMPT_FILE (it must exist when the wrapper starts; its
+    CheckpointLoaderSimple names the checkpoint the warm-up loads), /health 200 only once warm
+    (500 before), /ready 503 until warm, and the synchronous POST /prompt."""
     if argv:
         sys.exit("standin: comfyui-api takes no arguments")
     home = os.environ.get("COMFY_HOME", "/opt/ComfyUI")
@@ -240,7 +244,50 @@ def comfyui(argv):
         "embedding": os.path.join(models, "embeddings"),
         "controlnet": os.path.join(models, "controlnet"),
     }
-    server = Server(dirs, None, False)
+    warmup = None
+    ckpt = None
+    warmup_file = os.environ.get("WARMUP_PROMPT_FILE")
+    if warmup_file:
+        if not os.path.exists(warmup_file):
+            sys.exit("standin: AssertionError: Warmup prompt file not found")
+        with open(warmup_file) as f:
+            warmup = json.load(f)
+        for node in warmup.values():
+            if node.get("class_type") == "CheckpointLoaderSimple":
+                ckpt = os.path.join(dirs["checkpoint"], node["inputs"]["ckpt_name"])
+                break
+    server = Server(dirs, ckpt, False)
+    state = {"warm": False}
+
+    def run_warmup():
+        if warmup is not None:
+            server.load()
+            log("warm-up workflow ran")
+        state["warm"] = True
+
+    async def prompt(body):
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "body must be JSON", "location": "body"}
+        graph = req.get("prompt")
+        if not isinstance(graph, dict):
+            return 400, {"error": "prompt is required", "location": "prompt"}
+        if not any("filename_prefix" in (n.get("inputs") or {}) for n in graph.values()):
+            return 400, {
+                "error": 'Prompt must contain a node with a "filename_prefix" input, such as "SaveImage"',
+                "location": "prompt",
+            }
+        for node_id, n in graph.items():
+            if n.get("class_type") == "CheckpointLoaderSimple":
+                name = n["inputs"].get("ckpt_name")
+                if name not in server.listing()["checkpoint"]:
+                    return 400, {"error": f"ckpt_name {name!r} not in checkpoints",
+                                 "location": f"prompt.{node_id}.inputs.ckpt_name"}
+        pid = req.get("id") or "standin-%d" % time.time_ns()
+        out = dict(req, id=pid, images=[PNG_1X1], filenames=[pid + "_00001_.png"],
+                   stats={"total_time": 1})
+        return 200, out
 
     async def warm_then_serve():
         port = int(os.environ.get("PORT", "3000"))
@@ -250,16 +297,21 @@ def comfyui(argv):
         original = server.route
 
         async def route(method, path, body):
-            if path in ("/health", "/ready"):
-                # /health passes only after the warm-up workflow ran (comfyui-api README).
-                if server.loaded is None:
-                    return 503, {"status": "warming up"}
-                return 200, {"status": "healthy"}
+            if method == "GET" and path == "/health":
+                if not state["warm"]:
+                    return 500, {"version": "1.19.2", "status": "not healthy"}
+                return 200, {"version": "1.19.2", "status": "healthy"}
+            if method == "GET" and path == "/ready":
+                if not state["warm"]:
+                    return 503, {"version": "1.19.2", "status": "not ready"}
+                return 200, {"version": "1.19.2", "status": "ready"}
+            if method == "POST" and path == "/prompt":
+                return await prompt(body)
             return await original(method, path, body)
 
         server.route = route
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, server.load)
+        loop.run_in_executor(None, run_warmup)
         await serve_dual_stack(server, port)
 
     asyncio.run(warm_then_serve())

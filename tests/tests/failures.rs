@@ -420,8 +420,11 @@ async fn a_new_spec_that_fails_leaves_the_old_group_serving_and_says_degraded() 
                 url: h.models.url("models/lora.safetensors"),
                 sha256: None,
                 auth_secret_ref: None,
+                fetch_auth_secret_ref: None,
+                size_bytes: None,
             },
             default: None,
+            delivery: salad_sd_api::ModelDelivery::Baked,
         });
         sdd.metadata.generation = Some(2);
         let started = Instant::now();

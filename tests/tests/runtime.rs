@@ -45,6 +45,19 @@ struct Case {
     server: &'static str,
     /// Run the base image's own (upstream) entrypoint instead of ours.
     upstream_launch: bool,
+    /// The checkpoint is fetched by the container at start instead of baked.
+    fetch: Fetch,
+}
+
+/// How the checkpoint reaches the container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// Baked into the image (the default).
+    Baked,
+    /// `delivery: FetchedAtStart` with the right sha256.
+    Verified,
+    /// `delivery: FetchedAtStart` pinned to a sha256 the download does not have.
+    WrongSha256,
 }
 
 struct Run {
@@ -56,6 +69,8 @@ struct Run {
     upper_files: Vec<(String, u64)>,
     ipv4_refused: bool,
     logs: String,
+    /// HTTP status and body of the smoke test's request.
+    smoke_answer: Option<(u16, Value)>,
 }
 
 fn skip_reason() -> Option<String> {
@@ -102,11 +117,21 @@ async fn run_case(case: &Case) -> Option<Run> {
     for (i, (name, kind, size, _)) in MODELS.iter().enumerate() {
         let path = format!("models/{name}");
         models.add_generated(&path, *size, i as u64 + 1);
-        model_yaml.push_str(&format!(
-            "    - name: {name}\n      kind: {kind}\n      source:\n        url: {}\n        sha256: \"{}\"\n",
-            models.url(&path),
+        let fetched = *kind == "Checkpoint" && case.fetch != Fetch::Baked;
+        let sha = if fetched && case.fetch == Fetch::WrongSha256 {
+            "0".repeat(64)
+        } else {
             generated_sha256(*size, i as u64 + 1)
+        };
+        model_yaml.push_str(&format!(
+            "    - name: {name}\n      kind: {kind}\n      source:\n        url: {}\n        sha256: \"{sha}\"\n",
+            models.url(&path),
         ));
+        if fetched {
+            model_yaml.push_str(&format!(
+                "        sizeBytes: {size}\n      delivery: FetchedAtStart\n"
+            ));
+        }
     }
     let port = free_port();
     let yaml = format!(
@@ -150,6 +175,7 @@ spec:
         api_key: None,
         env: Default::default(),
         model_tokens: Default::default(),
+        fetch_tokens: Default::default(),
         push_credentials: Default::default(),
         pull_auth: None,
     };
@@ -202,6 +228,7 @@ spec:
     let mut liveness = None;
     let mut readiness = None;
     let mut seen = Value::Null;
+    let mut smoke_answer = None;
     if matches!(startup, Outcome::Passed(_)) {
         if let Some(p) = &group.liveness_probe {
             liveness = Some(probes::run(&mut container, p, Instant::now()).await);
@@ -218,6 +245,19 @@ spec:
             .json()
             .await
             .expect("json");
+        // The smoke test's request, in the server's own API, sent the way the gateway would.
+        let smoke = salad_sd_controller::smoke::request(&sdd.spec, &Default::default())
+            .expect("a smoke request");
+        let answer = reqwest::Client::new()
+            .post(format!("http://[::1]:{port}{}", smoke.path))
+            .json(&smoke.body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("the server answers the smoke request");
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        smoke_answer = Some((status, body));
     }
     let ipv4_refused = std::net::TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
@@ -235,6 +275,7 @@ spec:
         upper_files,
         ipv4_refused,
         logs,
+        smoke_answer,
     })
 }
 
@@ -308,7 +349,14 @@ impl Case {
             standin,
             server,
             upstream_launch: false,
+            fetch: Fetch::Baked,
         }
+    }
+
+    /// The same, with the checkpoint fetched at start.
+    fn fetching(mut self, fetch: Fetch) -> Self {
+        self.fetch = fetch;
+        self
     }
 }
 
@@ -369,7 +417,92 @@ async fn a1111_starts_through_its_entrypoint_and_sees_every_model() {
 #[ignore = "runs built images with runc as root: make test-runtime"]
 async fn comfyui_starts_and_passes_its_probes() {
     let case = Case::ours("comfyui", StandIn::ComfyUi, "    kind: ComfyUI");
-    serves_without_copy_up(&case).await;
+    let Some(run) = serves_without_copy_up(&case).await else {
+        return;
+    };
+    assert!(
+        run.logs.contains("warm-up workflow ran"),
+        "/health passed after comfyui-api's warm-up loaded the checkpoint:\n{}",
+        run.logs
+    );
+    assert_prompt_answered(&case, &run);
+}
+
+/// comfyui-api's synchronous `POST /prompt` answered the smoke test's workflow with a PNG.
+fn assert_prompt_answered(case: &Case, run: &Run) {
+    let (status, body) = run
+        .smoke_answer
+        .clone()
+        .expect("the smoke request was sent");
+    assert_eq!(status, 200, "{}: {body}", case.name);
+    let png = body["images"][0]
+        .as_str()
+        .and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        })
+        .unwrap_or_default();
+    assert!(png.starts_with(b"\x89PNG"), "{}: {body}", case.name);
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn a_fetched_checkpoint_is_downloaded_verified_and_loaded_before_comfyui_serves() {
+    let case = Case::ours("comfyui-fetch", StandIn::ComfyUi, "    kind: ComfyUI")
+        .fetching(Fetch::Verified);
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert_serves(&case, &run);
+    assert!(
+        run.logs
+            .contains("dreamshaper_8.safetensors fetched and verified"),
+        "{}",
+        run.logs
+    );
+    assert_prompt_answered(&case, &run);
+    // The fetched file is written by the start (that is the cost of fetching); nothing else.
+    assert!(
+        (CHECKPOINT_SIZE..CHECKPOINT_SIZE + ONE_MIB).contains(&run.upper_bytes),
+        "the start wrote {} bytes: {:?}",
+        run.upper_bytes,
+        &run.upper_files[..run.upper_files.len().min(5)]
+    );
+    println!(
+        "{}",
+        json!({"kind": case.name, "fetched_bytes": CHECKPOINT_SIZE, "start_upper_bytes": run.upper_bytes})
+    );
+}
+
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn a_fetched_checkpoint_with_the_wrong_sha256_never_starts_the_server() {
+    let case = Case::ours("sdnext-fetch-bad", StandIn::SdNextSalad, "    kind: SDNext")
+        .fetching(Fetch::WrongSha256);
+    let Some(run) = run_case(&case).await else {
+        return;
+    };
+    assert!(
+        !matches!(run.startup, Outcome::Passed(_)),
+        "the startup probe must never pass: {:?}\n{}",
+        run.startup,
+        run.logs
+    );
+    assert!(
+        run.logs.contains("sha256 mismatch: expected 0000"),
+        "the container log says why:\n{}",
+        run.logs
+    );
+    assert!(
+        run.logs.contains("the server is not started"),
+        "{}",
+        run.logs
+    );
+    assert!(
+        !run.logs.contains("listening on"),
+        "the server never started:\n{}",
+        run.logs
+    );
 }
 
 /// The measurement can see a copy-up: upstream's own start (`chown -R` over the data
@@ -382,6 +515,7 @@ async fn negative_control_upstream_chown_copies_the_checkpoint() {
         standin: StandIn::SdNextSalad,
         server: "    kind: SDNext",
         upstream_launch: true,
+        fetch: Fetch::Baked,
     };
     let Some(run) = run_case(&case).await else {
         return;

@@ -85,6 +85,132 @@ exec runuser -u "$(id -un "$RUN_UID")" -- python "$INSTALLDIR/launch.py" --data-
 /// (dual-stack IPv6) to it, as SaladCloud's A1111 image does.
 pub const A1111_INNER_PORT: i32 = 7859;
 
+/// comfyui-api's current release (1.19.2, ComfyUI 0.35.0, PyTorch 2.13.0, CUDA 13.0: driver
+/// 580 or newer, Turing or newer GPUs), as SaladTechnologies/comfyui-api's
+/// `.github/workflows/promote-release-1.19.2.yml` publishes it. Its `Cmd` is `./comfyui-api`.
+pub const COMFYUI_BASE_IMAGE: &str =
+    "ghcr.io/saladtechnologies/comfyui-api:comfy0.35.0-api1.19.2-torch2.13.0-cuda13.0-runtime";
+
+/// Where the ComfyUI start writes the warm-up workflow that comfyui-api reads from
+/// `WARMUP_PROMPT_FILE` (comfyui-api `src/config.ts` parses it when it starts, so the file
+/// must exist before; `/health` answers 200 only after the workflow ran).
+pub const COMFYUI_WARMUP_FILE: &str = "/opt/salad-sd/warmup.json";
+
+/// Image config variable holding the warm-up workflow (JSON) the start writes to
+/// [`COMFYUI_WARMUP_FILE`].
+pub const WARMUP_PROMPT_ENV: &str = "SALAD_SD_WARMUP_PROMPT";
+
+/// Image config variable holding the list of models the container fetches before the server
+/// starts (JSON: name, url, sha256, path, the name of the variable holding its token).
+pub const FETCH_LIST_ENV: &str = "SALAD_SD_FETCH";
+
+/// Image config variable holding [`FETCH_SCRIPT`].
+pub const FETCH_SCRIPT_ENV: &str = "SALAD_SD_FETCH_PY";
+
+/// The model fetcher the start runs before the server (Python 3 standard library only: every
+/// default base ships python3). For each entry of `$SALAD_SD_FETCH`: keep an existing file whose
+/// sha256 matches; else download to `PATH.part`, resuming with `Range` after a broken transfer
+/// (up to 6 attempts, 2-32 s apart), verify the pinned sha256 and rename into place. A mismatch
+/// or a download that keeps failing prints what happened and exits non-zero, so the server
+/// never starts (the startup probe never passes). A token is sent as `Authorization: Bearer`
+/// only to the URL's own host (an unredirected header) and never printed.
+pub const FETCH_SCRIPT: &str = r#"import hashlib, http.client, json, os, sys, time, urllib.error, urllib.request
+def say(*a): print("salad-sd fetch:", *a, file=sys.stderr, flush=True)
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b: return h
+            h.update(b)
+def fetch(m):
+    dest, want = m["path"], m["sha256"].lower()
+    if os.path.exists(dest) and digest(dest).hexdigest() == want:
+        say(m["name"], "already present and verified"); return
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    part = dest + ".part"
+    token = os.environ.get(m.get("tokenEnv") or "", "")
+    for attempt in range(1, 7):
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        req = urllib.request.Request(m["url"])
+        if have: req.add_header("Range", "bytes=%d-" % have)
+        if token: req.add_unredirected_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                if have and r.status != 206: have = 0
+                length, got = r.headers.get("Content-Length"), 0
+                with open(part, "ab" if have else "wb") as f:
+                    while True:
+                        b = r.read(1 << 20)
+                        if not b: break
+                        f.write(b); got += len(b)
+                if length is not None and got < int(length):
+                    raise OSError("connection closed after %d of %s bytes" % (got, length))
+            break
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have: break
+            if e.code in (401, 403, 404): say(m["name"], "HTTP", e.code, "from", m["host"], "- not retried"); sys.exit(2)
+            say(m["name"], "attempt", attempt, "failed: HTTP", e.code)
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            say(m["name"], "attempt", attempt, "failed:", type(e).__name__, getattr(e, "reason", "") or e)
+        if attempt == 6: say(m["name"], "download from", m["host"], "failed 6 times; giving up"); sys.exit(2)
+        time.sleep(min(2 ** attempt, 32))
+    got = digest(part).hexdigest()
+    if got != want:
+        os.remove(part)
+        say(m["name"], "sha256 mismatch: expected", want, "got", got, "- the file was deleted and the server is not started; fix models[].source.sha256 or the URL")
+        sys.exit(3)
+    os.replace(part, dest)
+    say(m["name"], "fetched and verified,", os.path.getsize(dest), "bytes")
+for m in json.loads(os.environ["SALAD_SD_FETCH"]): fetch(m)
+"#;
+
+/// The shell step a start runs before the server when models are fetched: run [`FETCH_SCRIPT`]
+/// with the image's python3 and stop (non-zero exit) when it fails.
+pub const FETCH_STEP: &str = r#"if [ -n "${SALAD_SD_FETCH:-}" ]; then
+  py=$(command -v python3 || command -v python) || { echo "salad-sd: the image has no python3 to fetch models with; the server is not started" >&2; exit 1; }
+  "$py" -c "$SALAD_SD_FETCH_PY" || { echo "salad-sd: fetching models failed (see above); the server is not started" >&2; exit 1; }
+fi"#;
+
+/// The ComfyUI start after [`FETCH_STEP`]: write the warm-up workflow for comfyui-api, then run
+/// the base's command (`./comfyui-api`) unchanged.
+const COMFYUI_START_TAIL: &str = r#"if [ -n "${SALAD_SD_WARMUP_PROMPT:-}" ]; then
+  mkdir -p "$(dirname "$WARMUP_PROMPT_FILE")"
+  printf '%s' "$SALAD_SD_WARMUP_PROMPT" > "$WARMUP_PROMPT_FILE"
+fi
+exec "$@""#;
+
+/// The ComfyUI start: fetch models (when any are fetched), write the warm-up workflow, then run
+/// the base's command.
+pub fn comfyui_start_script() -> String {
+    format!("set -eu\n{FETCH_STEP}\n{COMFYUI_START_TAIL}")
+}
+
+/// A ComfyUI API-format txt2img workflow for the checkpoint `ckpt_name` (a file in
+/// `models/checkpoints`): load, encode the prompt, sample, decode, save. comfyui-api's
+/// `POST /prompt` needs a node with `filename_prefix` (`SaveImage`); its warm-up reads the
+/// checkpoint from the `CheckpointLoaderSimple` node.
+pub fn comfyui_txt2img(
+    ckpt_name: &str,
+    prompt: &str,
+    steps: i32,
+    size: i32,
+    seed: u64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": 1.0, "model": ["1", 0],
+            "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0]}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "salad-sd"}},
+    })
+}
+
 /// Quotes `arg` for a POSIX shell.
 pub fn shell_quote(arg: &str) -> String {
     if !arg.is_empty()
@@ -126,9 +252,7 @@ impl ServerProfile {
             ServerKind::SdNext if self.upstream_sdnext() => Some("vladmandic/sdnext-cuda:latest"),
             ServerKind::SdNext => Some("saladtechnologies/sdnext:base"),
             ServerKind::Automatic1111 => Some("saladtechnologies/a1111:ipv6-v1.9.4"),
-            ServerKind::ComfyUi => Some(
-                "ghcr.io/saladtechnologies/comfyui-api:comfy0.3.62-api1.10.0-torch2.8.0-cuda12.8-runtime",
-            ),
+            ServerKind::ComfyUi => Some(COMFYUI_BASE_IMAGE),
             ServerKind::Custom => None,
         }
     }
@@ -270,6 +394,52 @@ impl ServerProfile {
         env
     }
 
+    /// The start edits that [`Self::launch`] does not make: for ComfyUI a start that writes the
+    /// warm-up workflow (`warmup`) and fetches models; for the other kinds, when `fetch`, the
+    /// fetch step ([`FETCH_STEP`]) run before the server in the start they already have.
+    /// `entrypoint` and `cmd` are the image config edits (`None`: keep the base's).
+    pub fn wrap_start(
+        self,
+        entrypoint: &mut Option<Vec<String>>,
+        cmd: &mut Option<Vec<String>>,
+        fetch: bool,
+        warmup: bool,
+    ) {
+        let prefixed = |script: &str| format!("{FETCH_STEP}\n{script}");
+        match self.kind {
+            ServerKind::ComfyUi if fetch || warmup => {
+                *entrypoint = Some(strings(&[
+                    "/bin/sh",
+                    "-c",
+                    &comfyui_start_script(),
+                    "salad-sd-start",
+                ]));
+            }
+            _ if !fetch => {}
+            // SaladBase SD.Next: our bash start script is the entrypoint.
+            ServerKind::SdNext if entrypoint.is_some() => {
+                if let Some(e) = entrypoint.as_mut().filter(|e| e.len() > 2) {
+                    e[2] = prefixed(&e[2]);
+                }
+            }
+            // A1111: the base's entrypoint runs our `/bin/sh -c SCRIPT`.
+            ServerKind::Automatic1111 => {
+                if let Some(c) = cmd.as_mut().filter(|c| c.len() > 2) {
+                    c[2] = prefixed(&c[2]);
+                }
+            }
+            // Upstream SD.Next: the base's entrypoint runs the command; put the fetch in front.
+            _ => {
+                if let Some(c) = cmd.take() {
+                    let mut wrapped =
+                        strings(&["/bin/sh", "-c", &prefixed("exec \"$@\""), "salad-sd-start"]);
+                    wrapped.extend(c);
+                    *cmd = Some(wrapped);
+                }
+            }
+        }
+    }
+
     /// Default startup probe: passes only once a generation succeeds (SD.Next and A1111 answer
     /// HTTP before the checkpoint is loaded, so a 200 on a status page proves nothing). The first
     /// generation loads the checkpoint; the window (30 s + 20 × 30 s, about 10.5 minutes) covers
@@ -327,6 +497,44 @@ impl ServerProfile {
         };
         Some(http_probe(path, port, 5, 3))
     }
+}
+
+/// Seconds an average SaladCloud node takes per GB (10^9 bytes) it downloads: "about 2 minutes
+/// per GB" (SaladCloud's troubleshooting guide; more than that marks a slow node).
+pub const SECONDS_PER_GB: f64 = 120.0;
+
+/// SaladCloud's probe limits: initial delay, period, failure threshold.
+const MAX_INITIAL_DELAY: i32 = 1200;
+const MAX_PERIOD: i32 = 120;
+const MAX_FAILURES: i32 = 20;
+
+/// A startup probe whose window (initial delay + failure threshold × period) also covers
+/// downloading `fetched_bytes` at [`SECONDS_PER_GB`] before the server starts. The failure
+/// threshold goes to 20 first, then the period grows (up to 120 s), then the initial delay (up
+/// to 1200 s); beyond SaladCloud's limits (an hour in all) the window stays at the maximum.
+pub fn startup_window_for_fetch(base: ProbeDefaults, fetched_bytes: u64) -> ProbeDefaults {
+    if fetched_bytes == 0 {
+        return base;
+    }
+    let extra = (fetched_bytes as f64 / 1e9 * SECONDS_PER_GB).ceil() as i64;
+    let want = (base.initial_delay_seconds as i64
+        + base.failure_threshold as i64 * base.period_seconds as i64
+        + extra)
+        .min((MAX_INITIAL_DELAY + MAX_FAILURES * MAX_PERIOD) as i64);
+    let mut p = base;
+    p.failure_threshold = MAX_FAILURES;
+    let after_delay = want - p.initial_delay_seconds as i64;
+    let period = (after_delay + MAX_FAILURES as i64 - 1) / MAX_FAILURES as i64;
+    p.period_seconds = period.clamp(p.period_seconds as i64, MAX_PERIOD as i64) as i32;
+    let left = want - (p.failure_threshold as i64 * p.period_seconds as i64);
+    p.initial_delay_seconds =
+        left.clamp(p.initial_delay_seconds as i64, MAX_INITIAL_DELAY as i64) as i32;
+    p
+}
+
+/// The window of a probe in seconds: initial delay + failure threshold × period.
+pub fn window_seconds(p: &ProbeDefaults) -> i64 {
+    p.initial_delay_seconds as i64 + p.failure_threshold as i64 * p.period_seconds as i64
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -540,6 +748,116 @@ mod tests {
                 assert!(!c.contains("127.0.0.1"), "{c}");
             }
             other => panic!("expected an exec warm-up probe, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_startup_window_grows_by_two_minutes_per_fetched_gb_within_saladcloud_limits() {
+        let sdnext = ServerProfile::of_kind(ServerKind::SdNext)
+            .startup_probe(7860)
+            .unwrap();
+        struct Case {
+            reason: &'static str,
+            bytes: u64,
+            window: i64,
+        }
+        let base = window_seconds(&sdnext);
+        for case in [
+            Case {
+                reason: "nothing fetched: the kind's window as it is",
+                bytes: 0,
+                window: base,
+            },
+            Case {
+                reason: "Dreamshaper 8 (2.13 GB): 256 s more",
+                bytes: 2_132_625_894,
+                window: base + 256,
+            },
+            Case {
+                reason: "SDXL base (6.94 GB): 833 s more",
+                bytes: 6_938_078_334,
+                window: base + 833,
+            },
+            Case {
+                reason: "beyond an hour the window stays at SaladCloud's maximum",
+                bytes: 40_000_000_000,
+                window: 1200 + 20 * 120,
+            },
+        ] {
+            let p = startup_window_for_fetch(sdnext.clone(), case.bytes);
+            assert!(
+                window_seconds(&p) >= case.window && window_seconds(&p) < case.window + 20,
+                "{}: {} s, want {} s",
+                case.reason,
+                window_seconds(&p),
+                case.window
+            );
+            assert!(
+                (0..=1200).contains(&p.initial_delay_seconds),
+                "{}",
+                case.reason
+            );
+            assert!((1..=120).contains(&p.period_seconds), "{}", case.reason);
+            assert!((1..=20).contains(&p.failure_threshold), "{}", case.reason);
+            assert_eq!(p.handler, sdnext.handler, "{}", case.reason);
+        }
+    }
+
+    #[test]
+    fn the_fetch_runs_before_every_kinds_server() {
+        let fetch_first = |script: &str| {
+            assert!(script.starts_with(FETCH_STEP), "{script}");
+        };
+        // SaladBase SD.Next: our bash start script.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        fetch_first(&e.unwrap()[2]);
+        // A1111: the base's entrypoint runs our sh -c.
+        let p = ServerProfile::of_kind(ServerKind::Automatic1111);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        assert_eq!(e, None);
+        fetch_first(&c.unwrap()[2]);
+        // Upstream SD.Next: the command is wrapped and run after the fetch.
+        let p = sdnext(SdNextLayout::Upstream);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, true, false);
+        let c = c.unwrap();
+        assert_eq!(c[..2], ["/bin/sh", "-c"]);
+        fetch_first(&c[2]);
+        assert_eq!(c[4..6], ["python", "launch.py"]);
+        // ComfyUI: our start, then the base's command (Cmd kept).
+        let p = ServerProfile::of_kind(ServerKind::ComfyUi);
+        let (mut e, mut c) = (None, None);
+        p.wrap_start(&mut e, &mut c, false, true);
+        let e = e.expect("the warm-up needs our start");
+        assert!(e[2].contains("WARMUP_PROMPT_FILE") && e[2].contains(FETCH_STEP));
+        assert!(e[2].ends_with("exec \"$@\""));
+        assert_eq!(c, None, "the base's ./comfyui-api stays the command");
+        // Nothing fetched: SD.Next's start stays byte for byte what it was.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, false, false);
+        assert_eq!(e.unwrap()[2], SDNEXT_START_SCRIPT);
+    }
+
+    #[test]
+    fn the_fetch_step_and_the_comfyui_start_are_valid_sh() {
+        for script in [FETCH_STEP.to_string(), comfyui_start_script()] {
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -273,6 +273,9 @@ impl StableDiffusionDeploymentSpec {
             if let Some(r) = &s.auth_secret_ref {
                 out.insert((r.name.clone(), r.key.clone()));
             }
+            if let Some(r) = &s.fetch_auth_secret_ref {
+                out.insert((r.name.clone(), r.key.clone()));
+            }
         }
         if let Some(p) = &self.image.push_secret_ref {
             out.insert((p.name.clone(), ".dockerconfigjson".into()));
@@ -316,8 +319,8 @@ pub struct ServerSpec {
     /// SDNext layout SaladBase `saladtechnologies/sdnext:base` (CUDA 11.7, not for RTX 5090);
     /// SDNext layout Upstream `vladmandic/sdnext-cuda:latest` (CUDA 12.8);
     /// Automatic1111 `saladtechnologies/a1111:ipv6-v1.9.4` (CUDA 12.1, not for RTX 5090);
-    /// ComfyUI `ghcr.io/saladtechnologies/comfyui-api:comfy0.3.62-api1.10.0-torch2.8.0-cuda12.8-runtime`
-    /// (CUDA 12.8). Required for Custom.
+    /// ComfyUI `ghcr.io/saladtechnologies/comfyui-api:comfy0.35.0-api1.19.2-torch2.13.0-cuda13.0-runtime`
+    /// (CUDA 13.0: NVIDIA driver 580 or newer, Turing or newer GPUs). Required for Custom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub base_image: Option<String>,
@@ -460,6 +463,14 @@ pub struct EnvVarSource {
         .message("an Embedding's name must end in .safetensors, .pt or .bin: the servers list them by extension and ignore other files"),
     validation = Rule::new("self.kind != 'ControlNet' || self.name.endsWith('.safetensors') || self.name.endsWith('.pth') || self.name.endsWith('.pt') || self.name.endsWith('.ckpt') || self.name.endsWith('.bin')")
         .message("a ControlNet's name must end in .safetensors, .pth, .pt, .ckpt or .bin: the servers list them by extension and ignore other files"),
+    validation = Rule::new("!has(self.delivery) || self.delivery != 'FetchedAtStart' || has(self.source.sha256)")
+        .message("a model with delivery FetchedAtStart needs source.sha256: the container verifies the download against it and refuses to start on a mismatch"),
+    validation = Rule::new("!has(self.delivery) || self.delivery != 'FetchedAtStart' || !has(self.source.authSecretRef)")
+        .message("a model with delivery FetchedAtStart is downloaded by the container, not the build: name its token in source.fetchAuthSecretRef (it may be the same Secret) instead of source.authSecretRef"),
+    validation = Rule::new("!has(self.delivery) || self.delivery != 'FetchedAtStart' || has(self.source.sizeBytes)")
+        .message("a model with delivery FetchedAtStart needs source.sizeBytes: the startup probe's window and status.coldStart are computed from it"),
+    validation = Rule::new("(has(self.delivery) && self.delivery == 'FetchedAtStart') || !has(self.source.fetchAuthSecretRef)")
+        .message("source.fetchAuthSecretRef is only for delivery FetchedAtStart; a baked model's token is source.authSecretRef"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
@@ -487,6 +498,33 @@ pub struct ModelSpec {
     /// checkpoint sets it and there is exactly one checkpoint, that one is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<bool>,
+
+    /// How the file reaches the container. `Baked` (default): built into the image as its own
+    /// layer; every new node downloads it with the image, which SaladCloud does not bill.
+    /// `FetchedAtStart`: the container downloads it before the server starts (resumed after a
+    /// broken transfer, verified against source.sha256, which is then required); that time is
+    /// billed, but the image stays small and a model change needs no new image layer. The
+    /// startup probe's window grows with the fetched bytes (about 2 minutes per GB).
+    /// `status.coldStart` shows both parts for the spec.
+    #[serde(default, skip_serializing_if = "ModelDelivery::is_baked")]
+    pub delivery: ModelDelivery,
+}
+
+/// How a model file reaches the container.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ModelDelivery {
+    // In the image, one layer per model (downloaded with the image, not billed).
+    #[default]
+    Baked,
+    // Downloaded by the container before the server starts (billed), verified by sha256.
+    FetchedAtStart,
+}
+
+impl ModelDelivery {
+    /// Whether this is the default, `Baked`.
+    pub fn is_baked(&self) -> bool {
+        *self == ModelDelivery::Baked
+    }
 }
 
 /// Model file type.
@@ -528,6 +566,21 @@ pub struct ModelSource {
     /// sent as `Authorization: Bearer`, and only to the URL's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretKeyRef>,
+
+    /// For a model with delivery `FetchedAtStart`: the Secret key holding the token the
+    /// container sends (`Authorization: Bearer`, only to the URL's host). It reaches every
+    /// instance as a SaladCloud environment variable, so name a read-only token made for this;
+    /// it may be the same Secret as authSecretRef, but it is never taken from there unasked
+    /// (a fetched model with only authSecretRef is refused at admission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_auth_secret_ref: Option<SecretKeyRef>,
+
+    /// Size of the file in bytes. Required for delivery `FetchedAtStart`: the startup probe's
+    /// window (about 2 minutes per GB on an average SaladCloud node) and `status.coldStart` are
+    /// computed from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub size_bytes: Option<i64>,
 }
 
 /// A server extension.

@@ -70,6 +70,45 @@ pub struct StableDiffusionDeploymentStatus {
     /// ConfigMap (owned by this resource) whose `url` key holds the current access URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_config_map: Option<String>,
+
+    /// What starting one new instance of this spec costs: bytes downloaded with the image
+    /// (not billed) and bytes the container fetches at start (billed), with estimates at about
+    /// 2 minutes per GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<ColdStartStatus>,
+}
+
+/// The cold start of one new instance, by part. Estimates use SaladCloud's "about 2 minutes
+/// per GB" for an average node (slow nodes take longer) and the GPU class price at the spec's
+/// priority; the base image's own layers are not counted (SaladCloud caches public layers).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ColdStartStatus {
+    /// Bytes of the model layers every new node downloads with the image (baked models and
+    /// extensions). Absent while unknown: before the first build, for baked models without
+    /// source.sizeBytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<i64>,
+    /// Of imageBytes, the bytes in layers the serving image does not have (what a rollout of
+    /// this image adds to every node's download).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes_new: Option<i64>,
+    /// Estimated seconds a node spends downloading imageBytes; SaladCloud does not bill it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_seconds: Option<i64>,
+    /// Bytes the container fetches before the server starts (models with delivery
+    /// FetchedAtStart), at every start of every instance.
+    pub fetched_bytes: i64,
+    /// Estimated seconds the fetch takes; billed, as the instance is running.
+    pub fetch_seconds: i64,
+    /// Estimated USD billed for the fetch per instance start (fetchSeconds at the hourly price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_cost_usd_per_start: Option<String>,
+    /// The same for every replica of a rollout (each new instance fetches once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_cost_usd_per_rollout: Option<String>,
+    /// The above in a sentence.
+    pub summary: String,
 }
 
 impl StableDiffusionDeploymentStatus {

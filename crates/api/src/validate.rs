@@ -183,6 +183,7 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             }
         }
         check_source(&mut bad, &format!("models[{i}].source"), &m.source);
+        check_delivery(&mut bad, i, m, spec.server.kind);
     }
     if defaults > 1 {
         bad("models", "at most one model may set default: true; it becomes the --ckpt the server loads at start".into());
@@ -196,6 +197,12 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             );
         }
         check_source(&mut bad, &format!("extensions[{i}].source"), &e.source);
+        if e.source.fetch_auth_secret_ref.is_some() {
+            bad(
+                &format!("extensions[{i}].source.fetchAuthSecretRef"),
+                "extensions are always baked; source.fetchAuthSecretRef is only for models with delivery FetchedAtStart".into(),
+            );
+        }
     }
 
     if spec.image.repository.is_empty() || spec.image.repository.contains('@') {
@@ -372,5 +379,141 @@ fn check_source(bad: &mut impl FnMut(&str, String), field: &str, source: &ModelS
             &format!("{field}.url"),
             format!("`{}` is not a URL", source.url),
         );
+    }
+}
+
+/// A fetched model is downloaded by the container: it needs the pinned sha256 the fetcher
+/// verifies, its size (the startup window), a URL the container can fetch, a start that runs
+/// the fetcher, and its token from a Secret named for the container, never the build's.
+fn check_delivery(bad: &mut impl FnMut(&str, String), i: usize, m: &ModelSpec, kind: ServerKind) {
+    let field = format!("models[{i}]");
+    if m.delivery != ModelDelivery::FetchedAtStart {
+        if m.source.fetch_auth_secret_ref.is_some() {
+            bad(
+                &format!("{field}.source.fetchAuthSecretRef"),
+                "source.fetchAuthSecretRef is only for delivery FetchedAtStart; a baked model's token is source.authSecretRef".into(),
+            );
+        }
+        return;
+    }
+    if m.source.sha256.is_none() {
+        bad(
+            &format!("{field}.source.sha256"),
+            "a model with delivery FetchedAtStart needs source.sha256: the container verifies the download against it and refuses to start on a mismatch".into(),
+        );
+    }
+    if m.source.size_bytes.is_none_or(|b| b < 1) {
+        bad(
+            &format!("{field}.source.sizeBytes"),
+            "a model with delivery FetchedAtStart needs source.sizeBytes: the startup probe's window and status.coldStart are computed from it".into(),
+        );
+    }
+    if m.source.auth_secret_ref.is_some() {
+        bad(
+            &format!("{field}.source.authSecretRef"),
+            "a model with delivery FetchedAtStart is downloaded by the container, not the build: name its token in source.fetchAuthSecretRef (it may be the same Secret) instead of source.authSecretRef".into(),
+        );
+    }
+    if !(m.source.url.starts_with("https://") || m.source.url.starts_with("http://")) {
+        bad(
+            &format!("{field}.source.url"),
+            "the container fetches over https:// (or http://) only".into(),
+        );
+    }
+    if kind == ServerKind::Custom {
+        bad(
+            &format!("{field}.delivery"),
+            "a Custom server keeps its own start, so nothing would fetch the model before it: use delivery Baked".into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StableDiffusionDeployment;
+
+    const COMFY: &str = include_str!("../../../manifests/examples/comfyui-dreamshaper.yaml");
+
+    fn fields(spec: &StableDiffusionDeploymentSpec) -> Vec<String> {
+        validate(spec).into_iter().map(|i| i.field).collect()
+    }
+
+    #[test]
+    fn what_a_fetched_model_needs_at_admission() {
+        struct Case {
+            reason: &'static str,
+            edit: fn(&mut StableDiffusionDeploymentSpec),
+            field: Option<&'static str>,
+        }
+        for case in [
+            Case {
+                reason: "the example is valid",
+                edit: |_| {},
+                field: None,
+            },
+            Case {
+                reason: "nothing to verify the download against",
+                edit: |s| s.models[0].source.sha256 = None,
+                field: Some("spec.models[0].source.sha256"),
+            },
+            Case {
+                reason: "no size: no startup window, no cold-start numbers",
+                edit: |s| s.models[0].source.size_bytes = None,
+                field: Some("spec.models[0].source.sizeBytes"),
+            },
+            Case {
+                reason: "the build's token would reach every instance by surprise",
+                edit: |s| {
+                    s.models[0].source.auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: Some("spec.models[0].source.authSecretRef"),
+            },
+            Case {
+                reason: "a token named for the container is the explicit way",
+                edit: |s| {
+                    s.models[0].source.fetch_auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: None,
+            },
+            Case {
+                reason: "a container token on a baked model has no use",
+                edit: |s| {
+                    s.models[0].delivery = ModelDelivery::Baked;
+                    s.models[0].source.fetch_auth_secret_ref = Some(SecretKeyRef {
+                        name: "civitai".into(),
+                        key: "token".into(),
+                    })
+                },
+                field: Some("spec.models[0].source.fetchAuthSecretRef"),
+            },
+            Case {
+                reason: "a Custom server's start does not run the fetcher",
+                edit: |s| {
+                    s.server.kind = ServerKind::Custom;
+                    s.server.base_image = Some("example.com/my/server:1".into());
+                },
+                field: Some("spec.models[0].delivery"),
+            },
+            Case {
+                reason: "the container fetches over HTTP(S) only",
+                edit: |s| s.models[0].source.url = "s3://bucket/model.safetensors".into(),
+                field: Some("spec.models[0].source.url"),
+            },
+        ] {
+            let mut sdd: StableDiffusionDeployment = serde_saphyr::from_str(COMFY).unwrap();
+            (case.edit)(&mut sdd.spec);
+            let got = fields(&sdd.spec);
+            match case.field {
+                None => assert!(got.is_empty(), "{}: {got:?}", case.reason),
+                Some(f) => assert!(got.iter().any(|g| g == f), "{}: {got:?}", case.reason),
+            }
+        }
     }
 }

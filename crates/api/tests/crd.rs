@@ -245,8 +245,60 @@ struct CelCase {
     old: Option<Mutation>,
 }
 
+/// The seed's checkpoint, fetched at start, pinned and sized.
+fn fetched(o: &mut Value) {
+    let m = &mut o["spec"]["models"][0];
+    m["delivery"] = json!("FetchedAtStart");
+    m["source"]["sha256"] = json!("a".repeat(64));
+    m["source"]["sizeBytes"] = json!(2_132_625_894_i64);
+    m["source"].as_object_mut().unwrap().remove("authSecretRef");
+}
+
 fn cel_cases() -> Vec<CelCase> {
     vec![
+        CelCase {
+            reason: "the container verifies a fetched model against its pinned sha256",
+            message: "FetchedAtStart needs source.sha256",
+            break_it: |o| {
+                fetched(o);
+                o["spec"]["models"][0]["source"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("sha256");
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "the startup window of a fetched model follows its size",
+            message: "FetchedAtStart needs source.sizeBytes",
+            break_it: |o| {
+                fetched(o);
+                o["spec"]["models"][0]["source"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("sizeBytes");
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "the build's token never reaches the container unasked",
+            message: "instead of source.authSecretRef",
+            break_it: |o| {
+                fetched(o);
+                o["spec"]["models"][0]["source"]["authSecretRef"] =
+                    json!({"name": "civitai", "key": "token"});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "a container token on a baked model would reach instances for nothing",
+            message: "fetchAuthSecretRef is only for delivery FetchedAtStart",
+            break_it: |o| {
+                o["spec"]["models"][0]["source"]["fetchAuthSecretRef"] =
+                    json!({"name": "civitai", "key": "token"});
+            },
+            old: None,
+        },
         CelCase {
             reason: "SD.Next has nothing to load without a checkpoint",
             message: "SDNext and Automatic1111 need a model of kind Checkpoint",

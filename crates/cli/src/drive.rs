@@ -471,6 +471,9 @@ fn ready_summary(r: &Reconciled) -> String {
     if let Some(c) = &s.estimated_hourly_cost_usd {
         out.push_str(&format!("\nestimated cost: ${c}/hour"));
     }
+    if let Some(c) = &s.cold_start {
+        out.push_str(&format!("\ncold start per new instance: {}", c.summary));
+    }
     out
 }
 
@@ -589,6 +592,11 @@ pub async fn diff(args: DiffArgs) -> u8 {
         .iter()
         .any(|a| !matches!(a, Action::Build));
     let changes = build_needed || group_changes;
+
+    // What a new instance's start costs with this spec: image download vs fetch at start.
+    if let Some(c) = &r.status.cold_start {
+        p.text(format!("cold start per new instance: {}", c.summary));
+    }
     p.json(json!({
         "type": "diff",
         "changes": changes,
@@ -604,6 +612,7 @@ pub async fn diff(args: DiffArgs) -> u8 {
             "retiring": group_plan.retiring,
             "changes": lines,
         },
+        "coldStart": r.status.cold_start,
     }));
     if changes {
         p.text("changes found: `salad-sd apply` would make them");

@@ -237,14 +237,27 @@ async fn build_diff_apply_change_and_delete_from_a_file() {
                 .contains_key("SALAD_SD_OWNER_UID")
         );
 
-        // diff after apply: in sync (exit 0), also in JSON.
+        // diff after apply: in sync (exit 0), also in JSON; the cold start of the built image.
         let out = w.cli(&["diff", "-f", &a]).await;
         assert_eq!(out.code, 0, "{}", out.all());
+        assert!(
+            out.stdout.contains("cold start per new instance: image: ")
+                && out.stdout.contains("nothing fetched at start"),
+            "{}",
+            out.stdout
+        );
         let out = w.cli(&["diff", "-f", &a, "--output", "json"]).await;
         assert_eq!(out.code, 0, "{}", out.all());
         let last: serde_json::Value =
             serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
         assert_eq!(last["changes"], false, "{last}");
+        let cold = &last["coldStart"];
+        assert!(cold["imageBytes"].as_i64().unwrap_or(0) > 0, "{cold}");
+        assert_eq!(
+            cold["imageBytesNew"], 0,
+            "the serving image has every layer: {cold}"
+        );
+        assert_eq!(cold["fetchedBytes"], 0, "{cold}");
 
         // A spec change in a later run: a new group under a new name, the old one retired.
         let out = w.cli(&["diff", "-f", &b]).await;

@@ -162,6 +162,8 @@ pub struct Decision {
     pub hourly_price: Option<f64>,
     /// Events the decision itself produced.
     pub events: Vec<Event>,
+    /// What a cold start of one new instance costs (none when deleting).
+    pub cold_start: Option<salad_sd_api::ColdStartStatus>,
 }
 
 /// Decides. `Err` is a failure found before anything could be planned (an invalid spec, a
@@ -228,6 +230,21 @@ pub fn decide(
         plan.actions.insert(0, Action::Build);
     }
     let smoke = smoke(sdd, &prev, &plan, &observed, mode);
+    let cold_start = (!deleting).then(|| {
+        let running: Vec<&str> = observed
+            .groups
+            .iter()
+            .map(|g| g.group.container.image.as_str())
+            .collect();
+        let serving =
+            crate::cold_start::serving_layers(image.built.as_ref(), &running, prev.image.as_ref());
+        crate::cold_start::compute(&crate::cold_start::input_for(
+            spec,
+            image.built.as_ref(),
+            serving,
+            hourly_price,
+        ))
+    });
     Ok(Decision {
         desired,
         observed,
@@ -237,6 +254,7 @@ pub fn decide(
         smoke,
         hourly_price,
         events: Vec::new(),
+        cold_start,
     })
 }
 
@@ -308,6 +326,7 @@ fn released(sdd: &StableDiffusionDeployment, events: Vec<Event>) -> Decision {
         smoke: Smoke::Keep(prev.smoke_test.clone()),
         hourly_price: None,
         events,
+        cold_start: None,
     }
 }
 

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use salad_sd_api::names::OWNER_ENV;
-use salad_sd_api::profile::{ProbeDefaults, ProbeHandler, ServerProfile};
+use salad_sd_api::profile::{self, ProbeDefaults, ProbeHandler, ServerProfile};
 use salad_sd_api::quantity;
 use salad_sd_api::{
-    LoadBalancer, ModelKind, Priority, ProbeSpec, RestartPolicy, StableDiffusionDeploymentSpec,
+    LoadBalancer, ModelDelivery, ModelKind, Priority, ProbeSpec, RestartPolicy, ServerKind,
+    StableDiffusionDeploymentSpec,
 };
 use salad_sd_image::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
 use saladcloud::model as salad;
@@ -50,7 +51,7 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
         .or_else(|| profile.default_base_image().map(str::to_owned))
         .unwrap_or_default();
     let mut layers = Vec::new();
-    for model in &spec.models {
+    for model in spec.models.iter().filter(|m| m.delivery.is_baked()) {
         layers.push(LayerSpec {
             name: model.name.clone(),
             source: source(&model.source, secrets.model_tokens.get(&model.name)),
@@ -83,11 +84,92 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
     if let Some(ckpt) = &ckpt {
         config.env.insert("CKPT_PATH".into(), ckpt.clone());
     }
+    start_edits(spec, &mut config);
     Recipe {
         base_image,
         layers,
         config,
     }
+}
+
+/// The models the container fetches before the server starts.
+pub fn fetched_models(
+    spec: &StableDiffusionDeploymentSpec,
+) -> impl Iterator<Item = &salad_sd_api::ModelSpec> {
+    spec.models
+        .iter()
+        .filter(|m| m.delivery == ModelDelivery::FetchedAtStart)
+}
+
+/// The SaladCloud environment variable carrying a fetched model's token (named by a hash of the
+/// model name, so the name of a variable never changes with the order of the list).
+pub fn fetch_token_env(model_name: &str) -> String {
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(model_name.as_bytes()));
+    format!("SALAD_SD_FETCH_TOKEN_{}", &h[..12].to_ascii_uppercase())
+}
+
+/// `scheme://host[:port]` of a URL, for messages (never the path or query: they may carry tokens).
+fn url_host(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}")
+}
+
+/// The image config edits for starting: the fetch list and script when models are fetched,
+/// comfyui-api's warm-up workflow for the default checkpoint, and the start that runs them.
+fn start_edits(spec: &StableDiffusionDeploymentSpec, config: &mut ConfigEdit) {
+    let profile = ServerProfile::of(&spec.server);
+    let fetch: Vec<serde_json::Value> = fetched_models(spec)
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "url": m.source.url,
+                "host": url_host(&m.source.url),
+                "sha256": m.source.sha256.as_deref().unwrap_or_default().to_ascii_lowercase(),
+                "path": model_path(spec, m),
+                "tokenEnv": m.source.fetch_auth_secret_ref.as_ref().map(|_| fetch_token_env(&m.name)),
+            })
+        })
+        .collect();
+    if !fetch.is_empty() {
+        config.env.insert(
+            profile::FETCH_LIST_ENV.into(),
+            serde_json::Value::Array(fetch).to_string(),
+        );
+        config.env.insert(
+            profile::FETCH_SCRIPT_ENV.into(),
+            profile::FETCH_SCRIPT.into(),
+        );
+    }
+    let mut warmup = false;
+    if spec.server.kind == ServerKind::ComfyUi
+        && let Some(ckpt) = default_checkpoint(spec)
+    {
+        let workflow = profile::comfyui_txt2img(&ckpt.name, "warmup", 1, 64, 0);
+        config.env.insert(
+            "WARMUP_PROMPT_FILE".into(),
+            profile::COMFYUI_WARMUP_FILE.into(),
+        );
+        config
+            .env
+            .insert(profile::WARMUP_PROMPT_ENV.into(), workflow.to_string());
+        warmup = true;
+    }
+    profile.wrap_start(
+        &mut config.entrypoint,
+        &mut config.cmd,
+        config.env.contains_key(profile::FETCH_LIST_ENV),
+        warmup,
+    );
+}
+
+/// Bytes the container fetches at start (the declared `sizeBytes` of each fetched model).
+pub fn fetched_bytes(spec: &StableDiffusionDeploymentSpec) -> u64 {
+    fetched_models(spec)
+        .map(|m| m.source.size_bytes.unwrap_or(0).max(0) as u64)
+        .sum()
 }
 
 fn source(s: &salad_sd_api::ModelSource, token: Option<&String>) -> Source {
@@ -176,6 +258,12 @@ pub fn group_definition(
 
     let mut env: BTreeMap<String, String> = secrets.env.clone();
     env.insert(OWNER_ENV.into(), owner_uid.into());
+    // Fetched models' tokens, from the Secrets named for that (fetchAuthSecretRef) only.
+    for m in fetched_models(spec) {
+        if let Some(token) = secrets.fetch_tokens.get(&m.name) {
+            env.insert(fetch_token_env(&m.name), token.clone());
+        }
+    }
 
     let mut container = salad::CreateContainer::new(image, resources);
     container.environment_variables = env;
@@ -210,7 +298,10 @@ pub fn group_definition(
             server_response_timeout: g.server_response_timeout_ms.map(|v| v as u32),
         });
     }
-    proto.startup_probe = probe(&spec.probes.startup, profile.startup_probe(port), port);
+    let startup = profile
+        .startup_probe(port)
+        .map(|p| profile::startup_window_for_fetch(p, fetched_bytes(spec)));
+    proto.startup_probe = probe(&spec.probes.startup, startup, port);
     proto.liveness_probe = probe(&spec.probes.liveness, profile.liveness_probe(port), port);
     // SaladCloud only runs readiness probes behind the gateway.
     proto.readiness_probe = if spec.gateway.enabled {
@@ -409,5 +500,113 @@ mod tests {
         let l = p.liveness_probe.unwrap();
         assert_eq!(l.period_seconds, 45);
         assert_eq!(l.failure_threshold, 3, "unset fields keep the default");
+    }
+
+    const COMFY: &str = include_str!("../../../manifests/examples/comfyui-dreamshaper.yaml");
+
+    fn env_json(recipe: &Recipe, key: &str) -> serde_json::Value {
+        serde_json::from_str(recipe.config.env.get(key).expect(key)).unwrap()
+    }
+
+    #[test]
+    fn a_fetched_model_is_no_layer_but_an_entry_the_start_fetches_and_verifies() {
+        let sdd = spec_from_yaml(COMFY);
+        let recipe = recipe(&sdd.spec, &resolved_secrets());
+        assert!(recipe.layers.is_empty(), "{:?}", recipe.layers);
+        let list = env_json(&recipe, profile::FETCH_LIST_ENV);
+        assert_eq!(
+            list[0]["path"],
+            "/opt/ComfyUI/models/checkpoints/dreamshaper_8.safetensors"
+        );
+        assert_eq!(
+            list[0]["sha256"],
+            "879db523c30d3b9017143d56705015e15a2cb5628762c11d086fed9538abd7fd"
+        );
+        assert_eq!(list[0]["host"], "https://civitai.com");
+        assert!(list[0]["tokenEnv"].is_null(), "no token was asked for");
+        assert_eq!(
+            recipe
+                .config
+                .env
+                .get(profile::FETCH_SCRIPT_ENV)
+                .map(String::as_str),
+            Some(profile::FETCH_SCRIPT)
+        );
+        let entry = recipe.config.entrypoint.clone().expect("our start");
+        assert!(entry[2].contains(profile::FETCH_STEP));
+        assert_eq!(
+            recipe.config.cmd, None,
+            "comfyui-api's own command runs after it"
+        );
+    }
+
+    #[test]
+    fn the_comfyui_warmup_loads_the_default_checkpoint_before_health_passes() {
+        let mut sdd = spec_from_yaml(COMFY);
+        let recipe = recipe(&sdd.spec, &resolved_secrets());
+        assert_eq!(
+            recipe
+                .config
+                .env
+                .get("WARMUP_PROMPT_FILE")
+                .map(String::as_str),
+            Some(profile::COMFYUI_WARMUP_FILE)
+        );
+        let warmup = env_json(&recipe, profile::WARMUP_PROMPT_ENV);
+        let loader = warmup
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|n| n["class_type"] == "CheckpointLoaderSimple")
+            .expect("comfyui-api reads the checkpoint from this node");
+        assert_eq!(loader["inputs"]["ckpt_name"], "dreamshaper_8.safetensors");
+        // Baked instead: the same warm-up, and the model is a layer.
+        sdd.spec.models[0].delivery = ModelDelivery::Baked;
+        sdd.spec.models[0].source.size_bytes = None;
+        let baked = super::recipe(&sdd.spec, &resolved_secrets());
+        assert_eq!(baked.layers.len(), 1);
+        assert!(!baked.config.env.contains_key(profile::FETCH_LIST_ENV));
+        assert_eq!(
+            baked.config.env.get(profile::WARMUP_PROMPT_ENV),
+            recipe.config.env.get(profile::WARMUP_PROMPT_ENV)
+        );
+    }
+
+    #[test]
+    fn only_a_fetch_token_reaches_the_container_and_the_window_covers_the_download() {
+        let mut sdd = spec_from_yaml(COMFY);
+        sdd.spec.models[0].source.fetch_auth_secret_ref = Some(salad_sd_api::SecretKeyRef {
+            name: "civitai-read".into(),
+            key: "token".into(),
+        });
+        let mut secrets = resolved_secrets();
+        secrets
+            .model_tokens
+            .insert("extension-x".into(), "build-token".into());
+        secrets
+            .fetch_tokens
+            .insert("dreamshaper_8.safetensors".into(), "fetch-token".into());
+        let gpu = GpuChoice {
+            ids: vec!["g".into()],
+            hourly_price: Some(0.2),
+        };
+        let proto = group_definition(&sdd.spec, "uid", "r/i@sha256:1", &gpu, &secrets);
+        let env = &proto.container.environment_variables;
+        let name = fetch_token_env("dreamshaper_8.safetensors");
+        assert_eq!(env.get(&name).map(String::as_str), Some("fetch-token"));
+        assert!(!env.values().any(|v| v == "build-token"));
+        let list = env_json(&recipe(&sdd.spec, &secrets), profile::FETCH_LIST_ENV);
+        assert_eq!(list[0]["tokenEnv"], name.as_str());
+
+        let startup = proto.startup_probe.expect("ComfyUI waits for /health");
+        let window =
+            startup.initial_delay_seconds + startup.failure_threshold * startup.period_seconds;
+        let base = ServerProfile::of(&sdd.spec.server)
+            .startup_probe(3000)
+            .unwrap();
+        assert!(
+            window as i64 >= profile::window_seconds(&base) + 256,
+            "2.13 GB at 2 min/GB: {window} s"
+        );
     }
 }

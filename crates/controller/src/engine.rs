@@ -333,6 +333,7 @@ impl Engine {
             self.cfg.gateway_override.as_deref(),
             group,
             api_key.filter(|_| sdd.spec.gateway.auth),
+            &sdd.spec,
             cfg,
         )
         .await;

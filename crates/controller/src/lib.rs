@@ -9,6 +9,7 @@
 //! Kubernetes watches.
 
 pub mod builds;
+pub mod cold_start;
 pub mod decide;
 pub mod desired;
 pub mod diff;

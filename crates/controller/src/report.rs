@@ -321,6 +321,7 @@ fn decided(
         estimated_hourly_cost_usd: hourly.map(|cost| format!("{cost:.3}")),
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
+        cold_start: d.cold_start.clone().filter(|_| !input.deleting),
     };
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
@@ -853,6 +854,7 @@ mod tests {
             smoke: Smoke::Keep(None),
             hourly_price: Some(0.1),
             events: Vec::new(),
+            cold_start: None,
         }
     }
 

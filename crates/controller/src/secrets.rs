@@ -80,6 +80,9 @@ pub struct ResolvedSecrets {
     pub env: BTreeMap<String, String>,
     /// Download tokens by model or extension name.
     pub model_tokens: BTreeMap<String, String>,
+    /// Tokens the container sends when it fetches a model at start, by model name (only from
+    /// `fetchAuthSecretRef`).
+    pub fetch_tokens: BTreeMap<String, String>,
     /// Push credentials for the image repository.
     pub push_credentials: RegistryCredentials,
     /// Pull credentials handed to SaladCloud.
@@ -94,6 +97,10 @@ impl fmt::Debug for ResolvedSecrets {
             .field(
                 "model_tokens",
                 &self.model_tokens.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "fetch_tokens",
+                &self.fetch_tokens.keys().collect::<Vec<_>>(),
             )
             .field("pull_auth", &self.pull_auth.is_some())
             .finish()
@@ -225,6 +232,18 @@ pub async fn resolve<S: SecretStore>(
             )
             .await?;
             out.model_tokens.insert(name.clone(), token);
+        }
+    }
+    for m in &spec.models {
+        if let Some(r) = &m.source.fetch_auth_secret_ref {
+            let token = read_key(
+                store,
+                &r.name,
+                &r.key,
+                &format!("the token {} fetches at start with", m.name),
+            )
+            .await?;
+            out.fetch_tokens.insert(m.name.clone(), token);
         }
     }
     if let Some(push) = &spec.image.push_secret_ref {

@@ -171,3 +171,37 @@ async fn deletion_deletes_the_group_then_releases() {
     assert!(fake.groups().is_empty());
     assert!(!r.status.is_true(READY));
 }
+
+#[tokio::test]
+async fn status_says_what_a_cold_start_costs_when_the_checkpoint_is_fetched() {
+    let fake = FakeSalad::new();
+    let mut sdd = seed();
+    let m = &mut sdd.spec.models[0];
+    m.delivery = salad_sd_api::ModelDelivery::FetchedAtStart;
+    m.source.sha256 =
+        Some("879db523c30d3b9017143d56705015e15a2cb5628762c11d086fed9538abd7fd".into());
+    m.source.size_bytes = Some(2_132_625_894);
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(r.status.is_ready_at(Some(1)), "{:?}", r.status.conditions);
+    let cold = r.status.cold_start.expect("status.coldStart");
+    assert_eq!(cold.fetched_bytes, 2_132_625_894);
+    assert_eq!(cold.fetch_seconds, 256, "2.13 GB at ~2 min/GB");
+    assert_eq!(
+        cold.image_bytes,
+        Some(0),
+        "nothing baked: the image is the base"
+    );
+    // $0.100/h per instance (the seed's $0.300/h for 3): 256 s billed per start.
+    assert_eq!(cold.fetch_cost_usd_per_start.as_deref(), Some("0.0071"));
+    assert_eq!(cold.fetch_cost_usd_per_rollout.as_deref(), Some("0.0213"));
+    let group = &fake.groups()[0];
+    let startup = group.startup_probe.as_ref().expect("the warm-up probe");
+    assert!(
+        startup.initial_delay_seconds + startup.failure_threshold * startup.period_seconds
+            >= 630 + 256,
+        "the startup window covers the download: {startup:?}"
+    );
+}

@@ -1,4 +1,6 @@
-//! A minimal fake SD.Next behind each container group's access domain.
+//! A minimal fake server behind each container group's access domain: SD.Next's API, or
+//! comfyui-api's (`POST /prompt`, `/health`, `/ready`, as its `src/server.ts` answers them) for
+//! a group whose probes call comfyui-api's `/ready` or `/health`.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -69,6 +71,9 @@ pub(crate) fn handle(
                 target.name, target.image
             ),
         );
+    }
+    if target.comfyui_api {
+        return comfyui_api(method, path, body);
     }
     match (method.as_str(), path) {
         ("POST", "/sdapi/v1/txt2img") => txt2img(body),
@@ -161,4 +166,86 @@ fn txt2img(body: &Bytes) -> Response {
         "parameters": params,
         "info": info.to_string(),
     }))
+}
+
+/// comfyui-api 1.19's answers: `/health` and `/ready` once warm, and the synchronous
+/// `POST /prompt` (a workflow with a node that has `filename_prefix`, else 400 with `error` and
+/// `location`), answered with the request plus `id`, `images` (base64 PNG, one per batch item),
+/// `filenames` and `stats`.
+fn comfyui_api(method: &Method, path: &str, body: &Bytes) -> Response {
+    const VERSION: &str = "1.19.2";
+    match (method.as_str(), path) {
+        ("GET", "/health") => json_ok(json!({"version": VERSION, "status": "healthy"})),
+        ("GET", "/ready") => json_ok(json!({"version": VERSION, "status": "ready"})),
+        ("POST", "/prompt") => comfyui_prompt(body),
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"message": format!("Route {method}:{path} not found"),
+                              "error": "Not Found", "statusCode": 404}),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn comfyui_prompt(body: &Bytes) -> Response {
+    let bad = |error: &str, location: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": error, "location": location})),
+        )
+            .into_response()
+    };
+    let mut req: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return bad("body must be a JSON object", "body"),
+    };
+    let Some(prompt) = req["prompt"].as_object() else {
+        return bad("prompt is required", "prompt");
+    };
+    if !prompt
+        .values()
+        .any(|n| n["inputs"].get("filename_prefix").is_some())
+    {
+        return bad(
+            "Prompt must contain a node with a \"filename_prefix\" input, such as \"SaveImage\"",
+            "prompt",
+        );
+    }
+    let latent = prompt
+        .values()
+        .find(|n| n["class_type"] == "EmptyLatentImage")
+        .map(|n| n["inputs"].clone())
+        .unwrap_or(Value::Null);
+    let dim = |k: &str| latent[k].as_u64().map_or(512, |v| v.clamp(1, 4096) as u32);
+    let count = latent["batch_size"].as_u64().unwrap_or(1).clamp(1, 4);
+    let seed = prompt
+        .values()
+        .find_map(|n| n["inputs"]["seed"].as_u64())
+        .unwrap_or(0);
+    let id = req["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:032x}", rand::rng().random::<u128>()));
+    let images: Vec<String> = (0..count)
+        .map(|i| {
+            base64::engine::general_purpose::STANDARD.encode(png::gradient(
+                dim("width").min(MAX_SIDE),
+                dim("height").min(MAX_SIDE),
+                seed + i,
+            ))
+        })
+        .collect();
+    let filenames: Vec<String> = (0..count).map(|i| format!("{id}_{i:05}_.png")).collect();
+    let obj = req.as_object_mut().expect("checked above");
+    obj.insert("id".into(), json!(id));
+    obj.insert("images".into(), json!(images));
+    obj.insert("filenames".into(), json!(filenames));
+    obj.insert(
+        "stats".into(),
+        json!({"preprocess_time": 0, "comfy_round_trip_time": 1, "postprocess_time": 0,
+               "upload_time": 0, "total_time": 1}),
+    );
+    json_ok(req)
 }

@@ -3,7 +3,7 @@
 //! It implements the container group part of the official OpenAPI spec independently of the
 //! `saladcloud` client crate (so the client is tested against code it shares nothing with),
 //! simulates the lifecycle with configurable [`Timings`], injects faults, and serves a minimal
-//! fake SD.Next behind every group's access domain.
+//! fake SD.Next (or comfyui-api) behind every group's access domain.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -54,7 +54,9 @@
 //!   then the per-key sliding window) → 5xx. Rejected requests do not consume rate budget.
 //! - **Gateway**: images are capped at [`GATEWAY_MAX_IMAGE_SIDE`] pixels per side while `info`
 //!   reports the requested size; auth-enabled gateways answer 401 without `Salad-Api-Key` and
-//!   403 for a key other than the configured one.
+//!   403 for a key other than the configured one. A group with an HTTP probe on `/ready` or
+//!   `/health` is served as comfyui-api (`POST /prompt`, `/health`, `/ready`), any other as
+//!   SD.Next (the simulator cannot look inside the image).
 
 mod config;
 mod countries;

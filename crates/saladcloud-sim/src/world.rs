@@ -171,6 +171,21 @@ pub(crate) struct GatewayTarget {
     pub auth: bool,
     pub ready_instances: usize,
     pub image: String,
+    /// The group runs comfyui-api (see [`serves_comfyui_api`]).
+    pub comfyui_api: bool,
+}
+
+/// Whether a group's container looks like comfyui-api to the fake gateway: a probe on
+/// comfyui-api's `/ready` or `/health` (the simulator cannot look inside the image).
+fn serves_comfyui_api(spec: &serde_json::Value) -> bool {
+    ["startup_probe", "readiness_probe", "liveness_probe"]
+        .iter()
+        .any(|p| {
+            matches!(
+                spec[p]["http"]["path"].as_str(),
+                Some("/ready") | Some("/health")
+            )
+        })
 }
 
 pub(crate) struct World {
@@ -1221,6 +1236,7 @@ impl World {
             auth: g.spec["networking"]["auth"].as_bool().unwrap_or(false),
             ready_instances: ready,
             image: g.image(),
+            comfyui_api: serves_comfyui_api(&g.spec),
         })
     }
 

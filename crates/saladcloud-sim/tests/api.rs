@@ -1379,6 +1379,59 @@ async fn gateway_txt2img_returns_valid_png_only_when_ready() {
 }
 
 #[tokio::test]
+async fn a_comfyui_api_group_answers_prompt_health_and_ready_like_comfyui_api() {
+    bounded(15, async {
+        let t = T::start().await;
+        let mut body = body_with_gateway("comfy", false);
+        body["readiness_probe"]["http"]["path"] = json!("/ready");
+        let g = t.create_ok(&body).await;
+        let dns = g["networking"]["dns"].as_str().unwrap().to_owned();
+        let url = t.sim.gateway_url(&dns);
+        t.wait_ready("comfy", 2).await;
+        for p in ["/health", "/ready"] {
+            let r = t.c.get(format!("{url}{p}")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{p}");
+        }
+        let workflow = json!({
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 48, "height": 40, "batch_size": 2}},
+            "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}},
+        });
+        let r =
+            t.c.post(format!("{url}/prompt"))
+                .json(&json!({"prompt": workflow, "id": "job-1"}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["id"], "job-1");
+        assert_eq!(v["prompt"], workflow, "the request comes back with the outputs");
+        assert_eq!(v["images"].as_array().unwrap().len(), 2, "one per batch item");
+        assert_eq!(v["filenames"].as_array().unwrap().len(), 2);
+        check_png(v["images"][0].as_str().unwrap(), 48, 40);
+        // Without a node that saves an output, comfyui-api refuses the prompt.
+        let r =
+            t.c.post(format!("{url}/prompt"))
+                .json(&json!({"prompt": {"4": workflow["4"].clone()}}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["location"], "prompt");
+        // SD.Next's API is not there.
+        let r =
+            t.c.post(format!("{url}/sdapi/v1/txt2img"))
+                .json(&json!({"prompt": "x"}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn gateway_auth_is_enforced() {
     bounded(15, async {
         let t = T::with(SimConfig {

@@ -26,6 +26,8 @@ pub enum Misbehavior {
     Redirect(String),
     /// Send the content without `Content-Length` (chunked).
     NoContentLength,
+    /// Like `Truncate`, for the next request only; then the path behaves again.
+    TruncateOnce { after: u64 },
 }
 
 /// Options of [`ModelServer::start`].
@@ -203,7 +205,22 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
     {
         return (StatusCode::UNAUTHORIZED, "token required").into_response();
     }
-    let misbehave = state.misbehave.lock().expect("lock").get(&path).cloned();
+    let misbehave = {
+        let mut map = state.misbehave.lock().expect("lock");
+        let m = map.get(&path).cloned();
+        if let Some(Misbehavior::TruncateOnce { .. }) = m {
+            map.remove(&path);
+        }
+        m
+    };
+    // `Range: bytes=N-` (what a resuming download sends): answered 206 from byte N.
+    let range_start = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok());
     match &misbehave {
         Some(Misbehavior::NotFound) => return (StatusCode::NOT_FOUND, "not found").into_response(),
         Some(Misbehavior::Html) => {
@@ -241,14 +258,33 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
         }
     };
     let truncate = match misbehave {
-        Some(Misbehavior::Truncate { after }) => Some(after),
+        Some(Misbehavior::Truncate { after }) | Some(Misbehavior::TruncateOnce { after }) => {
+            Some(after)
+        }
         _ => None,
+    };
+    let skip = match range_start {
+        Some(start) if start >= size => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+        Some(start) => start,
+        None => 0,
     };
     let counter_state = state.clone();
     let counter_path = path.clone();
     let mut sent = 0u64;
+    let mut skipped = 0u64;
     let body = stream.map(move |item| {
         let mut chunk = item?;
+        if skipped < skip {
+            let drop = (skip - skipped).min(chunk.len() as u64);
+            skipped += drop;
+            chunk = chunk.slice(drop as usize..);
+        }
         if let Some(after) = truncate {
             if sent >= after {
                 return Err(std::io::Error::other("truncated on purpose"));
@@ -269,9 +305,15 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    if range_start.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {skip}-{}/{size}", size - 1)) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
     if misbehave != Some(Misbehavior::NoContentLength) {
         resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size - skip));
     }
     resp
 }
