@@ -70,6 +70,10 @@ pub struct StableDiffusionDeploymentStatus {
     /// ConfigMap (owned by this resource) whose `url` key holds the current access URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_config_map: Option<String>,
+
+    /// The instances: counts, a short list, download estimate, slow-node reallocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 impl StableDiffusionDeploymentStatus {

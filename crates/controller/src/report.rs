@@ -383,6 +383,7 @@ fn decided(
             .map(|price| format!("{:.3}", price * input.replicas.max(0) as f64)),
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
+        fleet: d.fleet.status.clone(),
     };
     if plan.outcome == Outcome::Stopped {
         status.estimated_hourly_cost_usd = Some("0.000".into());
@@ -846,6 +847,7 @@ mod tests {
             smoke: Smoke::Keep(None),
             hourly_price: Some(0.1),
             events: Vec::new(),
+            fleet: Default::default(),
         }
     }
 

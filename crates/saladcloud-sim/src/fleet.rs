@@ -431,7 +431,9 @@ mod tests {
         let mut minutes: Vec<f64> = (0..2000)
             .map(|_| {
                 let f = s_draw(&mut s);
-                s.download_time(f, 5_530_000_000, Duration::ZERO).as_secs_f64() / 60.0
+                s.download_time(f, 5_530_000_000, Duration::ZERO)
+                    .as_secs_f64()
+                    / 60.0
             })
             .collect();
         minutes.sort_by(f64::total_cmp);
@@ -463,18 +465,45 @@ mod tests {
         let ok = json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": ""});
         assert!(parse_log_request(&ok).is_ok());
         let cases = [
-            (json!({"end_time": "2026-01-02T00:00:00Z", "query": ""}), "start_time: required"),
-            (json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z"}), "query: required"),
-            (json!({"start_time": "yesterday", "end_time": "2026-01-02T00:00:00Z", "query": ""}), "RFC 3339"),
-            (json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "page_size": 501}), "page_size"),
-            (json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "page_size": 0}), "page_size"),
-            (json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "sort_order": "up"}), "sort_order"),
-            (json!({"start_time": "2026-01-03T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": ""}), "not be after"),
-            (json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "resource.labels.x ~ \"y\""}), "operator"),
+            (
+                json!({"end_time": "2026-01-02T00:00:00Z", "query": ""}),
+                "start_time: required",
+            ),
+            (
+                json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z"}),
+                "query: required",
+            ),
+            (
+                json!({"start_time": "yesterday", "end_time": "2026-01-02T00:00:00Z", "query": ""}),
+                "RFC 3339",
+            ),
+            (
+                json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "page_size": 501}),
+                "page_size",
+            ),
+            (
+                json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "page_size": 0}),
+                "page_size",
+            ),
+            (
+                json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "", "sort_order": "up"}),
+                "sort_order",
+            ),
+            (
+                json!({"start_time": "2026-01-03T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": ""}),
+                "not be after",
+            ),
+            (
+                json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": "resource.labels.x ~ \"y\""}),
+                "operator",
+            ),
         ];
         for (body, want) in cases {
             let errors = parse_log_request(&body).expect_err(want);
-            assert!(errors.iter().any(|e| e.contains(want)), "{want}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.contains(want)),
+                "{want}: {errors:?}"
+            );
         }
     }
 
@@ -491,7 +520,9 @@ mod tests {
         };
         let q = |s: &str| LogQuery::parse(s).unwrap().matches(&line);
         assert!(q(""));
-        assert!(q(r#"resource.type = "container" and resource.labels.container_group_name = "g""#));
+        assert!(q(
+            r#"resource.type = "container" and resource.labels.container_group_name = "g""#
+        ));
         assert!(!q(r#"resource.labels.container_group_name = "h""#));
         assert!(q(r#"text_log contains "loaded" and severity != "error""#));
         assert!(!q(r#"resource.labels.nothing = "x""#));

@@ -63,6 +63,7 @@ mod gateway;
 mod png;
 mod server;
 mod validate;
+mod virtual_cloud;
 mod world;
 
 pub mod cli;
@@ -79,6 +80,7 @@ pub use config::{Faults, GpuClass, GpuLimits, GpuPrices, SimConfig, Timings};
 pub use countries::COUNTRY_CODES;
 pub use fleet::{FleetModel, MAX_PAGE_SIZE as LOG_ENTRIES_MAX_PAGE_SIZE, events as system_events};
 pub use gateway::MAX_SIDE as GATEWAY_MAX_IMAGE_SIDE;
+pub use virtual_cloud::VirtualCloud;
 pub use world::{ApiError, Stats};
 
 use server::Shared;

@@ -268,9 +268,18 @@ fn operation(method: &Method, path: &str) -> String {
         ("GET", ["organizations", _, "gpu-classes"]) => "list_gpu_classes",
         ("GET", ["organizations", _, "quotas"]) => "get_quotas",
         ("POST", ["organizations", _, "log-entries"]) => "query_log_entries",
-        ("GET", ["organizations", _, "projects", _, "containers", _, "system-logs"]) => {
-            "get_system_logs"
-        }
+        (
+            "GET",
+            [
+                "organizations",
+                _,
+                "projects",
+                _,
+                "containers",
+                _,
+                "system-logs",
+            ],
+        ) => "get_system_logs",
         ("GET", ["organizations", _, "projects", _, "containers"]) => "list_container_groups",
         ("POST", ["organizations", _, "projects", _, "containers"]) => "create_container_group",
         ("GET", ["organizations", _, "projects", _, "containers", _]) => "get_container_group",

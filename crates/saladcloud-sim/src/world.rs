@@ -634,9 +634,7 @@ impl Group {
             match inst.state {
                 InstState::Stopping => continue,
                 InstState::Allocating => {}
-                InstState::Downloading | InstState::Creating | InstState::Running
-                    if redownload =>
-                {
+                InstState::Downloading | InstState::Creating | InstState::Running if redownload => {
                     inst.version = v;
                     self.begin_download(idx, at, t);
                     continue;
@@ -705,7 +703,12 @@ impl Group {
                 if next == InstState::Running {
                     self.system_log(events::STARTED, idx, deadline);
                     let image = self.image();
-                    self.log_line(idx, deadline, "info", format!("starting server from {image}"));
+                    self.log_line(
+                        idx,
+                        deadline,
+                        "info",
+                        format!("starting server from {image}"),
+                    );
                 }
             }
             self.log_probes(idx, now, t);
@@ -1299,7 +1302,10 @@ impl World {
         }
         self.apply_instance_action(org, project, name, id, action, now)?;
         if matches!(action, InstanceAction::Reallocate) {
-            self.reallocations.entry(org.to_owned()).or_default().push(now);
+            self.reallocations
+                .entry(org.to_owned())
+                .or_default()
+                .push(now);
         }
         Ok(())
     }
@@ -1337,12 +1343,7 @@ impl World {
     }
 
     /// `GET …/system-logs`: the group's newest 50 system events, oldest first.
-    pub fn system_logs(
-        &self,
-        org: &str,
-        project: &str,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    pub fn system_logs(&self, org: &str, project: &str, name: &str) -> Result<Value, ApiError> {
         let g = self.group(org, project, name)?;
         let resources = &g.spec["container"]["resources"];
         let gpu = resources["gpu_classes"]
@@ -1363,9 +1364,8 @@ impl World {
     /// `POST /organizations/{org}/log-entries`: the container log lines of the organization's
     /// groups matching the query, in the time range, sorted and cut to the page size.
     pub fn log_entries(&self, org: &str, body: &Value) -> Result<Value, ApiError> {
-        let req = fleet::parse_log_request(body).map_err(|errors| {
-            ApiError::validation(validate::Errors(errors))
-        })?;
+        let req = fleet::parse_log_request(body)
+            .map_err(|errors| ApiError::validation(validate::Errors(errors)))?;
         let mut lines: Vec<&LogLine> = self
             .projects
             .iter()
@@ -1491,7 +1491,12 @@ impl World {
             .position(|i| i.id.to_string() == pick && i.state != InstState::Stopping)
         {
             g.system_log(events::INTERRUPTED, idx, now);
-            g.log_line(idx, now, "warning", "node interrupted; the instance moves to a new node".into());
+            g.log_line(
+                idx,
+                now,
+                "warning",
+                "node interrupted; the instance moves to a new node".into(),
+            );
         }
         self.apply_instance_action(org, project, name, &pick, InstanceAction::Reallocate, now)?;
         Ok(pick)
