@@ -134,6 +134,10 @@ note "txt2img through the container gateway of $URL1:"
 "$DEV" txt2img --access-url "$URL1" --gateway-url "$SIM" \
   --prompt "a lighthouse on a cliff at sunset" --out "$OUT/dreamshaper.png" | sed 's/^/   /'
 
+bold "logs: salad-sd logs (SaladCloud's log query; in a cluster: kubectl sdd logs NAME)"
+note "the Instance* events above are SaladCloud's system events, published once each"
+"$BIN" logs --filename "$OUT/dreamshaper.yaml" --tail 6 | sed 's/^/   /'
+
 bold "3/5 spec change: add a LoRA (diff, then apply --wait: only the LoRA's layer is built)"
 TS=$(now)
 run_step 2 "$RUN/3-diff.log" "$BIN" diff -f "$OUT/dreamshaper-lora.yaml" "${FLAGS[@]}"

@@ -1052,6 +1052,55 @@ mod tests {
     }
 
     #[test]
+    fn status_fleet_is_the_decision_s_and_unchanged_fleet_needs_no_write() {
+        let mut d = decision(
+            Outcome::Progressing {
+                reason: Reason::RolloutInProgress,
+                message: "waiting".into(),
+            },
+            ImageState::Ready,
+        );
+        d.fleet.status = Some(salad_sd_api::FleetStatus {
+            summary: "1/3 ready, 2 downloading 40%".into(),
+            ..Default::default()
+        });
+        let backoff = Backoff::default();
+        let run = |prev: &StableDiffusionDeploymentStatus, at: i64| {
+            report(
+                Context {
+                    prev,
+                    generation: 2,
+                    now: t(at),
+                    poll: Duration::from_secs(60),
+                    progress: Duration::from_secs(5),
+                    backoff: &backoff,
+                    failures: 0,
+                    events: Vec::new(),
+                    endpoint_for: None,
+                },
+                Input {
+                    decision: Some(&d),
+                    failure: None,
+                    smoke: None,
+                    replicas: 3,
+                    deleting: false,
+                },
+            )
+            .status
+        };
+        let first = run(&StableDiffusionDeploymentStatus::default(), 100);
+        assert_eq!(
+            first.fleet.as_ref().map(|f| f.summary.as_str()),
+            Some("1/3 ready, 2 downloading 40%")
+        );
+        let second = run(&first, 160);
+        assert!(
+            same_ignoring_times(&first, &second),
+            "the same fleet a poll later: no write"
+        );
+    }
+
+    #[test]
     fn the_endpoint_moves_once_per_url_and_only_to_a_serving_group() {
         let group = |url: &str| ContainerGroupStatus {
             name: "g".into(),
