@@ -561,7 +561,10 @@ impl Client {
             path: format!("{path}/instances/{instance_id}/{verb}"),
             body: None,
         };
-        self.send(&req, &mut false).await.map(|_| ())
+        // One attempt: these actions have per-minute quotas (over them SaladCloud answers 429),
+        // and retrying within the minute only spends the key's budget. The caller decides
+        // when to try again.
+        self.attempt(&req, 1).await.map(|_| ()).map_err(|(e, _)| e)
     }
 
     // ------------------------------------------------------------------------------------------
