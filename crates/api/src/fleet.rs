@@ -27,7 +27,7 @@ pub struct SlowNodeReallocation {
     #[serde(default = "default_seconds_per_gb")]
     #[schemars(range(min = 30, max = 3600))]
     pub seconds_per_gb: i32,
-    /// How long an instance downloads before its speed is judged, in seconds (default 180).
+    /// How long an instance downloads before its speed is judged, in seconds (default 120).
     #[serde(default = "default_grace")]
     #[schemars(range(min = 30, max = 3600))]
     pub grace_period_seconds: i32,
@@ -45,7 +45,7 @@ fn default_seconds_per_gb() -> i32 {
     240
 }
 fn default_grace() -> i32 {
-    180
+    120
 }
 fn default_max_percent() -> i32 {
     25

@@ -77,7 +77,7 @@ fn run(seed: u64, replicas: u32, min_ready: u32, bytes: u64, reallocate: bool) -
     });
     cloud.set_image_size("sdnext", bytes);
     cloud.create(ORG, PROJECT, &body(replicas)).expect("create");
-    let mut spec = FleetSpec::default();
+    let mut spec = bench_spec();
     spec.slow_node_reallocation.enabled = reallocate;
     let mut facts = FleetFacts {
         reallocations_per_minute: Some(10),
@@ -147,6 +147,19 @@ fn run(seed: u64, replicas: u32, min_ready: u32, bytes: u64, reallocate: bool) -
     }
 }
 
+/// The default rule, or one set by `BENCH_FLEET_GRACE` / `BENCH_FLEET_SECONDS_PER_GB`.
+fn bench_spec() -> FleetSpec {
+    let mut spec = FleetSpec::default();
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<i32>().ok());
+    if let Some(g) = env("BENCH_FLEET_GRACE") {
+        spec.slow_node_reallocation.grace_period_seconds = g;
+    }
+    if let Some(t) = env("BENCH_FLEET_SECONDS_PER_GB") {
+        spec.slow_node_reallocation.seconds_per_gb = t;
+    }
+    spec
+}
+
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let idx = ((v.len() as f64 - 1.0) * q).round() as usize;
@@ -200,7 +213,7 @@ fn main() {
     let out = json!({
         "model": "sim FleetModel::calibrated(120 s/GB, seed 1..=runs): log-normal median 0.9, sigma 1.0, cap 7.25",
         "poll_seconds": POLL.as_secs(),
-        "slow_node_rule": FleetSpec::default().slow_node_reallocation,
+        "slow_node_rule": bench_spec().slow_node_reallocation,
         "api_budget_per_minute": 240,
         "cases": cases,
     });

@@ -553,7 +553,7 @@ mod tests {
 
     #[test]
     fn the_slow_node_table() {
-        // 5 GB image; threshold 240 s/GB = 20 minutes in total; grace 3 minutes.
+        // 5 GB image; threshold 240 s/GB = 20 minutes in total; grace 2 minutes.
         struct Case {
             reason: &'static str,
             list: Vec<ContainerGroupInstance>,
@@ -575,7 +575,7 @@ mod tests {
             Case {
                 reason: "a slow one inside the grace period is not judged yet",
                 list: vec![inst("a", InstanceState::Downloading, Some(1.0), T0)],
-                now: 2.0,
+                now: 1.5,
                 tweak: none,
                 moved: vec![],
                 says: "",
