@@ -15,7 +15,8 @@ pub struct FleetSpec {
 }
 
 /// Slow-node reallocation. SaladCloud's troubleshooting guide calls a node that needs more than
-/// about 2 minutes per GB in Downloading slow; such a node is worth trading for another.
+/// about 2 minutes per GB in Downloading slow; such a node is worth trading for another, unless
+/// what is left of its download is shorter than a fresh node at half the threshold would need.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowNodeReallocation {
@@ -25,11 +26,11 @@ pub struct SlowNodeReallocation {
     /// The slowest acceptable download, in seconds per GB of compressed image (default 240,
     /// twice the average node's 2 minutes per GB, so only the slow tail moves).
     #[serde(default = "default_seconds_per_gb")]
-    #[schemars(range(min = 30, max = 3600))]
+    #[schemars(range(min = 1, max = 3600))]
     pub seconds_per_gb: i32,
     /// How long an instance downloads before its speed is judged, in seconds (default 120).
     #[serde(default = "default_grace")]
-    #[schemars(range(min = 30, max = 3600))]
+    #[schemars(range(min = 1, max = 3600))]
     pub grace_period_seconds: i32,
     /// At most this share of the group's replicas (percent, at least one instance) is being
     /// reallocated at once (default 25).

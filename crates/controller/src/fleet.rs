@@ -326,7 +326,10 @@ fn slow_nodes(
             } else {
                 f64::INFINITY
             };
-            if projected <= allowed_total {
+            // Nearly done: finishing here is quicker than a fresh average node (half the
+            // threshold, SaladCloud's 2 min/GB by default) starting over.
+            let remaining = projected - elapsed;
+            if projected <= allowed_total || remaining <= allowed_total / 2.0 {
                 continue;
             }
             let per_gb = projected / gb;
@@ -587,6 +590,14 @@ mod tests {
                 tweak: none,
                 moved: vec!["a"],
                 says: "reallocating 1 of 1",
+            },
+            Case {
+                reason: "slow but nearly done: finishing beats starting over on a new node",
+                list: vec![inst("a", InstanceState::Downloading, Some(90.0), T0)],
+                now: 25.0,
+                tweak: none,
+                moved: vec![],
+                says: "",
             },
             Case {
                 reason: "no progress at all counts as slow",

@@ -34,6 +34,14 @@ pub struct FleetModel {
     pub sigma: f64,
     /// The slowest node's factor.
     pub max_factor: f64,
+    /// The first this many nodes of every group are the slowest (`max_factor`) instead of
+    /// drawn: a slow node on demand, for demos and tests.
+    #[serde(default)]
+    pub slow_first_nodes: u32,
+    /// Compressed size of every image without an admin-set size (else 2-8 GB by a hash of the
+    /// image name).
+    #[serde(default)]
+    pub image_bytes: Option<u64>,
 }
 
 impl Default for FleetModel {
@@ -44,6 +52,8 @@ impl Default for FleetModel {
             median_factor: 0.9,
             sigma: 1.0,
             max_factor: 7.25,
+            slow_first_nodes: 0,
+            image_bytes: None,
         }
     }
 }
@@ -81,6 +91,7 @@ mod opt_millis {
 pub(crate) struct NodeSpeeds {
     model: FleetModel,
     rng: StdRng,
+    drawn: u32,
 }
 
 impl NodeSpeeds {
@@ -88,6 +99,7 @@ impl NodeSpeeds {
         Self {
             model,
             rng: StdRng::seed_from_u64(model.seed),
+            drawn: 0,
         }
     }
 
@@ -97,6 +109,10 @@ impl NodeSpeeds {
         let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
         let u2: f64 = self.rng.random_range(0.0..1.0);
         let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        self.drawn += 1;
+        if self.drawn <= self.model.slow_first_nodes {
+            return self.model.max_factor;
+        }
         (self.model.median_factor * (self.model.sigma * z).exp()).min(self.model.max_factor)
     }
 

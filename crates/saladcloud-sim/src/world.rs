@@ -248,11 +248,13 @@ fn image_size(image: &str) -> u64 {
     2_000_000_000 + n % 6_000_000_000
 }
 
-fn image_bytes_of(sizes: &[(String, u64)], image: &str) -> u64 {
+fn image_bytes_of(sizes: &[(String, u64)], image: &str, default: Option<u64>) -> u64 {
     sizes
         .iter()
         .find(|(pattern, _)| !pattern.is_empty() && image.contains(pattern.as_str()))
-        .map_or_else(|| image_size(image), |(_, bytes)| *bytes)
+        .map(|(_, bytes)| *bytes)
+        .or(default)
+        .unwrap_or_else(|| image_size(image))
 }
 
 fn random_dns_label() -> String {
@@ -907,7 +909,7 @@ impl World {
 
     /// The compressed size of `image`: set by the admin, else 2-8 GB by a hash of the name.
     fn image_bytes(&self, image: &str) -> u64 {
-        image_bytes_of(&self.image_sizes, image)
+        image_bytes_of(&self.image_sizes, image, self.fleet_model.image_bytes)
     }
 
     /// The seeded node speeds of a new group (its own stream, so groups do not disturb each
@@ -1097,6 +1099,7 @@ impl World {
         let quota = self.quota;
         let timings = self.timings;
         let sizes = self.image_sizes.clone();
+        let default_bytes = self.fleet_model.image_bytes;
         let g = self.group_mut(org, project, name)?;
         if g.deleting.is_some() {
             return Err(ApiError::bad_request(format!(
@@ -1156,7 +1159,7 @@ impl World {
             g.version += 1;
             g.rollout = true;
             let image = g.image();
-            g.image_bytes = image_bytes_of(&sizes, &image);
+            g.image_bytes = image_bytes_of(&sizes, &image, default_bytes);
             if image != old_image || g.failed.is_some() {
                 g.failed = None;
                 g.prepare = Some(Prepare {
