@@ -477,6 +477,17 @@ mod tests {
     }
 
     #[test]
+    fn the_first_nodes_can_be_made_slow() {
+        let mut s = NodeSpeeds::new(FleetModel {
+            slow_first_nodes: 1,
+            ..FleetModel::calibrated(Duration::from_secs(1), 3)
+        });
+        assert_eq!(s.draw(), 7.25);
+        let rest: Vec<f64> = (0..50).map(|_| s.draw()).collect();
+        assert!(rest.iter().any(|f| *f < 7.25), "then drawn as usual");
+    }
+
+    #[test]
     fn log_requests_are_validated_as_the_spec_says() {
         let ok = json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "query": ""});
         assert!(parse_log_request(&ok).is_ok());
