@@ -74,7 +74,10 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 
 bold "starting the SaladCloud simulator, a local registry and a model server (127.0.0.1 only)"
-"$BIN" sim --listen 127.0.0.1:0 --demo-timings >"$RUN/sim.log" 2>&1 &
+# Nodes download at seeded speeds around 2 s per GB (SaladCloud's 2 min/GB, 60 times fast) of a
+# 2 GB image; the first node of each group is a slow one, to be reallocated.
+"$BIN" sim --listen 127.0.0.1:0 --demo-timings --download-per-gb-ms 2000 --image-bytes 2000000000 \
+  --slow-first-nodes 1 >"$RUN/sim.log" 2>&1 &
 PIDS+=($!)
 "$DEV" registry --dir "$RUN/registry" >"$RUN/registry.log" 2>&1 &
 PIDS+=($!)
@@ -133,6 +136,11 @@ GROUP1=$(grep -o "in container group \`[^\`]*\`" "$RUN/2-apply.log" | tail -n1 |
 note "txt2img through the container gateway of $URL1:"
 "$DEV" txt2img --access-url "$URL1" --gateway-url "$SIM" \
   --prompt "a lighthouse on a cliff at sunset" --out "$OUT/dreamshaper.png" | sed 's/^/   /'
+
+bold "logs: salad-sd logs (SaladCloud's log query; in a cluster: kubectl sdd logs NAME)"
+note "SlowNodeReallocated above: the operator moved the slow node; Instance*: SaladCloud's system"
+note "events, each published once per run (a file-driven run keeps no status between runs)"
+"$BIN" logs --filename "$OUT/dreamshaper.yaml" --tail 6 | sed 's/^/   /'
 
 bold "3/5 spec change: add a LoRA (diff, then apply --wait: only the LoRA's layer is built)"
 TS=$(now)

@@ -2,6 +2,7 @@
 //! defaults, names, and the validation that needs no I/O.
 
 pub mod country;
+pub mod fleet;
 pub mod names;
 pub mod profile;
 pub mod quantity;
@@ -9,6 +10,9 @@ pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use fleet::{
+    FleetCounts, FleetSpec, FleetStatus, GroupFleetStatus, InstanceStatus, SlowNodeReallocation,
+};
 pub use spec::*;
 pub use status::*;
 

@@ -57,6 +57,12 @@ use crate::status::StableDiffusionDeploymentStatus;
         json_path = ".status.image.shortDigest"
     ),
     printcolumn(
+        name = "Fleet",
+        type_ = "string",
+        description = "Instances: ready, downloading (progress), allocating",
+        json_path = ".status.fleet.summary"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -155,6 +161,11 @@ pub struct StableDiffusionDeploymentSpec {
     /// result are recorded in status.smokeTest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_test: Option<SmokeTestSpec>,
+
+    /// How the operator steers the group's instances after they are created (slow-node
+    /// reallocation).
+    #[serde(default)]
+    pub fleet: crate::fleet::FleetSpec,
 }
 
 fn default_replicas() -> i32 {

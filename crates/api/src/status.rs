@@ -76,6 +76,9 @@ pub struct StableDiffusionDeploymentStatus {
     /// 2 minutes per GB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<ColdStartStatus>,
+    /// The instances: counts, a short list, download estimate, slow-node reallocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// The cold start of one new instance, by part. Estimates use SaladCloud's "about 2 minutes

@@ -160,7 +160,7 @@ fn crd_has_the_subresources_and_columns_users_expect() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Phase", "Replicas", "URL", "Image", "Age"]
+        ["Ready", "Phase", "Replicas", "URL", "Image", "Fleet", "Age"]
     );
     assert_eq!(
         crd.spec.names.short_names.as_deref(),

@@ -1072,6 +1072,32 @@ const METRICS: &[(&str, MetricKind, &[&str])] = &[
     ("salad_sd_deployments", MetricKind::Gauge, &["phase"]),
     ("salad_sd_ready_replicas", MetricKind::Gauge, &[]),
     ("salad_sd_estimated_hourly_cost_usd", MetricKind::Gauge, &[]),
+    ("salad_sd_fleet_instances", MetricKind::Gauge, &["state"]),
+    (
+        "salad_sd_fleet_instance_cpu_percent",
+        MetricKind::Gauge,
+        &["stat"],
+    ),
+    (
+        "salad_sd_fleet_instance_memory_mb",
+        MetricKind::Gauge,
+        &["stat"],
+    ),
+    (
+        "salad_sd_fleet_download_progress_percent",
+        MetricKind::Gauge,
+        &["stat"],
+    ),
+    (
+        "salad_sd_fleet_interruptions_total",
+        MetricKind::Counter,
+        &[],
+    ),
+    (
+        "salad_sd_fleet_reallocations_total",
+        MetricKind::Counter,
+        &["by"],
+    ),
 ];
 
 /// Labels Prometheus adds to every scraped series; usable in any query.

@@ -135,7 +135,7 @@ pub struct DeleteArgs {
     pub interval: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     salad_sd_controller::engine::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration like 90s, 20m or 1h"))
 }

@@ -10,6 +10,7 @@ mod creds;
 mod drive;
 mod exit;
 mod logging;
+mod logs;
 mod operator;
 mod output;
 mod resource;
@@ -54,6 +55,10 @@ enum Command {
     /// as the last line of stdout.
     #[command(after_long_help = build::BUILD_HELP)]
     Build(build::BuildArgs),
+    /// Print the container logs of a resource's container group (SaladCloud's log query), for
+    /// a resource in the cluster (NAME) or in a file (--filename). As a kubectl plugin:
+    /// `kubectl sdd logs NAME` (install the binary, or a link to it, as `kubectl-sdd`).
+    Logs(logs::LogsArgs),
     /// Run the SaladCloud simulator (for the demo and tests) until Ctrl-C.
     #[cfg(feature = "sim")]
     Sim(saladcloud_sim::cli::SimArgs),
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => drive::diff(args).await,
             Command::Delete(args) => drive::delete(args).await,
             Command::Build(args) => build::run(args).await,
+            Command::Logs(args) => logs::run(args).await,
             #[cfg(feature = "sim")]
             Command::Sim(args) => match saladcloud_sim::cli::run(args).await {
                 Ok(()) => 0,

@@ -20,6 +20,7 @@ use crate::builds::BuildState;
 use crate::desired::{self, GpuChoice};
 use crate::engine::Mode;
 use crate::failure::Failure;
+use crate::fleet::{self, FleetDecision, FleetFacts};
 use crate::gpu_limits;
 use crate::plan::{self, Action, Desired, ImageState, Observed, ObservedGroup, Outcome, Plan};
 use crate::reason::Reason;
@@ -110,6 +111,8 @@ pub struct Facts {
     pub build: BuildState,
     /// Names SaladCloud refused as used before.
     pub burned: BTreeSet<String>,
+    /// System logs, quota and the operator's own reallocations (see [`crate::fleet`]).
+    pub fleet: FleetFacts,
 }
 
 /// What observing produced.
@@ -164,6 +167,8 @@ pub struct Decision {
     pub events: Vec<Event>,
     /// What a cold start of one new instance costs (none when deleting).
     pub cold_start: Option<salad_sd_api::ColdStartStatus>,
+    /// The instances: status, slow nodes to reallocate, system events (see [`crate::fleet`]).
+    pub fleet: FleetDecision,
 }
 
 /// Decides. `Err` is a failure found before anything could be planned (an invalid spec, a
@@ -245,6 +250,11 @@ pub fn decide(
             hourly_price,
         ))
     });
+    let fleet = if deleting {
+        FleetDecision::default()
+    } else {
+        decide_fleet(sdd, &prev, &plan, &observed, &image, facts)
+    };
     Ok(Decision {
         desired,
         observed,
@@ -253,9 +263,51 @@ pub fn decide(
         image,
         smoke,
         hourly_price,
-        events: Vec::new(),
         cold_start,
+        events: fleet.events.clone(),
+        fleet,
     })
+}
+
+/// The fleet part: the plan's target and the group it replaces, the image's size from the
+/// build, and [`fleet::decide`].
+fn decide_fleet(
+    sdd: &StableDiffusionDeployment,
+    prev: &StableDiffusionDeploymentStatus,
+    plan: &Plan,
+    observed: &Observed,
+    image: &ImageFacts,
+    facts: &Facts,
+) -> FleetDecision {
+    let find = |name: &String| observed.groups.iter().find(|g| &g.group.name == name);
+    let target = plan.target.as_ref().and_then(find);
+    let previous = plan.retiring.iter().find_map(find);
+    let layer_bytes = image
+        .built
+        .as_ref()
+        .map(|b| b.layers.iter().map(|l| l.size).sum::<u64>())
+        .or_else(|| {
+            prev.image
+                .as_ref()
+                .map(|i| i.layers.iter().map(|l| l.size.max(0) as u64).sum())
+        });
+    let min_ready = sdd
+        .spec
+        .rollout
+        .min_ready_replicas
+        .unwrap_or(sdd.spec.replicas)
+        .max(0) as u32;
+    fleet::decide(
+        &sdd.spec.fleet,
+        prev.fleet.as_ref(),
+        &fleet::Groups {
+            target,
+            previous,
+            min_ready,
+        },
+        layer_bytes,
+        &facts.fleet,
+    )
 }
 
 /// The container's resources against the limits of every GPU class it may run on (SaladCloud
@@ -327,6 +379,7 @@ fn released(sdd: &StableDiffusionDeployment, events: Vec<Event>) -> Decision {
         hourly_price: None,
         events,
         cold_start: None,
+        fleet: FleetDecision::default(),
     }
 }
 
@@ -456,6 +509,7 @@ mod tests {
             groups: Vec::new(),
             build,
             burned: BTreeSet::new(),
+            fleet: FleetFacts::default(),
         }))
     }
 

@@ -85,6 +85,19 @@ struct Memory {
     /// Groups we asked SaladCloud to delete: they stay listed for a while and are deleted again
     /// (idempotent), but announced once.
     deleted: BTreeSet<String>,
+    /// Slow-node reallocation: what was asked, what SaladCloud refused, the quota as read.
+    fleet: FleetMemory,
+}
+
+/// What the engine remembers of the fleet of one resource.
+#[derive(Default)]
+struct FleetMemory {
+    /// Reallocations asked for (instance id, when), the last ten minutes.
+    recent: Vec<(String, jiff::Timestamp)>,
+    /// A refused reallocation: not again before then, and why.
+    blocked: Option<(jiff::Timestamp, String)>,
+    /// `max_container_group_reallocations_per_minute` and when it was read.
+    quota: Option<(Option<u32>, jiff::Timestamp)>,
 }
 
 /// The engine. One per process; cheap to share.
@@ -177,6 +190,7 @@ impl Engine {
     pub fn forget(&self, uid: &str) {
         self.memory.lock().unwrap().remove(uid);
         self.metrics.record_resource(uid, None);
+        self.metrics.forget_fleet(uid);
     }
 
     /// One reconcile of `sdd`.
@@ -300,6 +314,19 @@ impl Engine {
                     }
                 }
             }
+            if failure.is_none() {
+                let mut e = self
+                    .reallocate(scope.as_ref(), &uid, &decision.fleet.reallocate)
+                    .await;
+                events.append(&mut e);
+            }
+        }
+        if let Some(fleet) = &decision.fleet.status {
+            self.metrics
+                .record_fleet(&uid, fleet, &gathered_instances(&gathered));
+        }
+        for e in &events {
+            self.metrics.record_fleet_event(e.reason);
         }
         let smoke = match &decision.smoke {
             Smoke::Keep(kept) => kept.clone(),
@@ -375,6 +402,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 fn now() -> Time {
     Time(jiff::Timestamp::now())
+}
+
+/// The instances observe listed, for the usage gauges.
+fn gathered_instances(g: &Gathered) -> Vec<saladcloud::model::ContainerGroupInstance> {
+    match &g.observation {
+        Observation::Facts(f) => f
+            .groups
+            .iter()
+            .filter_map(|g| g.instances.clone())
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

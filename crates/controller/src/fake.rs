@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use saladcloud::model::{
     Container, ContainerGroup, ContainerGroupInstance, ContainerGroupNetworking,
     ContainerGroupPatch, ContainerGroupPrototype, ContainerGroupState, ContainerGroupStatus,
-    ContainerResources, InstanceState, InstanceStatusCounts, Nullable, ProblemDetails,
+    ContainerResources, InstanceState, InstanceStatusCounts, Nullable, ProblemDetails, SystemLog,
 };
 use saladcloud::{ApiKey, Deleted, GpuClass, GpuClassPrice, Priority, ResolvedGpuClass};
 
@@ -24,6 +24,11 @@ struct State {
     gpu_classes: Vec<ResolvedGpuClass>,
     calls: Vec<String>,
     fail_once: HashMap<&'static str, u16>,
+    /// Instances set by a test, per group (else derived from the counts).
+    fleet: BTreeMap<String, Vec<ContainerGroupInstance>>,
+    system_logs: BTreeMap<String, Vec<SystemLog>>,
+    reallocations_per_minute: Option<u32>,
+    reallocated: Vec<(String, String)>,
 }
 
 /// The fake. Clones share one world.
@@ -94,6 +99,36 @@ impl FakeSalad {
     pub fn edit(&self, name: &str, f: impl FnOnce(&mut ContainerGroup)) {
         let mut s = self.state.lock().unwrap();
         f(s.groups.get_mut(name).expect("a group by that name"));
+    }
+
+    /// From now on `name` lists exactly these instances (with their states and progress).
+    pub fn set_instances(&self, name: &str, list: Vec<ContainerGroupInstance>) {
+        self.state
+            .lock()
+            .unwrap()
+            .fleet
+            .insert(name.to_string(), list);
+    }
+
+    /// Adds system events to `name`'s log.
+    pub fn push_system_logs(&self, name: &str, logs: Vec<SystemLog>) {
+        self.state
+            .lock()
+            .unwrap()
+            .system_logs
+            .entry(name.to_string())
+            .or_default()
+            .extend(logs);
+    }
+
+    /// The organization's `max_container_group_reallocations_per_minute` (`None`: not stated).
+    pub fn set_reallocations_per_minute(&self, n: Option<u32>) {
+        self.state.lock().unwrap().reallocations_per_minute = n;
+    }
+
+    /// Reallocations asked for, as (group, instance id).
+    pub fn reallocated(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().reallocated.clone()
     }
 
     /// Time passes: deploying groups run with every instance ready, pending changes land.
@@ -334,6 +369,9 @@ fn instances(g: &ContainerGroup) -> Vec<ContainerGroupInstance> {
             started: Some(true),
             pulling_progress: None,
             deletion_cost: None,
+            cpu_percent: None,
+            memory_usage_mb: None,
+            memory_usage_percent: None,
         })
         .collect()
 }
@@ -382,6 +420,9 @@ impl ContainerGroups for FakeSalad {
     ) -> BoxFuture<'a, SaladResult<Vec<ContainerGroupInstance>>> {
         const OP: &str = "list_container_group_instances";
         let r = self.call(OP, http::Method::GET, |s| {
+            if let Some(list) = s.fleet.get(name) {
+                return Ok(list.clone());
+            }
             s.groups
                 .get(name)
                 .map(instances)
@@ -461,6 +502,47 @@ impl ContainerGroups for FakeSalad {
                 Some(_) => Deleted::Accepted,
                 None => Deleted::AlreadyGone,
             })
+        });
+        Box::pin(async move { r })
+    }
+
+    fn system_logs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Vec<SystemLog>>> {
+        const OP: &str = "get_system_logs";
+        let r = self.call(OP, http::Method::GET, |s| {
+            if !s.groups.contains_key(name) {
+                return Err(not_found(OP, http::Method::GET));
+            }
+            let all = s.system_logs.get(name).cloned().unwrap_or_default();
+            Ok(all[all.len().saturating_sub(50)..].to_vec())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn reallocate<'a>(
+        &'a self,
+        name: &'a str,
+        instance_id: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>> {
+        const OP: &str = "reallocate_container_group_instance";
+        let r = self.call(OP, http::Method::POST, |s| {
+            let inst = s
+                .fleet
+                .get_mut(name)
+                .and_then(|l| l.iter_mut().find(|i| i.id == instance_id))
+                .ok_or_else(|| not_found(OP, http::Method::POST))?;
+            inst.state = InstanceState::Allocating;
+            inst.machine_id = format!("{}-moved", inst.machine_id);
+            inst.pulling_progress = None;
+            s.reallocated
+                .push((name.to_string(), instance_id.to_string()));
+            Ok(())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn reallocations_per_minute(&self) -> BoxFuture<'_, SaladResult<Option<u32>>> {
+        let r = self.call("get_quotas", http::Method::GET, |s| {
+            Ok(s.reallocations_per_minute)
         });
         Box::pin(async move { r })
     }

@@ -18,6 +18,7 @@ pub mod failure;
 #[cfg(feature = "testing")]
 pub mod fake;
 pub mod fields;
+pub mod fleet;
 pub mod gpu_limits;
 #[cfg(feature = "testing")]
 pub mod harness;

@@ -65,6 +65,7 @@ pub struct Metrics {
     ready_replicas: Gauge,
     cost: Gauge<f64, AtomicU64>,
     per_resource: Mutex<PerResource>,
+    fleet: FleetMetrics,
 }
 
 impl Default for Metrics {
@@ -91,8 +92,10 @@ impl Metrics {
             ready_replicas: Gauge::default(),
             cost: Gauge::default(),
             per_resource: Mutex::default(),
+            fleet: FleetMetrics::default(),
             registry: Registry::default(),
         };
+        m.fleet.register(&mut registry);
         registry.register(
             "reconcile",
             "Reconciles by result (success, error, stalled)",
@@ -247,5 +250,215 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("metrics encode");
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatLabel {
+    stat: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByLabel {
+    by: String,
+}
+
+/// What one resource's instances last reported.
+#[derive(Clone, Debug, Default)]
+struct FleetSample {
+    counts: [i64; 6],
+    cpu: Vec<f64>,
+    memory_mb: Vec<f64>,
+    progress: Vec<f64>,
+}
+
+const FLEET_STATES: [&str; 6] = [
+    "allocating",
+    "downloading",
+    "creating",
+    "running",
+    "stopping",
+    "ready",
+];
+
+/// The fleet's gauges and counters. Per-instance usage is summarised across every resource
+/// (mean, max, sum) instead of labelled by instance: instance ids churn with every reallocation,
+/// and a label per instance (or per resource) would grow without bound.
+#[derive(Default)]
+struct FleetMetrics {
+    instances: Family<StateLabel, Gauge>,
+    cpu_percent: Family<StatLabel, Gauge<f64, AtomicU64>>,
+    memory_mb: Family<StatLabel, Gauge<f64, AtomicU64>>,
+    download_percent: Family<StatLabel, Gauge<f64, AtomicU64>>,
+    interruptions: Counter,
+    reallocations: Family<ByLabel, Counter>,
+    samples: Mutex<HashMap<String, FleetSample>>,
+}
+
+impl FleetMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "fleet_instances",
+            "SaladCloud instances across all deployments, by state (ready: passing readiness)",
+            self.instances.clone(),
+        );
+        registry.register(
+            "fleet_instance_cpu_percent",
+            "CPU use of running instances (SaladCloud's cpu_percent, updated every minute): mean and max",
+            self.cpu_percent.clone(),
+        );
+        registry.register(
+            "fleet_instance_memory_mb",
+            "Memory use of running instances (SaladCloud's memory_usage_mb): sum and max",
+            self.memory_mb.clone(),
+        );
+        registry.register(
+            "fleet_download_progress_percent",
+            "Image download progress of downloading instances (pulling_progress): mean and min",
+            self.download_percent.clone(),
+        );
+        registry.register(
+            "fleet_interruptions",
+            "SaladCloud instance interruptions seen in system logs",
+            self.interruptions.clone(),
+        );
+        registry.register(
+            "fleet_reallocations",
+            "Instance reallocations, by who asked (operator: slow nodes; saladcloud: system logs)",
+            self.reallocations.clone(),
+        );
+    }
+
+    fn publish(&self) {
+        let samples = self.samples.lock().unwrap();
+        for (i, state) in FLEET_STATES.iter().enumerate() {
+            self.instances
+                .get_or_create(&StateLabel {
+                    state: (*state).into(),
+                })
+                .set(samples.values().map(|s| s.counts[i]).sum());
+        }
+        let all = |f: fn(&FleetSample) -> &Vec<f64>| -> Vec<f64> {
+            samples
+                .values()
+                .flat_map(|s| f(s).iter().copied())
+                .collect()
+        };
+        let set = |family: &Family<StatLabel, Gauge<f64, AtomicU64>>, stat: &str, v: f64| {
+            family
+                .get_or_create(&StatLabel { stat: stat.into() })
+                .set(v);
+        };
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let cpu = all(|s| &s.cpu);
+        set(&self.cpu_percent, "mean", mean(&cpu));
+        set(&self.cpu_percent, "max", max(&cpu));
+        let mem = all(|s| &s.memory_mb);
+        set(&self.memory_mb, "sum", mem.iter().sum());
+        set(&self.memory_mb, "max", max(&mem));
+        let progress = all(|s| &s.progress);
+        set(&self.download_percent, "mean", mean(&progress));
+        set(
+            &self.download_percent,
+            "min",
+            progress.iter().copied().reduce(f64::min).unwrap_or(0.0),
+        );
+    }
+}
+
+impl Metrics {
+    /// The latest fleet of one resource: its counts and its listed instances' usage.
+    pub fn record_fleet(
+        &self,
+        uid: &str,
+        fleet: &salad_sd_api::FleetStatus,
+        instances: &[saladcloud::model::ContainerGroupInstance],
+    ) {
+        use saladcloud::model::InstanceState;
+        let mut sample = FleetSample::default();
+        for g in &fleet.groups {
+            let c = &g.counts;
+            for (i, n) in [
+                c.allocating,
+                c.downloading,
+                c.creating,
+                c.running,
+                c.stopping,
+                c.ready,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                sample.counts[i] += n as i64;
+            }
+        }
+        for i in instances {
+            match i.state {
+                InstanceState::Running => {
+                    sample.cpu.extend(i.cpu_percent);
+                    sample.memory_mb.extend(i.memory_usage_mb);
+                }
+                InstanceState::Downloading => {
+                    sample.progress.push(i.pulling_progress.unwrap_or(0.0));
+                }
+                _ => {}
+            }
+        }
+        // Not listed this time (steady state): keep the usage last seen with the new counts.
+        let mut samples = self.fleet.samples.lock().unwrap();
+        if instances.is_empty()
+            && let Some(old) = samples.get(uid)
+        {
+            sample.cpu = old.cpu.clone();
+            sample.memory_mb = old.memory_mb.clone();
+        }
+        samples.insert(uid.to_string(), sample);
+        drop(samples);
+        self.fleet.publish();
+    }
+
+    /// Forget a resource's fleet (deleted).
+    pub fn forget_fleet(&self, uid: &str) {
+        self.fleet.samples.lock().unwrap().remove(uid);
+        self.fleet.publish();
+    }
+
+    /// An Event the engine published: interruptions and reallocations are counted.
+    pub fn record_fleet_event(&self, reason: crate::reason::Reason) {
+        use crate::reason::Reason;
+        match reason {
+            Reason::InstanceInterrupted => {
+                self.fleet.interruptions.inc();
+            }
+            Reason::InstanceReallocated => {
+                self.fleet
+                    .reallocations
+                    .get_or_create(&ByLabel {
+                        by: "saladcloud".into(),
+                    })
+                    .inc();
+            }
+            Reason::SlowNodeReallocated => {
+                self.fleet
+                    .reallocations
+                    .get_or_create(&ByLabel {
+                        by: "operator".into(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
     }
 }

@@ -151,6 +151,21 @@ reasons! {
     SmokeTestFailed,
     /// Deleted without an API key: no group was ever recorded.
     ReleasedWithoutApiKey,
+    // --- the fleet (SaladCloud system events and slow-node reallocation) ---
+    /// The operator moved a slow-downloading instance to another node.
+    SlowNodeReallocated,
+    /// SaladCloud refused a reallocation (quota, rate limit); it is tried again later.
+    ReallocationDeferred,
+    /// SaladCloud: a node went away (interrupted).
+    InstanceInterrupted,
+    /// SaladCloud: an instance was moved to another node.
+    InstanceReallocated,
+    /// SaladCloud: an instance failed its readiness probe.
+    InstanceNotReady,
+    /// SaladCloud: a container started, or an instance is ready again.
+    InstanceStarted,
+    /// SaladCloud: another system event.
+    InstanceEvent,
 }
 
 impl fmt::Display for Reason {

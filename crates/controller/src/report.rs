@@ -322,6 +322,7 @@ fn decided(
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
         cold_start: d.cold_start.clone().filter(|_| !input.deleting),
+        fleet: d.fleet.status.clone(),
     };
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
@@ -855,6 +856,7 @@ mod tests {
             hourly_price: Some(0.1),
             events: Vec::new(),
             cold_start: None,
+            fleet: Default::default(),
         }
     }
 
@@ -1056,6 +1058,55 @@ mod tests {
                 .map(|e| e.reason);
             assert_eq!(warning, c.warning, "{}", c.reason);
         }
+    }
+
+    #[test]
+    fn status_fleet_is_the_decision_s_and_unchanged_fleet_needs_no_write() {
+        let mut d = decision(
+            Outcome::Progressing {
+                reason: Reason::RolloutInProgress,
+                message: "waiting".into(),
+            },
+            ImageState::Ready,
+        );
+        d.fleet.status = Some(salad_sd_api::FleetStatus {
+            summary: "1/3 ready, 2 downloading 40%".into(),
+            ..Default::default()
+        });
+        let backoff = Backoff::default();
+        let run = |prev: &StableDiffusionDeploymentStatus, at: i64| {
+            report(
+                Context {
+                    prev,
+                    generation: 2,
+                    now: t(at),
+                    poll: Duration::from_secs(60),
+                    progress: Duration::from_secs(5),
+                    backoff: &backoff,
+                    failures: 0,
+                    events: Vec::new(),
+                    endpoint_for: None,
+                },
+                Input {
+                    decision: Some(&d),
+                    failure: None,
+                    smoke: None,
+                    replicas: 3,
+                    deleting: false,
+                },
+            )
+            .status
+        };
+        let first = run(&StableDiffusionDeploymentStatus::default(), 100);
+        assert_eq!(
+            first.fleet.as_ref().map(|f| f.summary.as_str()),
+            Some("1/3 ready, 2 downloading 40%")
+        );
+        let second = run(&first, 160);
+        assert!(
+            same_ignoring_times(&first, &second),
+            "the same fleet a poll later: no write"
+        );
     }
 
     #[test]

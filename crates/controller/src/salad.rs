@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use saladcloud::model::{
-    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype,
+    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype, SystemLog,
 };
 use saladcloud::{
     ApiKey, Client, ClientConfig, Deleted, GpuClassResolver, ResolvedGpuClass, RetryPolicy,
@@ -54,6 +54,16 @@ pub trait ContainerGroups: Send + Sync {
     fn stop<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<()>>;
     /// Deletes a group (202; gone already is success).
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>>;
+    /// A group's latest system events (instance lifecycle, interruptions, probe failures).
+    fn system_logs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Vec<SystemLog>>>;
+    /// Moves an instance to another node (202).
+    fn reallocate<'a>(
+        &'a self,
+        name: &'a str,
+        instance_id: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>>;
+    /// The organization's `max_container_group_reallocations_per_minute`, if it states one.
+    fn reallocations_per_minute(&self) -> BoxFuture<'_, SaladResult<Option<u32>>>;
 }
 
 /// Opens the [`ContainerGroups`] an API key reaches in an organization's project.
@@ -203,5 +213,28 @@ impl ContainerGroups for ClientScope {
             self.client
                 .delete_container_group(&self.org, &self.project, name),
         )
+    }
+
+    fn system_logs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Vec<SystemLog>>> {
+        Box::pin(self.client.get_system_logs(&self.org, &self.project, name))
+    }
+
+    fn reallocate<'a>(
+        &'a self,
+        name: &'a str,
+        instance_id: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>> {
+        Box::pin(
+            self.client
+                .reallocate_instance(&self.org, &self.project, name, instance_id),
+        )
+    }
+
+    fn reallocations_per_minute(&self) -> BoxFuture<'_, SaladResult<Option<u32>>> {
+        Box::pin(async move {
+            let q = self.client.get_quotas(&self.org).await?;
+            Ok(q.container_groups_quotas
+                .max_container_group_reallocations_per_minute)
+        })
     }
 }

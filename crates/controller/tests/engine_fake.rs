@@ -9,8 +9,9 @@ use salad_sd_controller::fake::FakeSalad;
 use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::reason::Reason;
 use salad_sd_controller::secrets::{self, MapSecretStore};
-use salad_sd_controller::{Engine, Mode, Reconciled, desired};
+use salad_sd_controller::{Engine, EventType, Mode, Reconciled, desired};
 use salad_sd_image::BuiltImage;
+use saladcloud::model::{ContainerGroupInstance, InstanceState, SystemLog};
 
 const SEED: &str = include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml");
 const UID: &str = "3f2a9c1e-8b7d-4e5f-9a0b-1c2d3e4f5a6b";
@@ -69,6 +70,8 @@ fn mutating(calls: &[String]) -> Vec<String> {
         "list_container_groups",
         "get_container_group",
         "list_container_group_instances",
+        "get_system_logs",
+        "get_quotas",
     ]
     .into();
     calls
@@ -203,5 +206,185 @@ async fn status_says_what_a_cold_start_costs_when_the_checkpoint_is_fetched() {
         startup.initial_delay_seconds + startup.failure_threshold * startup.period_seconds
             >= 630 + 256,
         "the startup window covers the download: {startup:?}"
+    );
+}
+
+fn downloading(id: &str, progress: f64, minutes_ago: i64) -> ContainerGroupInstance {
+    ContainerGroupInstance {
+        id: id.into(),
+        machine_id: format!("node-{id}"),
+        state: InstanceState::Downloading,
+        update_time: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes_ago)),
+        version: 1,
+        ready: Some(false),
+        started: Some(false),
+        pulling_progress: Some(progress),
+        deletion_cost: None,
+        cpu_percent: None,
+        memory_usage_mb: None,
+        memory_usage_percent: None,
+    }
+}
+
+/// A created group whose image is 5 GB and whose instances are the ones given.
+async fn downloading_fleet(
+    fake: &FakeSalad,
+    list: Vec<ContainerGroupInstance>,
+) -> (Engine, StableDiffusionDeployment, String) {
+    let mut sdd = seed();
+    let engine = engine(fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    let name = fake.groups()[0].name.clone();
+    fake.edit(&name, |g| g.container.size = Some(5_000_000_000));
+    fake.set_instances(&name, list);
+    (engine, sdd, name)
+}
+
+#[tokio::test]
+async fn a_slow_node_is_reallocated_once_with_an_event_and_status_says_so() {
+    let fake = FakeSalad::new();
+    fake.set_reallocations_per_minute(Some(10));
+    // 5 GB at 240 s/GB may take 20 minutes: 5 % after 10 minutes projects to 200.
+    let (engine, mut sdd, name) = downloading_fleet(
+        &fake,
+        vec![
+            downloading("fast", 60.0, 10),
+            downloading("slow", 5.0, 10),
+            downloading("young", 1.0, 1),
+        ],
+    )
+    .await;
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.reallocated(), [(name.clone(), "slow".to_string())]);
+    let event = r
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::SlowNodeReallocated)
+        .expect("an Event names the instance");
+    assert!(
+        event.message.contains("slow") && event.message.contains("node-slow"),
+        "{}",
+        event.message
+    );
+    let fleet = r.status.fleet.clone().expect("status.fleet");
+    assert!(
+        fleet.summary.starts_with("0/3 ready, 3 downloading"),
+        "{}",
+        fleet.summary
+    );
+    assert_eq!(fleet.image_bytes, Some(5_000_000_000));
+    assert!(fleet.estimated_minutes_to_ready.is_some());
+    // The next poll: the reallocated instance is allocating again and is not moved twice.
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.reallocated().len(), 1);
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.reason == Reason::SlowNodeReallocated)
+    );
+}
+
+#[tokio::test]
+async fn reallocation_switched_off_or_without_quota_is_reported_never_attempted() {
+    for (enabled, quota, says) in [
+        (false, Some(10), "reallocation is off"),
+        (true, Some(0), "quota is 0 per minute"),
+    ] {
+        let fake = FakeSalad::new();
+        fake.set_reallocations_per_minute(quota);
+        let (engine, mut sdd, _) =
+            downloading_fleet(&fake, vec![downloading("slow", 2.0, 10)]).await;
+        sdd.spec.fleet.slow_node_reallocation.enabled = enabled;
+        let r = reconcile(&engine, &mut sdd).await;
+        assert!(fake.reallocated().is_empty(), "{says}");
+        let said = r.status.fleet.unwrap().reallocation.unwrap_or_default();
+        assert!(said.contains(says), "{says}: {said}");
+        assert!(r.failure.is_none(), "the group itself is fine: {says}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_reallocation_is_announced_once_and_retried_after_a_minute_not_every_poll() {
+    let fake = FakeSalad::new();
+    fake.set_reallocations_per_minute(Some(10));
+    let (engine, mut sdd, _) = downloading_fleet(&fake, vec![downloading("slow", 2.0, 10)]).await;
+    fake.fail_once("reallocate_container_group_instance", 429);
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.reason == Reason::ReallocationDeferred)
+    );
+    assert!(r.failure.is_none());
+    let before = fake.calls().len();
+    let r = reconcile(&engine, &mut sdd).await;
+    let tried = fake.calls()[before..]
+        .iter()
+        .filter(|c| c.as_str() == "reallocate_container_group_instance")
+        .count();
+    assert_eq!(tried, 0, "not hammered within the minute");
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.reason == Reason::ReallocationDeferred)
+    );
+    let said = r.status.fleet.unwrap().reallocation.unwrap_or_default();
+    assert!(said.contains("next try after"), "{said}");
+}
+
+#[tokio::test]
+async fn system_events_become_events_once_across_polls_and_restarts() {
+    let fake = FakeSalad::new();
+    let (engine, mut sdd, name) = downloading_fleet(&fake, vec![downloading("a", 50.0, 1)]).await;
+    let log = |event: &str, secs: i64| SystemLog {
+        event_name: event.into(),
+        event_time: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs)),
+        instance_id: Some("a".into()),
+        machine_id: Some("node-a".into()),
+        version: Some("1".into()),
+        resource_gpu_class: None,
+    };
+    fake.push_system_logs(
+        &name,
+        vec![
+            log("Instance interrupted", 30),
+            log("Instance reallocated", 29),
+        ],
+    );
+    let r = reconcile(&engine, &mut sdd).await;
+    let fleet_events: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.reason,
+                Reason::InstanceInterrupted | Reason::InstanceReallocated
+            )
+        })
+        .collect();
+    assert_eq!(fleet_events.len(), 2);
+    assert_eq!(
+        fleet_events[0].type_,
+        EventType::Warning,
+        "an interruption costs the user"
+    );
+    let metrics = engine.metrics().encode();
+    assert!(
+        metrics.contains("salad_sd_fleet_interruptions_total 1"),
+        "{metrics}"
+    );
+    // Another poll, and a new operator (no memory) reading the same status: nothing again.
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.reason == Reason::InstanceInterrupted)
+    );
+    let restarted = EngineBuilder::new().fake(&fake).build();
+    let r = restarted.reconcile(&sdd, &store(), Mode::Apply).await;
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.reason == Reason::InstanceInterrupted)
     );
 }

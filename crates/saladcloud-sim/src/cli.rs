@@ -22,6 +22,19 @@ pub struct SimArgs {
     /// Use the slower demo timings (about 15 s from create to ready) as the base.
     #[arg(long)]
     pub demo_timings: bool,
+    /// Download time per GB of the average node, in ms (nodes draw their speed around it,
+    /// seeded); without it every download takes --download-ms.
+    #[arg(long)]
+    pub download_per_gb_ms: Option<u64>,
+    /// Seed of the node-speed draw.
+    #[arg(long, default_value_t = 15)]
+    pub fleet_seed: u64,
+    /// The first N nodes of every group are the slowest kind (a slow node on demand).
+    #[arg(long, default_value_t = 0)]
+    pub slow_first_nodes: u32,
+    /// Compressed size of every image, in bytes (default: 2-8 GB by a hash of the name).
+    #[arg(long)]
+    pub image_bytes: Option<u64>,
     /// Image preparation time (ms).
     #[arg(long)]
     pub image_prepare_ms: Option<u64>,
@@ -105,6 +118,13 @@ impl SimArgs {
             },
             access_domain_suffix: self.access_domain_suffix.clone(),
             replicas_quota: self.quota,
+            fleet: crate::FleetModel {
+                seed: self.fleet_seed,
+                download_per_gb: self.download_per_gb_ms.map(Duration::from_millis),
+                slow_first_nodes: self.slow_first_nodes,
+                image_bytes: self.image_bytes,
+                ..crate::FleetModel::default()
+            },
             ..SimConfig::default()
         })
     }

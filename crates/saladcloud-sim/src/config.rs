@@ -21,6 +21,11 @@ pub struct SimConfig {
     pub access_domain_suffix: String,
     /// `container_replicas_quota` of every organization (sum of replicas of started groups).
     pub replicas_quota: u32,
+    /// How fast nodes download (seeded), see [`crate::FleetModel`].
+    pub fleet: crate::FleetModel,
+    /// `max_container_group_reallocations_per_minute` of every organization (over it, a
+    /// reallocation answers 429).
+    pub reallocations_per_minute: u32,
 }
 
 impl Default for SimConfig {
@@ -33,6 +38,8 @@ impl Default for SimConfig {
             gpu_classes: GpuClass::defaults(),
             access_domain_suffix: "salad.cloud".to_owned(),
             replicas_quota: 100,
+            fleet: crate::FleetModel::default(),
+            reallocations_per_minute: 10,
         }
     }
 }

@@ -60,10 +60,12 @@
 
 mod config;
 mod countries;
+mod fleet;
 mod gateway;
 mod png;
 mod server;
 mod validate;
+mod virtual_cloud;
 mod world;
 
 pub mod cli;
@@ -78,7 +80,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{Faults, GpuClass, GpuLimits, GpuPrices, SimConfig, Timings};
 pub use countries::COUNTRY_CODES;
+pub use fleet::{FleetModel, MAX_PAGE_SIZE as LOG_ENTRIES_MAX_PAGE_SIZE, events as system_events};
 pub use gateway::MAX_SIDE as GATEWAY_MAX_IMAGE_SIDE;
+pub use virtual_cloud::VirtualCloud;
 pub use world::{ApiError, Stats};
 
 use server::Shared;
@@ -92,13 +96,15 @@ impl Simulator {
     pub async fn start(config: SimConfig, addr: impl ToSocketAddrs) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let world = World::new(
+        let mut world = World::new(
             config.timings,
             config.gpu_classes,
             config.access_domain_suffix,
             config.replicas_quota,
             config.faults,
         );
+        world.fleet_model = config.fleet;
+        world.reallocations_per_minute = config.reallocations_per_minute;
         let api_key = config.api_key.filter(|k| !k.is_empty());
         let shared = Arc::new(Shared::new(world, api_key, config.rate_limit_per_minute));
         let app = server::router(shared.clone());
@@ -245,6 +251,37 @@ impl Admin {
     ) -> Result<String, ApiError> {
         self.shared
             .with_world(|w, now| w.interrupt(organization, project, name, instance_id, now))
+    }
+
+    /// Images whose reference contains `pattern` are `bytes` long compressed (what instances
+    /// download and `container.size` says); others get 2-8 GB by a hash of their name.
+    pub fn set_image_size(&self, pattern: impl Into<String>, bytes: u64) {
+        let pattern = pattern.into();
+        self.shared.with_world(|w, _| {
+            w.image_sizes.retain(|(p, _)| *p != pattern);
+            w.image_sizes.push((pattern, bytes));
+        });
+    }
+
+    /// `max_container_group_reallocations_per_minute` of every organization from now on.
+    pub fn set_reallocations_per_minute(&self, n: u32) {
+        self.shared
+            .with_world(|w, _| w.reallocations_per_minute = n);
+    }
+
+    /// Makes an instance fail its readiness probe (`true`) or pass again (`false`); the
+    /// system logs record it.
+    pub fn set_unready(
+        &self,
+        organization: &str,
+        project: &str,
+        name: &str,
+        instance_id: &str,
+        unready: bool,
+    ) -> Result<(), ApiError> {
+        self.shared.with_world(|w, now| {
+            w.set_unready(organization, project, name, instance_id, unready, now)
+        })
     }
 
     /// Request counters, live groups and every name ever used.

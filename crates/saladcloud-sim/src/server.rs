@@ -232,6 +232,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             &format!("{p}/{{name}}/instances/{{id}}/{{action}}"),
             post(instance_action),
         )
+        .route(&format!("{p}/{{name}}/system-logs"), get(system_logs))
+        .route("/organizations/{org}/log-entries", post(log_entries))
         .route("/organizations/{org}/gpu-classes", get(gpu_classes))
         .route("/organizations/{org}/quotas", get(quotas))
         .fallback(api_not_found)
@@ -265,6 +267,19 @@ fn operation(method: &Method, path: &str) -> String {
     let op = match (m, segs.as_slice()) {
         ("GET", ["organizations", _, "gpu-classes"]) => "list_gpu_classes",
         ("GET", ["organizations", _, "quotas"]) => "get_quotas",
+        ("POST", ["organizations", _, "log-entries"]) => "query_log_entries",
+        (
+            "GET",
+            [
+                "organizations",
+                _,
+                "projects",
+                _,
+                "containers",
+                _,
+                "system-logs",
+            ],
+        ) => "get_system_logs",
         ("GET", ["organizations", _, "projects", _, "containers"]) => "list_container_groups",
         ("POST", ["organizations", _, "projects", _, "containers"]) => "create_container_group",
         ("GET", ["organizations", _, "projects", _, "containers", _]) => "get_container_group",
@@ -591,6 +606,27 @@ async fn instance_action(
     };
     s.with_world(|w, now| w.instance_action(&org, &project, &name, &id, action, now))?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn system_logs(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, name)): GroupPath,
+) -> ApiResult {
+    check_group_path(&org, &project, &name)?;
+    let v = s.with_world(|w, _| w.system_logs(&org, &project, &name))?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn log_entries(
+    State(s): State<Arc<Shared>>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_names(&[("organization", &org)])?;
+    let body = parse_json(&headers, &body, false)?;
+    let v = s.with_world(|w, _| w.log_entries(&org, &body))?;
+    Ok(json_response(StatusCode::OK, v))
 }
 
 async fn gpu_classes(State(s): State<Arc<Shared>>, Path(org): Path<String>) -> ApiResult {

@@ -6,7 +6,7 @@
 //! how often clients poll.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rand::Rng;
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::config::{Faults, GpuClass, Timings};
+use crate::fleet::{self, FleetModel, LogLine, NodeSpeeds, SystemLog, events};
 use crate::validate;
 
 /// An error answered as ProblemDetails.
@@ -105,7 +106,48 @@ struct Instance {
     version: u32,
     deletion_cost: u32,
     update_time: Timestamp,
+    /// This node's download time over the average node's.
+    factor: f64,
+    /// How long this node takes to download the group's image.
+    download: Duration,
+    /// Failing its readiness probe (admin knob).
+    unready: bool,
+    /// The startup and readiness passes were logged.
+    logged_started: bool,
+    logged_ready: bool,
 }
+
+/// Maps the run's clock (real or virtual instants) to wall-clock timestamps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    at: Instant,
+    ts: Timestamp,
+}
+
+impl Clock {
+    pub fn new(at: Instant, ts: Timestamp) -> Self {
+        Self { at, ts }
+    }
+
+    /// The timestamp of `i`.
+    pub fn ts(&self, i: Instant) -> Timestamp {
+        let d = i.saturating_duration_since(self.at);
+        self.ts
+            .checked_add(jiff::SignedDuration::try_from(d).unwrap_or_default())
+            .unwrap_or(self.ts)
+    }
+}
+
+/// What the fleet remembers per group: its node draws, system logs and container log lines.
+#[derive(Debug, Clone)]
+struct FleetLog {
+    speeds: NodeSpeeds,
+    system: Vec<SystemLog>,
+    lines: Vec<LogLine>,
+}
+
+const MAX_SYSTEM_LOGS: usize = 1000;
+const MAX_LOG_LINES: usize = 5000;
 
 #[derive(Debug, Clone)]
 struct Prepare {
@@ -140,6 +182,10 @@ struct Group {
     /// A new version is being rolled out (cleared once every instance runs it).
     rollout: bool,
     instances: Vec<Instance>,
+    /// Compressed size of the image the instances download.
+    image_bytes: u64,
+    clock: Clock,
+    fleet: FleetLog,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +243,14 @@ pub(crate) struct World {
     projects: BTreeMap<(String, String), Project>,
     pub stats: Stats,
     created: Timestamp,
+    pub fleet_model: FleetModel,
+    /// Image sizes set by the admin (by image reference substring), else a hash of the name.
+    pub image_sizes: Vec<(String, u64)>,
+    /// `max_container_group_reallocations_per_minute` of every organization.
+    pub reallocations_per_minute: u32,
+    /// Reallocations through the API in the last minute, per organization.
+    reallocations: BTreeMap<String, Vec<Instant>>,
+    pub clock: Clock,
 }
 
 fn image_hash(image: &str) -> String {
@@ -207,6 +261,15 @@ fn image_size(image: &str) -> u64 {
     let d = Sha256::digest(image.as_bytes());
     let n = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
     2_000_000_000 + n % 6_000_000_000
+}
+
+fn image_bytes_of(sizes: &[(String, u64)], image: &str, default: Option<u64>) -> u64 {
+    sizes
+        .iter()
+        .find(|(pattern, _)| !pattern.is_empty() && image.contains(pattern.as_str()))
+        .map(|(_, bytes)| *bytes)
+        .or(default)
+        .unwrap_or_else(|| image_size(image))
 }
 
 fn random_dns_label() -> String {
@@ -387,7 +450,23 @@ impl Group {
     }
 
     fn is_ready(&self, i: &Instance, t: &Timings, now: Instant) -> bool {
-        self.ready_at(i, t).is_some_and(|r| now >= r)
+        !i.unready && self.ready_at(i, t).is_some_and(|r| now >= r)
+    }
+
+    /// Container log lines for the startup and readiness passes of a running instance, at the
+    /// moment they happened.
+    fn log_probes(&mut self, idx: usize, now: Instant, t: &Timings) {
+        let i = &self.instances[idx];
+        let (started, ready) = (self.started_at(i, t), self.ready_at(i, t));
+        if let Some(at) = started.filter(|s| now >= *s && !i.logged_started) {
+            self.instances[idx].logged_started = true;
+            self.log_line(idx, at, "info", "model loaded; startup probe passed".into());
+        }
+        let i = &self.instances[idx];
+        if let Some(at) = ready.filter(|r| now >= *r && !i.logged_ready && !i.unready) {
+            self.instances[idx].logged_ready = true;
+            self.log_line(idx, at, "info", "ready: serving on the gateway".into());
+        }
     }
 
     fn pending_change(&self) -> bool {
@@ -432,16 +511,85 @@ impl Group {
         )
     }
 
-    fn new_instance(&self, at: Instant) -> Instance {
+    fn new_instance(&mut self, at: Instant) -> Instance {
+        let factor = self.fleet.speeds.draw();
         Instance {
-            id: Uuid::new_v4(),
-            machine_id: Uuid::new_v4(),
+            id: self.fleet.speeds.uuid(),
+            machine_id: self.fleet.speeds.uuid(),
             state: InstState::Allocating,
             since: at,
             version: self.deployed_version,
             deletion_cost: 0,
-            update_time: Timestamp::now(),
+            update_time: self.clock.ts(at),
+            factor,
+            download: Duration::ZERO,
+            unready: false,
+            logged_started: false,
+            logged_ready: false,
         }
+    }
+
+    fn system_log(&mut self, name: &'static str, idx: usize, at: Instant) {
+        let i = &self.instances[idx];
+        let entry = SystemLog {
+            event_name: name,
+            event_time: self.clock.ts(at),
+            instance_id: i.id,
+            machine_id: i.machine_id,
+            version: i.version,
+        };
+        self.fleet.system.push(entry);
+        if self.fleet.system.len() > MAX_SYSTEM_LOGS {
+            self.fleet.system.remove(0);
+        }
+    }
+
+    fn log_line(&mut self, idx: usize, at: Instant, severity: &'static str, text: String) {
+        let i = &self.instances[idx];
+        let line = LogLine {
+            time: self.clock.ts(at),
+            project: self.project.clone(),
+            group: self.name.clone(),
+            instance_id: i.id,
+            machine_id: i.machine_id,
+            severity,
+            text,
+        };
+        self.fleet.lines.push(line);
+        if self.fleet.lines.len() > MAX_LOG_LINES {
+            self.fleet.lines.remove(0);
+        }
+    }
+
+    /// Moves instance `idx` to a new node: back to `allocating`, a new machine and speed.
+    fn reallocate(&mut self, idx: usize, at: Instant) {
+        let factor = self.fleet.speeds.draw();
+        let machine = self.fleet.speeds.uuid();
+        self.system_log(events::REALLOCATED, idx, at);
+        let ts = self.clock.ts(at);
+        let inst = &mut self.instances[idx];
+        inst.state = InstState::Allocating;
+        inst.machine_id = machine;
+        inst.factor = factor;
+        inst.since = at;
+        inst.update_time = ts;
+        inst.unready = false;
+        inst.logged_started = false;
+        inst.logged_ready = false;
+    }
+
+    /// Instance `idx` starts downloading the image at `at`.
+    fn begin_download(&mut self, idx: usize, at: Instant, t: &Timings) {
+        let bytes = self.image_bytes;
+        let inst = &mut self.instances[idx];
+        inst.download = self
+            .fleet
+            .speeds
+            .download_time(inst.factor, bytes, t.download);
+        inst.state = InstState::Downloading;
+        inst.since = at;
+        inst.update_time = self.clock.ts(at);
+        self.system_log(events::DOWNLOADING, idx, at);
     }
 
     /// Add or remove instances so that the active count equals `replicas`.
@@ -478,44 +626,46 @@ impl Group {
     /// Stops the group: no longer started, finish time now, every instance stopping.
     fn halt(&mut self, at: Instant) {
         self.started = false;
-        self.finish_time = Timestamp::now();
+        self.finish_time = self.clock.ts(at);
         self.update_time = self.finish_time;
         self.stop_all(at);
     }
 
     fn stop_all(&mut self, at: Instant) {
+        let ts = self.clock.ts(at);
         for inst in &mut self.instances {
             if inst.state != InstState::Stopping {
                 inst.state = InstState::Stopping;
                 inst.since = at;
-                inst.update_time = Timestamp::now();
+                inst.update_time = ts;
             }
         }
     }
 
     /// Restart every active instance on the deployed version, all at once.
-    fn restart_all(&mut self, at: Instant, redownload: bool) {
+    fn restart_all(&mut self, at: Instant, redownload: bool, t: &Timings) {
         let v = self.deployed_version;
-        for inst in &mut self.instances {
+        let ts = self.clock.ts(at);
+        for idx in 0..self.instances.len() {
+            let inst = &mut self.instances[idx];
             match inst.state {
                 InstState::Stopping => continue,
                 InstState::Allocating => {}
-                InstState::Downloading if redownload => {
-                    inst.state = InstState::Downloading;
-                    inst.since = at;
+                InstState::Downloading | InstState::Creating | InstState::Running if redownload => {
+                    inst.version = v;
+                    self.begin_download(idx, at, t);
+                    continue;
                 }
                 InstState::Downloading => {}
                 InstState::Creating | InstState::Running => {
-                    inst.state = if redownload {
-                        InstState::Downloading
-                    } else {
-                        InstState::Creating
-                    };
+                    inst.state = InstState::Creating;
                     inst.since = at;
+                    inst.logged_started = false;
+                    inst.logged_ready = false;
                 }
             }
             inst.version = v;
-            inst.update_time = Timestamp::now();
+            inst.update_time = ts;
         }
     }
 
@@ -539,16 +689,17 @@ impl Group {
                 self.prepared_once = true;
                 self.deployed_version = self.version;
                 if !first {
-                    self.restart_all(p.until, true);
+                    self.restart_all(p.until, true, t);
                 }
                 self.reconcile_replicas(p.until);
             }
         }
-        for inst in &mut self.instances {
+        for idx in 0..self.instances.len() {
             loop {
+                let inst = &self.instances[idx];
                 let (dur, next) = match inst.state {
                     InstState::Allocating => (t.allocate, InstState::Downloading),
-                    InstState::Downloading => (t.download, InstState::Creating),
+                    InstState::Downloading => (inst.download, InstState::Creating),
                     InstState::Creating => (t.create, InstState::Running),
                     InstState::Running | InstState::Stopping => break,
                 };
@@ -556,10 +707,28 @@ impl Group {
                 if now < deadline {
                     break;
                 }
+                if next == InstState::Downloading {
+                    self.system_log(events::ALLOCATED, idx, deadline);
+                    self.begin_download(idx, deadline, t);
+                    continue;
+                }
+                let ts = self.clock.ts(deadline);
+                let inst = &mut self.instances[idx];
                 inst.state = next;
                 inst.since = deadline;
-                inst.update_time = Timestamp::now();
+                inst.update_time = ts;
+                if next == InstState::Running {
+                    self.system_log(events::STARTED, idx, deadline);
+                    let image = self.image();
+                    self.log_line(
+                        idx,
+                        deadline,
+                        "info",
+                        format!("starting server from {image}"),
+                    );
+                }
             }
+            self.log_probes(idx, now, t);
         }
         self.instances
             .retain(|i| !(i.state == InstState::Stopping && now >= i.since + t.stop));
@@ -587,9 +756,22 @@ impl Group {
         });
         if i.state == InstState::Downloading {
             let elapsed = now.saturating_duration_since(i.since).as_secs_f64();
-            let total = t.download.as_secs_f64().max(0.001);
+            let total = i.download.as_secs_f64().max(0.001);
             let progress = (elapsed / total * 100.0).clamp(0.0, 100.0);
             o["pulling_progress"] = json!((progress * 10.0).round() / 10.0);
+        }
+        if i.state == InstState::Running {
+            let minutes = now.saturating_duration_since(i.since).as_secs() / 60;
+            let r = &self.spec["container"]["resources"];
+            let usage = fleet::usage(
+                &i.id,
+                minutes,
+                r["cpu"].as_u64().unwrap_or(1),
+                r["memory"].as_u64().unwrap_or(1024),
+            );
+            if let (Value::Object(o), Value::Object(u)) = (&mut o, usage) {
+                o.extend(u);
+            }
         }
         o
     }
@@ -611,7 +793,7 @@ impl Group {
             "command": c.get("command").cloned().unwrap_or(Value::Null),
             "environment_variables": c.get("environment_variables").cloned().unwrap_or_else(|| json!({})),
             "hash": image_hash(&image),
-            "size": image_size(&image),
+            "size": self.image_bytes,
         });
         for k in ["image_caching", "logging"] {
             if let Some(v) = c.get(k) {
@@ -732,7 +914,28 @@ impl World {
             projects: BTreeMap::new(),
             stats: Stats::default(),
             created: Timestamp::now(),
+            fleet_model: FleetModel::default(),
+            image_sizes: Vec::new(),
+            reallocations_per_minute: 10,
+            reallocations: BTreeMap::new(),
+            clock: Clock::new(Instant::now(), Timestamp::now()),
         }
+    }
+
+    /// The compressed size of `image`: set by the admin, else 2-8 GB by a hash of the name.
+    fn image_bytes(&self, image: &str) -> u64 {
+        image_bytes_of(&self.image_sizes, image, self.fleet_model.image_bytes)
+    }
+
+    /// The seeded node speeds of a new group (its own stream, so groups do not disturb each
+    /// other's draws).
+    fn speeds_for(&self, org: &str, project: &str, name: &str) -> NodeSpeeds {
+        let d = Sha256::digest(format!("{org}/{project}/{name}").as_bytes());
+        let salt = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        NodeSpeeds::new(FleetModel {
+            seed: self.fleet_model.seed ^ salt,
+            ..self.fleet_model
+        })
     }
 
     /// Replay all transitions up to `now` and drop groups whose deletion finished.
@@ -847,7 +1050,14 @@ impl World {
         if autostart {
             self.check_quota(org, replicas)?;
         }
-        let ts = Timestamp::now();
+        let ts = self.clock.ts(now);
+        let image_bytes = self.image_bytes(spec["container"]["image"].as_str().unwrap_or_default());
+        let fleet = FleetLog {
+            speeds: self.speeds_for(org, project, &name),
+            system: Vec::new(),
+            lines: Vec::new(),
+        };
+        let clock = self.clock;
         let dns = spec
             .get("networking")
             .map(|_| format!("{name}-{}.{}", random_dns_label(), self.suffix));
@@ -880,6 +1090,9 @@ impl World {
             deleting: None,
             rollout: false,
             instances: Vec::new(),
+            image_bytes,
+            clock,
+            fleet,
         };
         let out = group.to_json(&self.timings, now);
         let p = self.projects.entry(key).or_default();
@@ -900,6 +1113,8 @@ impl World {
         let quota_used = self.quota_used(org);
         let quota = self.quota;
         let timings = self.timings;
+        let sizes = self.image_sizes.clone();
+        let default_bytes = self.fleet_model.image_bytes;
         let g = self.group_mut(org, project, name)?;
         if g.deleting.is_some() {
             return Err(ApiError::bad_request(format!(
@@ -959,6 +1174,7 @@ impl World {
             g.version += 1;
             g.rollout = true;
             let image = g.image();
+            g.image_bytes = image_bytes_of(&sizes, &image, default_bytes);
             if image != old_image || g.failed.is_some() {
                 g.failed = None;
                 g.prepare = Some(Prepare {
@@ -967,7 +1183,7 @@ impl World {
                 });
             } else if g.prepare.is_none() {
                 g.deployed_version = g.version;
-                g.restart_all(now, false);
+                g.restart_all(now, false, &timings);
             } else if let Some(p) = &mut g.prepare {
                 // A change while an image is being prepared joins that preparation.
                 p.image = image;
@@ -1086,25 +1302,143 @@ impl World {
         action: InstanceAction,
         now: Instant,
     ) -> Result<(), ApiError> {
-        let g = self.group_mut(org, project, name)?;
-        let inst = g
-            .instances
-            .iter_mut()
-            .find(|i| i.id.to_string() == id && i.state != InstState::Stopping)
-            .ok_or_else(|| instance_not_found(name, id))?;
-        match action {
-            InstanceAction::Reallocate => {
-                inst.state = InstState::Allocating;
-                inst.machine_id = Uuid::new_v4();
-            }
-            InstanceAction::Recreate | InstanceAction::Restart => {
-                if matches!(inst.state, InstState::Running | InstState::Creating) {
-                    inst.state = InstState::Creating;
-                }
+        self.group(org, project, name)?;
+        if matches!(action, InstanceAction::Reallocate) {
+            let limit = self.reallocations_per_minute;
+            let window = self.reallocations.entry(org.to_owned()).or_default();
+            window.retain(|t| now.saturating_duration_since(*t) < Duration::from_secs(60));
+            if window.len() >= limit as usize {
+                return Err(ApiError::new(
+                    429,
+                    "quota_exceeded",
+                    "Too Many Requests",
+                    format!(
+                        "Organization `{org}` may reallocate {limit} instance(s) per minute (max_container_group_reallocations_per_minute); try again after a minute"
+                    ),
+                ));
             }
         }
-        inst.since = now;
-        inst.update_time = Timestamp::now();
+        self.apply_instance_action(org, project, name, id, action, now)?;
+        if matches!(action, InstanceAction::Reallocate) {
+            self.reallocations
+                .entry(org.to_owned())
+                .or_default()
+                .push(now);
+        }
+        Ok(())
+    }
+
+    fn apply_instance_action(
+        &mut self,
+        org: &str,
+        project: &str,
+        name: &str,
+        id: &str,
+        action: InstanceAction,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let g = self.group_mut(org, project, name)?;
+        let idx = g
+            .instances
+            .iter()
+            .position(|i| i.id.to_string() == id && i.state != InstState::Stopping)
+            .ok_or_else(|| instance_not_found(name, id))?;
+        match action {
+            InstanceAction::Reallocate => g.reallocate(idx, now),
+            InstanceAction::Recreate | InstanceAction::Restart => {
+                let ts = g.clock.ts(now);
+                let inst = &mut g.instances[idx];
+                if matches!(inst.state, InstState::Running | InstState::Creating) {
+                    inst.state = InstState::Creating;
+                    inst.logged_started = false;
+                    inst.logged_ready = false;
+                }
+                inst.since = now;
+                inst.update_time = ts;
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET …/system-logs`: the group's newest 50 system events, oldest first.
+    pub fn system_logs(&self, org: &str, project: &str, name: &str) -> Result<Value, ApiError> {
+        let g = self.group(org, project, name)?;
+        let resources = &g.spec["container"]["resources"];
+        let gpu = resources["gpu_classes"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .and_then(|id| self.gpu_classes.iter().find(|c| c.id == id))
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let skip = g.fleet.system.len().saturating_sub(50);
+        let items: Vec<Value> = g.fleet.system[skip..]
+            .iter()
+            .map(|l| l.to_json(resources, &gpu))
+            .collect();
+        Ok(json!({ "items": items }))
+    }
+
+    /// `POST /organizations/{org}/log-entries`: the container log lines of the organization's
+    /// groups matching the query, in the time range, sorted and cut to the page size.
+    pub fn log_entries(&self, org: &str, body: &Value) -> Result<Value, ApiError> {
+        let req = fleet::parse_log_request(body)
+            .map_err(|errors| ApiError::validation(validate::Errors(errors)))?;
+        let mut lines: Vec<&LogLine> = self
+            .projects
+            .iter()
+            .filter(|((o, _), _)| o == org)
+            .flat_map(|(_, p)| p.groups.values())
+            .flat_map(|g| g.fleet.lines.iter())
+            .filter(|l| l.time >= req.start && l.time <= req.end && req.query.matches(l))
+            .collect();
+        lines.sort_by_key(|l| l.time);
+        if !req.ascending {
+            lines.reverse();
+        }
+        lines.truncate(req.page_size);
+        let times = lines.iter().map(|l| l.time);
+        let (min, max) = (
+            times.clone().min().unwrap_or(req.start),
+            times.max().unwrap_or(req.end),
+        );
+        Ok(json!({
+            "items": lines.iter().map(|l| l.to_json(org)).collect::<Vec<_>>(),
+            "organization_name": org,
+            "page_min_time": rfc3339(min),
+            "page_max_time": rfc3339(max),
+        }))
+    }
+
+    /// Makes an instance fail (or pass again) its readiness probe (admin), with its system log.
+    pub fn set_unready(
+        &mut self,
+        org: &str,
+        project: &str,
+        name: &str,
+        id: &str,
+        unready: bool,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let g = self.group_mut(org, project, name)?;
+        let idx = g
+            .instances
+            .iter()
+            .position(|i| i.id.to_string() == id)
+            .ok_or_else(|| instance_not_found(name, id))?;
+        if g.instances[idx].unready != unready {
+            g.instances[idx].unready = unready;
+            g.instances[idx].logged_ready = false;
+            let event = if unready {
+                events::READINESS_FAILED
+            } else {
+                events::READY
+            };
+            g.system_log(event, idx, now);
+            if unready {
+                g.log_line(idx, now, "warning", "readiness probe failed".into());
+            }
+        }
         Ok(())
     }
 
@@ -1168,7 +1502,21 @@ impl World {
                     ApiError::bad_request(format!("container group `{name}` has no instance"))
                 })?,
         };
-        self.instance_action(org, project, name, &pick, InstanceAction::Reallocate, now)?;
+        let g = self.group_mut(org, project, name)?;
+        if let Some(idx) = g
+            .instances
+            .iter()
+            .position(|i| i.id.to_string() == pick && i.state != InstState::Stopping)
+        {
+            g.system_log(events::INTERRUPTED, idx, now);
+            g.log_line(
+                idx,
+                now,
+                "warning",
+                "node interrupted; the instance moves to a new node".into(),
+            );
+        }
+        self.apply_instance_action(org, project, name, &pick, InstanceAction::Reallocate, now)?;
         Ok(pick)
     }
 
@@ -1209,7 +1557,7 @@ impl World {
             "container_groups_quotas": {
                 "container_replicas_quota": self.quota,
                 "container_replicas_used": self.quota_used(org),
-                "max_container_group_reallocations_per_minute": 10,
+                "max_container_group_reallocations_per_minute": self.reallocations_per_minute,
                 "max_container_group_recreates_per_minute": 10,
                 "max_container_group_restarts_per_minute": 10,
             },

@@ -413,10 +413,48 @@ async fn run_corpus(client: &Client) -> Vec<(String, Result<(), String>)> {
         "start_container_group",
         client.start_container_group(ORG, PROJECT, "conf-max").await,
     ));
+    let instances = client
+        .list_container_group_instances(ORG, PROJECT, "conf-max")
+        .await;
+    let instance = instances
+        .as_ref()
+        .ok()
+        .and_then(|l| l.first().map(|i| i.id.clone()))
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .unwrap_or_else(|| "0f2b6f8e-3c1d-4e5a-9b7c-2d4e6f8a0b1c".to_owned());
+    out.push(done("list_container_group_instances", instances));
     out.push(done(
-        "list_container_group_instances",
+        "get_system_logs",
+        client.get_system_logs(ORG, PROJECT, "conf-max").await,
+    ));
+    let end = jiff::Timestamp::now();
+    let query = saladcloud::model::LogEntryQuery {
+        start_time: end - jiff::SignedDuration::from_hours(1),
+        end_time: end,
+        query: r#"resource.labels.container_group_name = "conf-max""#.into(),
+        page_size: Some(100),
+        sort_order: Some(saladcloud::model::SortOrder::Asc),
+    };
+    out.push(done(
+        "query_log_entries",
+        client.query_log_entries(ORG, &query).await,
+    ));
+    out.push(done(
+        "reallocate_container_group_instance",
         client
-            .list_container_group_instances(ORG, PROJECT, "conf-max")
+            .reallocate_instance(ORG, PROJECT, "conf-max", &instance)
+            .await,
+    ));
+    out.push(done(
+        "recreate_container_group_instance",
+        client
+            .recreate_instance(ORG, PROJECT, "conf-max", &instance)
+            .await,
+    ));
+    out.push(done(
+        "restart_container_group_instance",
+        client
+            .restart_instance(ORG, PROJECT, "conf-max", &instance)
             .await,
     ));
     out.push(done(

@@ -14,7 +14,8 @@ use crate::error::{Error, api_error, sanitize};
 use crate::model::{
     ContainerGroup, ContainerGroupCollection, ContainerGroupInstance,
     ContainerGroupInstanceCollection, ContainerGroupPatch, ContainerGroupPrototype, GpuClass,
-    GpuClassesList, Quotas,
+    GpuClassesList, LOG_QUERY_MAX_PAGE_SIZE, LogEntryCollection, LogEntryQuery, Quotas, SystemLog,
+    SystemLogList,
 };
 use crate::ratelimit::{RateLimiter, RateLimiterStats};
 use crate::retry::RetryPolicy;
@@ -438,6 +439,134 @@ impl Client {
         decode(OP, &resp, self.key.expose())
     }
 
+    /// `GET P/containers/{name}/system-logs`: the group's latest instance events (at most 50).
+    pub async fn get_system_logs(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Vec<SystemLog>, Error> {
+        const OP: &str = "get_system_logs";
+        let path = group_path(OP, org, project, name)?;
+        let resp = self.get(OP, format!("{path}/system-logs")).await?;
+        Ok(decode::<SystemLogList>(OP, &resp, self.key.expose())?.items)
+    }
+
+    /// `POST /organizations/{org}/log-entries`: one page of the organization's logs matching
+    /// `query`. A page size over the spec's 100 is refused here, before any request.
+    pub async fn query_log_entries(
+        &self,
+        org: &str,
+        query: &LogEntryQuery,
+    ) -> Result<LogEntryCollection, Error> {
+        const OP: &str = "query_log_entries";
+        check_name(OP, "organization", org)?;
+        if let Some(n) = query.page_size
+            && !(1..=LOG_QUERY_MAX_PAGE_SIZE).contains(&n)
+        {
+            return Err(Error::Config(format!(
+                "{OP}: page_size must be between 1 and {LOG_QUERY_MAX_PAGE_SIZE}, got {n}"
+            )));
+        }
+        let req = Request {
+            operation: OP,
+            method: Method::POST,
+            path: format!("/organizations/{org}/log-entries"),
+            body: Some((to_json(OP, query)?, JSON)),
+        };
+        let resp = self.send(&req, &mut false).await?;
+        decode(OP, &resp, self.key.expose())
+    }
+
+    /// `POST …/instances/{id}/reallocate` (202): the instance moves to a different node and
+    /// downloads the image again. Counts against `max_container_group_reallocations_per_minute`.
+    pub async fn reallocate_instance(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+        instance_id: &str,
+    ) -> Result<(), Error> {
+        self.instance_action(
+            "reallocate_container_group_instance",
+            org,
+            project,
+            name,
+            instance_id,
+            "reallocate",
+        )
+        .await
+    }
+
+    /// `POST …/instances/{id}/recreate` (202): a new container on the same node, without a new
+    /// download. Counts against `max_container_group_recreates_per_minute`.
+    pub async fn recreate_instance(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+        instance_id: &str,
+    ) -> Result<(), Error> {
+        self.instance_action(
+            "recreate_container_group_instance",
+            org,
+            project,
+            name,
+            instance_id,
+            "recreate",
+        )
+        .await
+    }
+
+    /// `POST …/instances/{id}/restart` (202): the container restarts on the same node. Counts
+    /// against `max_container_group_restarts_per_minute`.
+    pub async fn restart_instance(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+        instance_id: &str,
+    ) -> Result<(), Error> {
+        self.instance_action(
+            "restart_container_group_instance",
+            org,
+            project,
+            name,
+            instance_id,
+            "restart",
+        )
+        .await
+    }
+
+    async fn instance_action(
+        &self,
+        operation: &'static str,
+        org: &str,
+        project: &str,
+        name: &str,
+        instance_id: &str,
+        verb: &str,
+    ) -> Result<(), Error> {
+        let path = group_path(operation, org, project, name)?;
+        if uuid_like(instance_id).is_none() {
+            return Err(Error::InvalidName {
+                operation,
+                kind: "instance id",
+                value: sanitize(instance_id, ""),
+            });
+        }
+        let req = Request {
+            operation,
+            method: Method::POST,
+            path: format!("{path}/instances/{instance_id}/{verb}"),
+            body: None,
+        };
+        // One attempt: these actions have per-minute quotas (over them SaladCloud answers 429),
+        // and retrying within the minute only spends the key's budget. The caller decides
+        // when to try again.
+        self.attempt(&req, 1).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+
     // ------------------------------------------------------------------------------------------
     // Transport
     // ------------------------------------------------------------------------------------------
@@ -622,6 +751,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+/// `Some(())` for a uuid's shape (36 characters, hex digits and dashes): instance ids go into the
+/// path as they are.
+fn uuid_like(s: &str) -> Option<()> {
+    (s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then_some(())
 }
 
 fn project_path(operation: &'static str, org: &str, project: &str) -> Result<String, Error> {

@@ -875,6 +875,15 @@ pub struct ContainerGroupInstance {
     /// Deletion cost 0..100000 (lower is removed first on scale-down).
     #[serde(default)]
     pub deletion_cost: Option<u32>,
+    /// CPU used, percent (updated every minute).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// Memory used, MB (updated every minute).
+    #[serde(default)]
+    pub memory_usage_mb: Option<f64>,
+    /// Memory used, percent (updated every minute).
+    #[serde(default)]
+    pub memory_usage_percent: Option<f64>,
 }
 
 /// `GET …/instances` body.
@@ -1313,4 +1322,135 @@ pub struct UpdateNetworking {
     /// New container port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet: system logs, log entries
+// ---------------------------------------------------------------------------------------------
+
+/// One instance event of a container group (`SystemLog`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemLog {
+    /// What happened (`Instance reallocated`, `Readiness probe failed`, …).
+    #[serde(default)]
+    pub event_name: String,
+    /// When (UTC).
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub event_time: Option<Timestamp>,
+    /// The instance (uuid).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// The node (uuid).
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    /// The instance's container group version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The GPU class name.
+    #[serde(default)]
+    pub resource_gpu_class: Option<String>,
+}
+
+/// `GET …/system-logs` body (`SystemLogList`, at most 50 items).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SystemLogList {
+    /// The events.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub items: Vec<SystemLog>,
+}
+
+/// Sort order of a log query (`LogEntryQuerySortOrder`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Oldest first.
+    Asc,
+    /// Newest first (the API's default).
+    #[default]
+    Desc,
+}
+
+/// The largest `page_size` the spec's `PageSize` allows on a log query.
+pub const LOG_QUERY_MAX_PAGE_SIZE: u32 = 100;
+
+/// `POST /organizations/{org}/log-entries` body (`LogEntryQuery`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntryQuery {
+    /// Start of the time range.
+    #[serde(with = "rfc3339")]
+    pub start_time: Timestamp,
+    /// End of the time range.
+    #[serde(with = "rfc3339")]
+    pub end_time: Timestamp,
+    /// The log query (e.g. `resource.labels.container_group_name = "x"`).
+    pub query: String,
+    /// Entries per page, 1..=[`LOG_QUERY_MAX_PAGE_SIZE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+    /// Sort order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<SortOrder>,
+}
+
+mod rfc3339 {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The resource a log entry came from (`LogEntryResource`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogEntryResource {
+    /// Resource type (`container`).
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    /// Labels (`container_group_name`, `container_group_instance_id`, `machine_id`, …).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One log entry (`LogEntry`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When it was logged.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub time: Option<Timestamp>,
+    /// When SaladCloud received it.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub receive_time: Option<Timestamp>,
+    /// Severity (`info`, `warning`, `error`, …).
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// The text of the line, for text logs.
+    #[serde(default)]
+    pub text_log: Option<String>,
+    /// The line, for JSON logs.
+    #[serde(default)]
+    pub json_log: Option<serde_json::Value>,
+    /// Where it came from.
+    #[serde(default)]
+    pub resource: LogEntryResource,
+}
+
+/// `POST /organizations/{org}/log-entries` answer (`LogEntryCollection`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogEntryCollection {
+    /// The entries.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub items: Vec<LogEntry>,
+    /// Oldest time on this page.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub page_min_time: Option<Timestamp>,
+    /// Newest time on this page.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub page_max_time: Option<Timestamp>,
 }

@@ -7,6 +7,7 @@ use super::{Engine, Event};
 use crate::decide::Facts;
 use crate::diff::revision;
 use crate::failure::Failure;
+use crate::fleet::Reallocation;
 use crate::plan::{Action, DeleteReason, PatchReason};
 use crate::reason::Reason;
 use crate::salad::ContainerGroups;
@@ -127,5 +128,60 @@ impl Engine {
             }
         };
         Ok(vec![event])
+    }
+}
+
+/// A refused reallocation waits this long before the next try.
+const REALLOCATION_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Engine {
+    /// Reallocates the slow nodes [`crate::fleet::decide`] chose, one at a time. A refusal (the
+    /// per-minute quota, a rate limit) is remembered, announced once, and not tried again for a
+    /// minute; it does not fail the reconcile, since the group itself is fine.
+    pub(super) async fn reallocate(
+        &self,
+        scope: &dyn ContainerGroups,
+        uid: &str,
+        chosen: &[Reallocation],
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        for r in chosen {
+            let now = jiff::Timestamp::now();
+            match scope.reallocate(&r.group, &r.instance).await {
+                Ok(()) => {
+                    self.remember(uid, |m| {
+                        m.fleet.recent.push((r.instance.clone(), now));
+                        m.fleet
+                            .recent
+                            .retain(|(_, t)| now.duration_since(*t).as_secs() < 600);
+                    });
+                    events.push(Event::normal(
+                        Reason::SlowNodeReallocated,
+                        format!("reallocated {}", r.why),
+                    ));
+                }
+                Err(e) => {
+                    let until = now
+                        + jiff::SignedDuration::try_from(REALLOCATION_RETRY).unwrap_or_default();
+                    let why = e.to_string();
+                    let first = self.remember(uid, |m| {
+                        let first = m.fleet.blocked.is_none();
+                        m.fleet.blocked = Some((until, why.clone()));
+                        first
+                    });
+                    if first {
+                        events.push(Event::warning(
+                            Reason::ReallocationDeferred,
+                            format!(
+                                "SaladCloud refused to reallocate instance {} of `{}`: {why}; trying again in a minute",
+                                r.instance, r.group
+                            ),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        events
     }
 }

@@ -12,6 +12,7 @@ use crate::builds::BuildState;
 use crate::decide::{self, Facts, GroupLookup, Observation, Reads};
 use crate::desired;
 use crate::failure::Failure;
+use crate::fleet::FleetFacts;
 use crate::plan::ObservedGroup;
 use crate::salad::ContainerGroups;
 use crate::secrets::{self, SecretStore};
@@ -68,6 +69,7 @@ impl Engine {
         };
         let groups = observe_groups(scope.as_ref(), sdd).await?;
         let uid = sdd.metadata.uid.clone().unwrap_or_default();
+        let fleet = self.observe_fleet(scope.as_ref(), sdd, &uid, &groups).await;
         let burned = self.remember(&uid, |m| m.burned.clone());
         let recipe = (reads == Reads::Everything).then(|| desired::recipe(spec, &secrets));
         let build = match &recipe {
@@ -86,6 +88,7 @@ impl Engine {
                 recipe,
                 build,
                 burned,
+                fleet,
             })),
             scope: Some(scope),
         })
@@ -127,4 +130,70 @@ async fn observe_groups(
         out.push(ObservedGroup { group, instances });
     }
     Ok(out)
+}
+
+/// The quota is read again after this long.
+const QUOTA_TTL_SECONDS: i64 = 600;
+
+impl Engine {
+    /// The fleet's facts: system logs of the groups whose instances were listed, the
+    /// reallocation quota (only while something downloads and reallocation is on, read at most
+    /// every ten minutes), and what this operator asked before. A failure to read either is
+    /// logged and left out: the fleet informs, it never blocks a reconcile.
+    async fn observe_fleet(
+        &self,
+        scope: &dyn ContainerGroups,
+        sdd: &StableDiffusionDeployment,
+        uid: &str,
+        groups: &[ObservedGroup],
+    ) -> FleetFacts {
+        let listed: Vec<&ObservedGroup> = groups.iter().filter(|g| g.instances.is_some()).collect();
+        if listed.is_empty() {
+            return FleetFacts::default();
+        }
+        let mut facts = FleetFacts {
+            observed_at: Some(jiff::Timestamp::now()),
+            ..FleetFacts::default()
+        };
+        for g in &listed {
+            match scope.system_logs(&g.group.name).await {
+                Ok(logs) => {
+                    facts.system_logs.insert(g.group.name.clone(), logs);
+                }
+                Err(e) => {
+                    tracing::warn!(group = %g.group.name, error = %e, "cannot read system logs")
+                }
+            }
+        }
+        let downloading = listed.iter().any(|g| {
+            g.instances
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.state == saladcloud::model::InstanceState::Downloading)
+        });
+        let now = jiff::Timestamp::now();
+        let (cached, recent, blocked) = self.remember(uid, |m| {
+            (
+                m.fleet.quota,
+                m.fleet.recent.clone(),
+                m.fleet.blocked.clone(),
+            )
+        });
+        facts.recent = recent;
+        facts.blocked = blocked;
+        facts.reallocations_per_minute = cached.and_then(|(q, _)| q);
+        let stale =
+            cached.is_none_or(|(_, at)| now.duration_since(at).as_secs() >= QUOTA_TTL_SECONDS);
+        if downloading && sdd.spec.fleet.slow_node_reallocation.enabled && stale {
+            match scope.reallocations_per_minute().await {
+                Ok(q) => {
+                    self.remember(uid, |m| m.fleet.quota = Some((q, now)));
+                    facts.reallocations_per_minute = q;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the reallocation quota"),
+            }
+        }
+        facts
+    }
 }

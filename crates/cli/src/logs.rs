@@ -1,0 +1,313 @@
+//! `salad-sd logs NAME` (also `kubectl sdd logs NAME` through the `kubectl-sdd` name): the
+//! container logs of a resource's container group, from SaladCloud's organization log query
+//! (`POST /organizations/{org}/log-entries`), for a resource in the cluster or in a file.
+//!
+//! SaladCloud keeps logs 90 days and answers at most one page per query (the spec's page size
+//! is at most 100) without streaming, so `--since` and `--tail` page through by time and
+//! `--follow` polls every few seconds: well inside the 240 requests a minute of an API key,
+//! which the client's rate limiter enforces anyway.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use salad_sd_api::StableDiffusionDeployment;
+use saladcloud::model::{LOG_QUERY_MAX_PAGE_SIZE, LogEntry, LogEntryQuery, SortOrder};
+use saladcloud::{ApiKey, Client, ClientConfig};
+
+use crate::exit;
+
+/// `salad-sd logs` flags (kubectl's conventions: `-f` follows, `--filename` names a file).
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The StableDiffusionDeployment in the cluster (current kubeconfig context).
+    pub name: Option<String>,
+    /// Read the resource from this YAML file instead of the cluster (credentials as for apply).
+    #[arg(long = "filename", visible_alias = "file", conflicts_with = "name")]
+    pub filename: Option<PathBuf>,
+    /// Namespace of NAME (default: the context's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Keep printing new lines (polls every 5 s) until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines newer than this (`90s`, `20m`, `1h`; default 1h).
+    #[arg(long, value_parser = crate::drive::parse_duration)]
+    pub since: Option<Duration>,
+    /// Only this instance (its id).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// SaladCloud API base URL (the simulator's for the demo and tests).
+    #[arg(long, env = "SALAD_API_URL", default_value = saladcloud::DEFAULT_BASE_URL)]
+    pub salad_api_url: String,
+    /// Directory of Secrets (`<dir>/<secret>/<key>`), for `--filename`.
+    #[arg(long, env = "SALAD_SD_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Poll interval of `--follow`.
+    #[arg(long, default_value = "5s", value_parser = crate::drive::parse_duration, hide = true)]
+    pub interval: Duration,
+}
+
+/// The query for a group's lines (and one instance's).
+pub fn query(project: &str, group: &str, instance: Option<&str>) -> String {
+    let mut q = format!(
+        r#"resource.type = "container" and resource.labels.project_name = "{project}" and resource.labels.container_group_name = "{group}""#
+    );
+    if let Some(i) = instance {
+        q.push_str(&format!(
+            r#" and resource.labels.container_group_instance_id = "{i}""#
+        ));
+    }
+    q
+}
+
+/// One line as printed: time, instance (short), text.
+pub fn format_line(e: &LogEntry) -> String {
+    let time = e.time.map(|t| t.to_string()).unwrap_or_default();
+    let instance = e
+        .resource
+        .labels
+        .get("container_group_instance_id")
+        .map(|i| i.chars().take(8).collect::<String>())
+        .unwrap_or_default();
+    let text = e
+        .text_log
+        .clone()
+        .or_else(|| e.json_log.as_ref().map(|j| j.to_string()))
+        .unwrap_or_default();
+    format!("{time} {instance} {text}")
+}
+
+fn key_of(e: &LogEntry) -> (Option<Timestamp>, String, Option<String>) {
+    (
+        e.time,
+        e.resource
+            .labels
+            .get("container_group_instance_id")
+            .cloned()
+            .unwrap_or_default(),
+        e.text_log.clone(),
+    )
+}
+
+/// Where the resource's logs are.
+struct Target {
+    organization: String,
+    project: String,
+    group: String,
+    key: ApiKey,
+}
+
+async fn target(args: &LogsArgs) -> anyhow::Result<Target> {
+    let (sdd, key) = match (&args.filename, &args.name) {
+        (Some(path), _) => {
+            let sdd = crate::resource::load(path)?;
+            let sources = crate::creds::from_process(args.secrets_dir.as_deref());
+            let (store, have) = crate::creds::store(&sdd.spec, &sources)?;
+            if !have {
+                bail!("{}", crate::creds::missing_api_key_help(&sdd.spec));
+            }
+            let resolved = salad_sd_controller::secrets::resolve_api_key(&sdd.spec, &store)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = resolved
+                .api_key
+                .context("the API key went missing")?
+                .expose()
+                .to_string();
+            (sdd, key)
+        }
+        (None, Some(name)) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach the cluster (kubeconfig); use --filename for a file")?;
+            let ns = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let sdd = Api::<StableDiffusionDeployment>::namespaced(client.clone(), &ns)
+                .get(name)
+                .await
+                .with_context(|| format!("StableDiffusionDeployment `{ns}/{name}`"))?;
+            let r = &sdd.spec.saladcloud.api_key_secret_ref;
+            let secret = Api::<Secret>::namespaced(client, &ns)
+                .get(&r.name)
+                .await
+                .with_context(|| format!("the API key Secret `{ns}/{}`", r.name))?;
+            let key = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+                .with_context(|| format!("Secret `{ns}/{}` has no key `{}`", r.name, r.key))?;
+            (sdd, key)
+        }
+        (None, None) => bail!("name a resource (salad-sd logs NAME) or a file (--filename FILE)"),
+    };
+    let group = match sdd.status.as_ref().and_then(|s| s.container_group.as_ref()) {
+        Some(g) => g.name.clone(),
+        None => {
+            // A file has no status: the newest group the engine named for it.
+            let prefix = salad_sd_api::names::group_name_prefix(
+                sdd.metadata.name.as_deref().unwrap_or_default(),
+                sdd.metadata.uid.as_deref().unwrap_or_default(),
+            );
+            let client = client_for(&args.salad_api_url, ApiKey::new(key.clone()))?;
+            let mut names: Vec<String> = client
+                .list_container_groups(
+                    &sdd.spec.saladcloud.organization,
+                    &sdd.spec.saladcloud.project,
+                )
+                .await?
+                .into_iter()
+                .map(|g| g.name)
+                .filter(|n| {
+                    n.starts_with(&prefix)
+                        || sdd.spec.saladcloud.container_group_name.as_deref() == Some(n)
+                })
+                .collect();
+            names.sort();
+            names.pop().with_context(|| {
+                format!(
+                    "`{}` has no container group yet",
+                    sdd.metadata.name.clone().unwrap_or_default()
+                )
+            })?
+        }
+    };
+    Ok(Target {
+        organization: sdd.spec.saladcloud.organization.clone(),
+        project: sdd.spec.saladcloud.project.clone(),
+        group,
+        key: ApiKey::new(key),
+    })
+}
+
+fn client_for(url: &str, key: ApiKey) -> anyhow::Result<Client> {
+    Ok(Client::new(
+        ClientConfig::new(key).with_base_url(url.to_string()),
+    )?)
+}
+
+/// Runs `salad-sd logs`.
+pub async fn run(args: LogsArgs) -> u8 {
+    match logs(args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::EXIT_ERROR
+        }
+    }
+}
+
+async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let t = target(&args).await?;
+    let client = client_for(&args.salad_api_url, t.key.clone())?;
+    let q = query(&t.project, &t.group, args.instance.as_deref());
+    let now = Timestamp::now();
+    let since = args.since.unwrap_or(Duration::from_secs(3600));
+    let start = now - SignedDuration::try_from(since).unwrap_or(SignedDuration::from_hours(1));
+    let page = |start: Timestamp, end: Timestamp, order: SortOrder, size: u32| LogEntryQuery {
+        start_time: start,
+        end_time: end,
+        query: q.clone(),
+        page_size: Some(size.clamp(1, LOG_QUERY_MAX_PAGE_SIZE)),
+        sort_order: Some(order),
+    };
+    let fetch = |query: LogEntryQuery| {
+        let client = &client;
+        let org = &t.organization;
+        async move {
+            client.query_log_entries(org, &query).await.map_err(|e| {
+                anyhow::anyhow!("SaladCloud refused the log query `{}`: {e}", query.query)
+            })
+        }
+    };
+    let mut seen: HashSet<(Option<Timestamp>, String, Option<String>)> = HashSet::new();
+    let mut last = start;
+    let mut lines: Vec<LogEntry> = Vec::new();
+    if let Some(n) = args.tail {
+        // Newest first, pages back in time until N lines (or the window) are read.
+        let mut end = now;
+        while lines.len() < n {
+            let got = fetch(page(start, end, SortOrder::Desc, (n - lines.len()) as u32)).await?;
+            let Some(oldest) = got.items.iter().filter_map(|e| e.time).min() else {
+                break;
+            };
+            let full =
+                got.items.len() as u32 >= LOG_QUERY_MAX_PAGE_SIZE.min((n - lines.len()) as u32);
+            lines.extend(got.items.into_iter().filter(|e| seen.insert(key_of(e))));
+            if !full || oldest <= start {
+                break;
+            }
+            end = oldest;
+        }
+        lines.sort_by_key(|e| e.time);
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    } else {
+        // Oldest first, page by page.
+        let mut from = start;
+        loop {
+            let got = fetch(page(from, now, SortOrder::Asc, LOG_QUERY_MAX_PAGE_SIZE)).await?;
+            let n = got.items.len() as u32;
+            let newest = got.items.iter().filter_map(|e| e.time).max();
+            lines.extend(got.items.into_iter().filter(|e| seen.insert(key_of(e))));
+            match newest {
+                Some(t) if n >= LOG_QUERY_MAX_PAGE_SIZE && t > from => from = t,
+                _ => break,
+            }
+        }
+    }
+    for e in &lines {
+        println!("{}", format_line(e));
+        if let Some(t) = e.time {
+            last = last.max(t);
+        }
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(args.interval).await;
+        let got = fetch(page(
+            last,
+            Timestamp::now(),
+            SortOrder::Asc,
+            LOG_QUERY_MAX_PAGE_SIZE,
+        ))
+        .await?;
+        for e in got.items {
+            if seen.insert(key_of(&e)) {
+                println!("{}", format_line(&e));
+                if let Some(t) = e.time {
+                    last = last.max(t);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_names_the_group_and_the_instance() {
+        assert_eq!(
+            query("p", "g-1", None),
+            r#"resource.type = "container" and resource.labels.project_name = "p" and resource.labels.container_group_name = "g-1""#
+        );
+        assert!(
+            query("p", "g", Some("i-1"))
+                .ends_with(r#"resource.labels.container_group_instance_id = "i-1""#)
+        );
+    }
+}
