@@ -24,11 +24,10 @@ test: deps
 ## process (pure code, the in-memory SaladCloud, the mocked Kubernetes API, the in-process
 ## simulator). `make test` stays the whole suite.
 test-unit:
-	$(CARGO) test --workspace --lib --bins
-	$(CARGO) test -p salad-sd-api --test crd --test manifests
-	$(CARGO) test -p salad-sd-controller --test planner --test engine_fake --test engine_smoke --test lease --test operator_run
-	$(CARGO) test -p saladcloud --test model --test client
-	$(CARGO) test -p saladcloud-sim --test api
+	$(CARGO) test --workspace --lib --bins \
+	  --test crd --test manifests \
+	  --test planner --test engine_fake --test engine_smoke --test lease --test operator_run \
+	  --test model --test client --test api
 
 ## Regenerate the committed CRD YAML from the Rust types.
 crds:
