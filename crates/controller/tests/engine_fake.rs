@@ -388,3 +388,23 @@ async fn system_events_become_events_once_across_polls_and_restarts() {
             .any(|e| e.reason == Reason::InstanceInterrupted)
     );
 }
+
+#[tokio::test]
+async fn a_replica_change_is_patched_in_place() {
+    let fake = FakeSalad::new();
+    let mut sdd = seed();
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    reconcile(&engine, &mut sdd).await;
+    sdd.spec.replicas = 2;
+    sdd.metadata.generation = Some(2);
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(
+        mutating(&fake.calls()).contains(&"update_container_group".to_string()),
+        "{:?} {:?}",
+        r.plan,
+        r.status.conditions
+    );
+    assert_eq!(fake.groups()[0].replicas, 2);
+}
