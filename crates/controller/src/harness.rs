@@ -97,3 +97,32 @@ impl EngineBuilder {
         }
     }
 }
+
+/// Takes the image of `sdd`'s recipe as built, with a digest of `digit` repeated: engine tests
+/// that need no registry.
+pub async fn assume_image_built<S: crate::secrets::SecretStore>(
+    engine: &Engine,
+    sdd: &salad_sd_api::StableDiffusionDeployment,
+    store: &S,
+    digit: char,
+) {
+    let resolved = crate::secrets::resolve(&sdd.spec, store)
+        .await
+        .expect("the test's Secrets resolve");
+    let recipe = crate::desired::recipe(&sdd.spec, &resolved);
+    let hex = digit.to_string().repeat(64);
+    let repository = &sdd.spec.image.repository;
+    engine.builds().assume_built(
+        repository,
+        &recipe,
+        salad_sd_image::BuiltImage {
+            reference: format!("{repository}@sha256:{hex}"),
+            digest: format!("sha256:{hex}"),
+            tag: "recipe".into(),
+            recipe_hash: "recipe".into(),
+            layers: Vec::new(),
+            bytes_uploaded: 0,
+            bytes_downloaded: 0,
+        },
+    );
+}

@@ -8,9 +8,8 @@ use salad_sd_api::{Phase, StableDiffusionDeployment};
 use salad_sd_controller::fake::FakeSalad;
 use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::reason::Reason;
-use salad_sd_controller::secrets::{self, MapSecretStore};
-use salad_sd_controller::{Engine, EventType, Mode, Reconciled, desired};
-use salad_sd_image::BuiltImage;
+use salad_sd_controller::secrets::MapSecretStore;
+use salad_sd_controller::{Engine, EventType, Mode, Reconciled};
 use saladcloud::model::{ContainerGroupInstance, InstanceState, SystemLog};
 
 const SEED: &str = include_str!("../../../manifests/examples/sdnext-dreamshaper.yaml");
@@ -40,21 +39,7 @@ fn store() -> MapSecretStore {
 /// An engine on `fake` that already has the spec's image.
 async fn engine(fake: &FakeSalad, sdd: &StableDiffusionDeployment) -> Engine {
     let engine = EngineBuilder::new().fake(fake).build();
-    let resolved = secrets::resolve(&sdd.spec, &store()).await.unwrap();
-    let recipe = desired::recipe(&sdd.spec, &resolved);
-    engine.builds().assume_built(
-        &sdd.spec.image.repository,
-        &recipe,
-        BuiltImage {
-            reference: format!("{}@sha256:{}", sdd.spec.image.repository, "1".repeat(64)),
-            digest: format!("sha256:{}", "1".repeat(64)),
-            tag: "recipe".into(),
-            recipe_hash: "recipe".into(),
-            layers: Vec::new(),
-            bytes_uploaded: 0,
-            bytes_downloaded: 0,
-        },
-    );
+    salad_sd_controller::harness::assume_image_built(&engine, sdd, &store(), '1').await;
     engine
 }
 

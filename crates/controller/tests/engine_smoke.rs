@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::harness::EngineBuilder;
-use salad_sd_controller::secrets::{self, MapSecretStore};
-use salad_sd_controller::{Engine, Mode, desired};
-use salad_sd_image::BuiltImage;
+use salad_sd_controller::secrets::MapSecretStore;
+use salad_sd_controller::{Engine, Mode};
 use saladcloud_sim::{SimConfig, Simulator};
 
 const COMFY: &str = include_str!("../../../manifests/examples/comfyui-dreamshaper.yaml");
@@ -42,21 +41,7 @@ async fn engine(
         .simulator(sim_url)
         .gateway(gateway)
         .build();
-    let resolved = secrets::resolve(&sdd.spec, &store()).await.unwrap();
-    let recipe = desired::recipe(&sdd.spec, &resolved);
-    engine.builds().assume_built(
-        &sdd.spec.image.repository,
-        &recipe,
-        BuiltImage {
-            reference: format!("{}@sha256:{}", sdd.spec.image.repository, "2".repeat(64)),
-            digest: format!("sha256:{}", "2".repeat(64)),
-            tag: "recipe".into(),
-            recipe_hash: "recipe".into(),
-            layers: Vec::new(),
-            bytes_uploaded: 0,
-            bytes_downloaded: 0,
-        },
-    );
+    salad_sd_controller::harness::assume_image_built(&engine, sdd, &store(), '2').await;
     engine
 }
 
