@@ -6,12 +6,17 @@ pub mod fleet;
 pub mod names;
 pub mod profile;
 pub mod quantity;
+pub mod scaling;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
 pub use fleet::{
     FleetCounts, FleetSpec, FleetStatus, GroupFleetStatus, InstanceStatus, SlowNodeReallocation,
+};
+pub use scaling::{
+    QueueAutoscalerSpec, QueueSpec, QueueStatus, QueueWorkerSpec, ReplicasOwner, ScalingSpec,
+    ScalingStatus, ScheduledReplicas,
 };
 pub use spec::*;
 pub use status::*;

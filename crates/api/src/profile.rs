@@ -257,6 +257,16 @@ impl ServerProfile {
         }
     }
 
+    /// The HTTP path a queue job's input is posted to: the kind's generation endpoint
+    /// (SD.Next's and AUTOMATIC1111's txt2img, comfyui-api's prompt).
+    pub fn queue_job_path(self) -> Option<&'static str> {
+        match self.kind {
+            ServerKind::SdNext | ServerKind::Automatic1111 => Some("/sdapi/v1/txt2img"),
+            ServerKind::ComfyUi => Some("/prompt"),
+            ServerKind::Custom => None,
+        }
+    }
+
     /// SD.Next's models directory.
     fn sdnext_models(self) -> &'static str {
         if self.upstream_sdnext() {

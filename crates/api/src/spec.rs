@@ -81,6 +81,12 @@ use crate::status::StableDiffusionDeploymentStatus;
         .message("gateway.port must equal server.port (the gateway forwards to the port the server listens on); leave gateway.port unset to follow server.port"),
     validation = Rule::new("!(self.server.kind in ['SDNext', 'Automatic1111']) || self.models.exists(m, m.kind == 'Checkpoint')")
         .message("SDNext and Automatic1111 need a model of kind Checkpoint: without one SD.Next has nothing to load and Automatic1111 would download SD 1.5 at every start"),
+    validation = Rule::new("!has(self.queue) || !has(self.queue.autoscaler) || (has(self.queue.enabled) && self.queue.enabled)")
+        .message("queue.autoscaler scales by queue length: set queue.enabled: true, or remove queue.autoscaler"),
+    validation = Rule::new("!has(self.queue) || !has(self.queue.autoscaler) || !has(self.scaling) || !has(self.scaling.schedule) || size(self.scaling.schedule) == 0")
+        .message("scaling.schedule and queue.autoscaler would both set the replica count; keep one"),
+    validation = Rule::new("!has(self.queue) || !has(self.queue.enabled) || !self.queue.enabled || has(self.queue.path) || self.server.kind != 'Custom'")
+        .message("server.kind Custom has no default job endpoint: set queue.path"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StableDiffusionDeploymentSpec {
@@ -166,6 +172,15 @@ pub struct StableDiffusionDeploymentSpec {
     /// reallocation).
     #[serde(default)]
     pub fleet: crate::fleet::FleetSpec,
+
+    /// Scheduled scaling: replica counts SaladCloud sets on a cron schedule (UTC).
+    #[serde(default)]
+    pub scaling: crate::scaling::ScalingSpec,
+
+    /// Queue mode: jobs through a SaladCloud job queue, optionally scaled by queue length down
+    /// to 0 instances.
+    #[serde(default)]
+    pub queue: crate::scaling::QueueSpec,
 }
 
 fn default_replicas() -> i32 {
@@ -251,6 +266,26 @@ impl StableDiffusionDeploymentSpec {
     /// reading of `replicas` (admission refuses others; this keeps the engine safe regardless).
     pub fn desired_replicas(&self) -> u32 {
         self.replicas.clamp(0, 500) as u32
+    }
+
+    /// Who sets the replica count (see [`crate::scaling`] for the precedence).
+    pub fn replicas_owner(&self) -> crate::scaling::ReplicasOwner {
+        crate::scaling::ReplicasOwner::of(self)
+    }
+
+    /// The path the queue worker posts jobs to: `queue.path`, else the server kind's
+    /// generation endpoint (none for Custom).
+    pub fn queue_job_path(&self) -> Option<String> {
+        self.queue.path.clone().or_else(|| {
+            crate::profile::ServerProfile::of(&self.server)
+                .queue_job_path()
+                .map(str::to_owned)
+        })
+    }
+
+    /// The port the queue worker posts jobs to: `queue.port`, else `server.port`.
+    pub fn queue_port(&self) -> i32 {
+        self.queue.port.unwrap_or(self.server.port)
     }
 
     /// Ready instances a group needs before it counts as serving: `rollout.minReadyReplicas`,

@@ -79,6 +79,12 @@ pub struct StableDiffusionDeploymentStatus {
     /// The instances: counts, a short list, download estimate, slow-node reallocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::fleet::FleetStatus>,
+    /// Who sets the replica count and what SaladCloud holds now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scaling::ScalingStatus>,
+    /// The job queue, in queue mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::scaling::QueueStatus>,
 }
 
 /// The cold start of one new instance, by part. Estimates use SaladCloud's "about 2 minutes

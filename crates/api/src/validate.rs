@@ -217,6 +217,7 @@ pub fn validate(spec: &StableDiffusionDeploymentSpec) -> Vec<Invalid> {
             format!("{} is outside SaladCloud's 0-500", spec.replicas),
         );
     }
+    check_scaling(&mut bad, spec);
     let r = &spec.resources;
     if !(CPU_MIN..=CPU_MAX).contains(&r.cpu) {
         bad(
@@ -428,6 +429,127 @@ fn check_delivery(bad: &mut impl FnMut(&str, String), i: usize, m: &ModelSpec, k
     }
 }
 
+/// Scheduled scaling and queue mode, with SaladCloud's limits (`ContainerGroupScalingAction`,
+/// `ContainerGroupQueueAutoscaler`, `ContainerGroupQueueConnection`).
+fn check_scaling(bad: &mut impl FnMut(&str, String), spec: &StableDiffusionDeploymentSpec) {
+    use crate::scaling::{MAX_SCHEDULED_ACTIONS, cron_problem};
+    let schedule = &spec.scaling.schedule;
+    if schedule.len() > MAX_SCHEDULED_ACTIONS {
+        bad(
+            "scaling.schedule",
+            format!(
+                "{} actions; SaladCloud keeps at most {MAX_SCHEDULED_ACTIONS}",
+                schedule.len()
+            ),
+        );
+    }
+    for (i, action) in schedule.iter().enumerate() {
+        if let Some(problem) = cron_problem(&action.cron) {
+            bad(&format!("scaling.schedule[{i}].cron"), problem);
+        }
+        if !(0..=500).contains(&action.replicas) {
+            bad(
+                &format!("scaling.schedule[{i}].replicas"),
+                format!("{} is outside SaladCloud's 0-500", action.replicas),
+            );
+        }
+    }
+    let q = &spec.queue;
+    if let Some(a) = &q.autoscaler {
+        if !q.enabled {
+            bad(
+                "queue.autoscaler",
+                "the queue autoscaler scales by queue length: set queue.enabled: true, or remove queue.autoscaler".into(),
+            );
+        }
+        if !schedule.is_empty() {
+            bad(
+                "scaling.schedule",
+                "a schedule and queue.autoscaler would both set the replica count; keep one (the autoscaler's minReplicas and maxReplicas bound it)".into(),
+            );
+        }
+        for (field, value, lo, hi) in [
+            ("minReplicas", a.min_replicas, 0, 100),
+            ("maxReplicas", a.max_replicas, 1, 500),
+            ("desiredQueueLength", a.desired_queue_length, 1, 100),
+            ("pollingPeriodSeconds", a.polling_period_seconds, 15, 1800),
+            (
+                "maxUpscalePerMinute",
+                a.max_upscale_per_minute.unwrap_or(1),
+                1,
+                100,
+            ),
+            (
+                "maxDownscalePerMinute",
+                a.max_downscale_per_minute.unwrap_or(1),
+                1,
+                100,
+            ),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                bad(
+                    &format!("queue.autoscaler.{field}"),
+                    format!("{value} is outside SaladCloud's limits for {field}: {lo}-{hi}"),
+                );
+            }
+        }
+        if a.min_replicas > a.max_replicas {
+            bad(
+                "queue.autoscaler.minReplicas",
+                format!(
+                    "{} is above maxReplicas ({})",
+                    a.min_replicas, a.max_replicas
+                ),
+            );
+        }
+    }
+    if !q.enabled {
+        return;
+    }
+    match spec.queue_job_path() {
+        None => bad(
+            "queue.path",
+            "server.kind Custom has no default job endpoint: set queue.path to the HTTP path that takes a job's JSON".into(),
+        ),
+        Some(p) if !p.starts_with('/') || p.len() > 1024 => bad(
+            "queue.path",
+            format!("`{p}` must be an absolute HTTP path of at most 1024 characters"),
+        ),
+        Some(_) => {}
+    }
+    if !(1..=65535).contains(&spec.queue_port()) {
+        bad(
+            "queue.port",
+            format!("{} is not a TCP port (1-65535)", spec.queue_port()),
+        );
+    }
+    let w = &q.worker;
+    if w.url.is_some() != w.sha256.is_some() {
+        bad(
+            "queue.worker",
+            "set url and sha256 together: a worker from a mirror is pinned by its archive's sha256"
+                .into(),
+        );
+    }
+    if let Some(url) = &w.url
+        && !url.starts_with("https://")
+        && !url.starts_with("http://")
+    {
+        bad("queue.worker.url", format!("`{url}` is not an http(s) URL"));
+    }
+    if let Some(sha) = &w.sha256
+        && !(sha.len() == 64
+            && sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        bad(
+            "queue.worker.sha256",
+            "give the archive's sha256 as 64 lowercase hex digits".into(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,5 +637,75 @@ mod tests {
                 Some(f) => assert!(got.iter().any(|g| g == f), "{}: {got:?}", case.reason),
             }
         }
+    }
+
+    #[test]
+    fn scaling_and_queue_limits_are_saladclouds() {
+        use crate::scaling::{QueueAutoscalerSpec, ScheduledReplicas};
+        let base = || {
+            serde_saphyr::from_str::<StableDiffusionDeployment>(COMFY)
+                .unwrap()
+                .spec
+        };
+        let autoscaler = |min, max| QueueAutoscalerSpec {
+            min_replicas: min,
+            max_replicas: max,
+            desired_queue_length: 1,
+            polling_period_seconds: 30,
+            max_upscale_per_minute: None,
+            max_downscale_per_minute: None,
+        };
+        let messages = |s: &StableDiffusionDeploymentSpec| -> Vec<String> {
+            validate(s).iter().map(ToString::to_string).collect()
+        };
+        let mut s = base();
+        s.queue.enabled = true;
+        s.queue.autoscaler = Some(autoscaler(0, 500));
+        assert_eq!(messages(&s), Vec::<String>::new(), "0 to 500 is allowed");
+
+        s.queue.autoscaler = Some(autoscaler(101, 600));
+        let m = messages(&s).join("\n");
+        assert!(m.contains("spec.queue.autoscaler.minReplicas: 101 is outside SaladCloud's limits for minReplicas: 0-100"), "{m}");
+        assert!(m.contains("maxReplicas: 1-500"), "{m}");
+
+        let mut a = autoscaler(0, 3);
+        a.polling_period_seconds = 5;
+        a.max_upscale_per_minute = Some(0);
+        s.queue.autoscaler = Some(a);
+        let m = messages(&s).join("\n");
+        assert!(m.contains("pollingPeriodSeconds: 15-1800"), "{m}");
+        assert!(m.contains("maxUpscalePerMinute: 1-100"), "{m}");
+
+        let mut s = base();
+        s.scaling.schedule = (0..101)
+            .map(|i| ScheduledReplicas {
+                cron: format!("{} 8 * * *", i % 60),
+                replicas: 1,
+            })
+            .collect();
+        assert!(fields(&s).contains(&"spec.scaling.schedule".to_string()));
+        s.scaling.schedule.truncate(2);
+        s.scaling.schedule[1].cron = "0 25 * * *".into();
+        s.scaling.schedule[0].replicas = 501;
+        assert_eq!(
+            fields(&s),
+            vec![
+                "spec.scaling.schedule[0].replicas",
+                "spec.scaling.schedule[1].cron"
+            ]
+        );
+
+        let mut s = base();
+        s.queue.enabled = true;
+        s.queue.path = Some("prompt".into());
+        s.queue.worker.url = Some("ftp://mirror/w.tar.gz".into());
+        assert_eq!(
+            fields(&s),
+            vec![
+                "spec.queue.path",
+                "spec.queue.worker",
+                "spec.queue.worker.url"
+            ]
+        );
     }
 }

@@ -257,6 +257,52 @@ fn fetched(o: &mut Value) {
 fn cel_cases() -> Vec<CelCase> {
     vec![
         CelCase {
+            reason: "the queue autoscaler needs the queue it scales by",
+            message: "queue.autoscaler scales by queue length",
+            break_it: |o| {
+                o["spec"]["queue"] = json!({"autoscaler": {"minReplicas": 0, "maxReplicas": 3}});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "one owner of the replica count",
+            message: "would both set the replica count",
+            break_it: |o| {
+                o["spec"]["queue"] =
+                    json!({"enabled": true, "autoscaler": {"minReplicas": 0, "maxReplicas": 3}});
+                o["spec"]["scaling"] = json!({"schedule": [{"cron": "0 8 * * *", "replicas": 3}]});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "a custom server names its job endpoint",
+            message: "server.kind Custom has no default job endpoint",
+            break_it: |o| {
+                o["spec"]["server"]["kind"] = json!("Custom");
+                o["spec"]["server"]["baseImage"] = json!("example.com/my/server:1");
+                o["spec"]["queue"] = json!({"enabled": true});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "autoscaler bounds in order",
+            message: "minReplicas must not be above maxReplicas",
+            break_it: |o| {
+                o["spec"]["queue"] =
+                    json!({"enabled": true, "autoscaler": {"minReplicas": 5, "maxReplicas": 3}});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "a mirrored worker is pinned",
+            message: "set url and sha256 together",
+            break_it: |o| {
+                o["spec"]["queue"] =
+                    json!({"enabled": true, "worker": {"url": "https://mirror.example/w.tar.gz"}});
+            },
+            old: None,
+        },
+        CelCase {
             reason: "the container verifies a fetched model against its pinned sha256",
             message: "FetchedAtStart needs source.sha256",
             break_it: |o| {
