@@ -164,6 +164,9 @@ pub enum Phase {
     Deploying,
     // Serving at the desired state.
     Running,
+    // Serving through the job queue with no instance running: the queue autoscaler is at 0
+    // (no GPU billing); a job starts instances, with a cold start.
+    Idle,
     // A new version is rolling out.
     Updating,
     // Stopped on request.

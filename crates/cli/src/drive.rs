@@ -597,6 +597,9 @@ pub async fn diff(args: DiffArgs) -> u8 {
     if let Some(c) = &r.status.cold_start {
         p.text(format!("cold start per new instance: {}", c.summary));
     }
+    if let Some(scaling) = &r.status.scaling {
+        p.text(format!("replicas: {}", scaling.message));
+    }
     p.json(json!({
         "type": "diff",
         "changes": changes,
@@ -613,6 +616,8 @@ pub async fn diff(args: DiffArgs) -> u8 {
             "changes": lines,
         },
         "coldStart": r.status.cold_start,
+        "scaling": r.status.scaling,
+        "queue": r.status.queue,
     }));
     if changes {
         p.text("changes found: `salad-sd apply` would make them");
@@ -659,7 +664,10 @@ fn describe(plan: &Plan, strategy: &salad_sd_api::RolloutStrategy) -> Vec<String
                 };
                 out.push(format!("{} ({why})", a.describe()));
             }
-            Action::Start { .. } | Action::Stop { .. } => out.push(a.describe()),
+            Action::Start { .. }
+            | Action::Stop { .. }
+            | Action::CreateQueue { .. }
+            | Action::DeleteQueue { .. } => out.push(a.describe()),
             Action::Delete { reason, .. } => out.push(match reason {
                 DeleteReason::Retired => format!("{} (retired: replaced)", a.describe()),
                 DeleteReason::Cleanup => a.describe(),

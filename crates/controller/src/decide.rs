@@ -22,7 +22,9 @@ use crate::engine::Mode;
 use crate::failure::Failure;
 use crate::fleet::{self, FleetDecision, FleetFacts};
 use crate::gpu_limits;
-use crate::plan::{self, Action, Desired, ImageState, Observed, ObservedGroup, Outcome, Plan};
+use crate::plan::{
+    self, Action, Desired, ImageState, Observed, ObservedGroup, ObservedQueue, Outcome, Plan,
+};
 use crate::reason::Reason;
 use crate::report::Event;
 use crate::secrets::{ResolvedSecrets, SecretError};
@@ -89,11 +91,27 @@ pub fn is_candidate(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> 
 
 /// Instances are listed only where readiness is in question, and only for our groups.
 pub fn needs_instances(sdd: &StableDiffusionDeployment, group: &ContainerGroup) -> bool {
-    let replicas = sdd.spec.desired_replicas();
+    let replicas = match sdd.spec.replicas_owner() {
+        salad_sd_api::ReplicasOwner::Spec => sdd.spec.desired_replicas(),
+        _ => group.replicas,
+    };
     let in_question = group.pending_change
         || group.current_state.instance_status_counts.running_count < replicas
         || !previous(sdd).is_ready_at(sdd.metadata.generation);
     in_question && plan::owned_by(group, &uid(sdd))
+}
+
+/// The job queue to read: the spec's in queue mode, or the one status records (so that one
+/// left behind by queue mode turned off, or by the resource's deletion, is deleted).
+pub fn queue_lookup(sdd: &StableDiffusionDeployment) -> Option<String> {
+    let deleting = sdd.metadata.deletion_timestamp.is_some();
+    if deleting && sdd.spec.deletion_policy == DeletionPolicy::Orphan {
+        return None;
+    }
+    previous(sdd)
+        .queue
+        .map(|q| q.name)
+        .or_else(|| (sdd.spec.queue.enabled && !deleting).then(|| prefix(sdd)))
 }
 
 /// What observe found. Facts only: nothing here is decided.
@@ -113,6 +131,8 @@ pub struct Facts {
     pub burned: BTreeSet<String>,
     /// System logs, quota and the operator's own reallocations (see [`crate::fleet`]).
     pub fleet: FleetFacts,
+    /// The job queue ([`queue_lookup`]), when it exists.
+    pub queue: Option<crate::salad::QueueFacts>,
 }
 
 /// What observing produced.
@@ -169,6 +189,8 @@ pub struct Decision {
     pub cold_start: Option<salad_sd_api::ColdStartStatus>,
     /// The instances: status, slow nodes to reallocate, system events (see [`crate::fleet`]).
     pub fleet: FleetDecision,
+    /// Who owns the replica count, and the job queue (see [`crate::scaling`]).
+    pub scaling: crate::scaling::ScalingFacts,
 }
 
 /// Decides. `Err` is a failure found before anything could be planned (an invalid spec, a
@@ -198,6 +220,11 @@ pub fn decide(
         groups: facts.groups.clone(),
         image: ImageState::Missing,
         burned_names: facts.burned.clone(),
+        queue: facts.queue.as_ref().map(|q| ObservedQueue {
+            name: q.name.clone(),
+            length: q.length,
+            connected: q.container_groups.clone(),
+        }),
     };
     let priority = desired::priority(spec.priority);
     let hourly_price = facts
@@ -255,6 +282,12 @@ pub fn decide(
     } else {
         decide_fleet(sdd, &prev, &plan, &observed, &image, facts)
     };
+    let scaling = crate::scaling::facts(
+        spec,
+        sdd.metadata.name.as_deref().unwrap_or_default(),
+        queue_lookup(sdd).as_deref(),
+        observed.queue.as_ref(),
+    );
     Ok(Decision {
         desired,
         observed,
@@ -266,6 +299,7 @@ pub fn decide(
         cold_start,
         events: fleet.events.clone(),
         fleet,
+        scaling,
     })
 }
 
@@ -371,6 +405,7 @@ fn released(sdd: &StableDiffusionDeployment, events: Vec<Event>) -> Decision {
             groups: Vec::new(),
             image: ImageState::Missing,
             burned_names: BTreeSet::new(),
+            queue: None,
         },
         plan: Plan::released(),
         recipe: None,
@@ -380,6 +415,7 @@ fn released(sdd: &StableDiffusionDeployment, events: Vec<Event>) -> Decision {
         events,
         cold_start: None,
         fleet: FleetDecision::default(),
+        scaling: Default::default(),
     }
 }
 
@@ -510,6 +546,7 @@ mod tests {
             build,
             burned: BTreeSet::new(),
             fleet: FleetFacts::default(),
+            queue: None,
         }))
     }
 
@@ -643,6 +680,7 @@ mod tests {
             }],
             image: ImageState::Ready,
             burned_names: BTreeSet::new(),
+            queue: None,
         };
         let plan = |outcome| Plan {
             actions: Vec::new(),

@@ -7,13 +7,13 @@ use salad_sd_api::names::OWNER_ENV;
 use salad_sd_api::profile::{self, ProbeDefaults, ProbeHandler, ServerProfile};
 use salad_sd_api::quantity;
 use salad_sd_api::{
-    LoadBalancer, ModelDelivery, ModelKind, Priority, ProbeSpec, RestartPolicy, ServerKind,
-    StableDiffusionDeploymentSpec,
+    LoadBalancer, ModelDelivery, ModelKind, Priority, ProbeSpec, ReplicasOwner, RestartPolicy,
+    ServerKind, StableDiffusionDeploymentSpec,
 };
 use salad_sd_image::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
 use saladcloud::model as salad;
 
-use crate::plan::Desired;
+use crate::plan::{Desired, ReplicasPolicy};
 use crate::secrets::ResolvedSecrets;
 
 /// What should exist for `sdd`, but the container group definition (set once the image is
@@ -36,8 +36,47 @@ pub fn desired(
         name_prefix: name_prefix.to_string(),
         generation,
         generation_observed: prev.observed_generation == Some(generation),
-        min_ready: spec.min_ready_replicas(),
+        min_ready: min_ready(spec),
+        replicas: replicas_policy(spec, prev),
+        queue: spec.queue.enabled.then(|| name_prefix.to_string()),
         group: None,
+    }
+}
+
+/// Whether this reconcile applies the replica count of the definition (see
+/// [`salad_sd_api::scaling`] for the precedence): the spec's always; under a schedule only a
+/// spec.replicas not applied before; under the queue autoscaler never.
+pub fn replicas_policy(
+    spec: &StableDiffusionDeploymentSpec,
+    prev: &salad_sd_api::StableDiffusionDeploymentStatus,
+) -> ReplicasPolicy {
+    let applied = prev.scaling.as_ref().and_then(|s| s.spec_replicas_applied);
+    match spec.replicas_owner() {
+        ReplicasOwner::Spec => ReplicasPolicy::Enforce,
+        ReplicasOwner::Schedule if applied != Some(spec.replicas) => ReplicasPolicy::Enforce,
+        ReplicasOwner::Schedule | ReplicasOwner::QueueAutoscaler => ReplicasPolicy::LeaveToOwner,
+    }
+}
+
+/// Ready instances a group needs to count as serving: under the spec, `spec.min_ready_replicas()`;
+/// under a schedule or the autoscaler `rollout.minReadyReplicas` or every instance the owner
+/// asked for (the planner caps it by the group's replica count).
+fn min_ready(spec: &StableDiffusionDeploymentSpec) -> u32 {
+    match spec.replicas_owner() {
+        ReplicasOwner::Spec => spec.min_ready_replicas(),
+        _ => spec
+            .rollout
+            .min_ready_replicas
+            .map_or(u32::MAX, |m| m.clamp(0, 500) as u32),
+    }
+}
+
+/// The replica count a new group is created with: the autoscaler's minimum when it owns
+/// replicas, else spec.replicas.
+pub fn initial_replicas(spec: &StableDiffusionDeploymentSpec) -> u32 {
+    match (&spec.queue.autoscaler, spec.replicas_owner()) {
+        (Some(a), ReplicasOwner::QueueAutoscaler) => a.min_replicas.clamp(0, 100) as u32,
+        _ => spec.desired_replicas(),
     }
 }
 
@@ -272,7 +311,7 @@ pub fn group_definition(
     container.registry_authentication = secrets.pull_auth.clone();
 
     let mut proto =
-        salad::ContainerGroupPrototype::new(String::new(), container, spec.desired_replicas());
+        salad::ContainerGroupPrototype::new(String::new(), container, initial_replicas(spec));
     proto.display_name = spec.saladcloud.display_name.clone();
     proto.autostart_policy = !spec.stopped;
     proto.restart_policy = match spec.restart_policy {
@@ -309,7 +348,43 @@ pub fn group_definition(
     } else {
         None
     };
+    scaling(spec, &mut proto);
     proto
+}
+
+/// Scheduled scaling and the queue. The connection's queue name is the planner's to fill, like
+/// the group's name.
+fn scaling(spec: &StableDiffusionDeploymentSpec, proto: &mut salad::ContainerGroupPrototype) {
+    proto.scaling_actions = spec
+        .scaling
+        .schedule
+        .iter()
+        .map(|a| salad::ScalingAction {
+            schedule: a.cron.clone(),
+            replicas: a.replicas.clamp(0, 500) as u32,
+        })
+        .collect();
+    proto.scheduled_scaling_enabled = Some(!proto.scaling_actions.is_empty());
+    if !spec.queue.enabled {
+        return;
+    }
+    proto.queue_connection = Some(salad::QueueConnection {
+        path: spec.queue_job_path().unwrap_or_default(),
+        port: spec.queue_port().clamp(1, 65535) as u16,
+        queue_name: String::new(),
+    });
+    proto.queue_autoscaler = spec
+        .queue
+        .autoscaler
+        .as_ref()
+        .map(|a| salad::QueueAutoscaler {
+            desired_queue_length: a.desired_queue_length.clamp(1, 100) as u32,
+            min_replicas: a.min_replicas.clamp(0, 100) as u32,
+            max_replicas: a.max_replicas.clamp(1, 500) as u32,
+            max_upscale_per_minute: a.max_upscale_per_minute.map(|v| v.clamp(1, 100) as u32),
+            max_downscale_per_minute: a.max_downscale_per_minute.map(|v| v.clamp(1, 100) as u32),
+            polling_period: Some(a.polling_period_seconds.clamp(15, 1800) as u32),
+        });
 }
 
 /// SaladCloud's priority for ours.

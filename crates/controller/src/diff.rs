@@ -38,7 +38,9 @@ pub fn revision(proto: &ContainerGroupPrototype) -> String {
         };
         // An absent object counts as null, whichever of its fields asks.
         let Some(present) = all.get(parent).filter(|v| !v.is_null()) else {
-            doc.insert(parent.into(), Value::Null);
+            if !f.omitted_when_absent {
+                doc.insert(parent.into(), Value::Null);
+            }
             continue;
         };
         let object = || Value::Object(serde_json::Map::new());
@@ -50,7 +52,7 @@ pub fn revision(proto: &ContainerGroupPrototype) -> String {
                     slot.insert(key.into(), value.clone());
                 }
             }
-            None if has_subfields(parent) => {
+            None if has_subfields(parent) || f.presence_only => {
                 doc.entry(parent).or_insert_with(object);
             }
             None => {

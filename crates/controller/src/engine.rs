@@ -277,7 +277,7 @@ impl Engine {
             decision,
             failure,
             smoke,
-            replicas: sdd.spec.desired_replicas(),
+            replicas: crate::desired::initial_replicas(&sdd.spec),
             deleting: sdd.metadata.deletion_timestamp.is_some(),
         };
         let fail = |failure: Failure| {
@@ -299,10 +299,16 @@ impl Engine {
         if let (Mode::Apply, Some(scope), Observation::Facts(facts)) =
             (mode, &gathered.scope, &gathered.observation)
         {
+            let resource = format!(
+                "{}/{}",
+                sdd.metadata.namespace.as_deref().unwrap_or_default(),
+                sdd.metadata.name.as_deref().unwrap_or_default()
+            );
             let hands = Hands {
                 scope: scope.as_ref(),
                 facts,
                 repository: &sdd.spec.image.repository,
+                resource: &resource,
             };
             // One action at a time; the first failure ends the round.
             for action in &decision.plan.actions {

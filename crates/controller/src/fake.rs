@@ -15,7 +15,7 @@ use saladcloud::model::{
 };
 use saladcloud::{ApiKey, Deleted, GpuClass, GpuClassPrice, Priority, ResolvedGpuClass};
 
-use crate::salad::{ContainerGroups, SaladCloud, SaladResult};
+use crate::salad::{ContainerGroups, QueueFacts, SaladCloud, SaladResult};
 
 #[derive(Default)]
 struct State {
@@ -29,6 +29,8 @@ struct State {
     system_logs: BTreeMap<String, Vec<SystemLog>>,
     reallocations_per_minute: Option<u32>,
     reallocated: Vec<(String, String)>,
+    /// Job queues: name → jobs waiting.
+    queues: BTreeMap<String, u32>,
 }
 
 /// The fake. Clones share one world.
@@ -63,6 +65,18 @@ impl FakeSalad {
         };
         fake.state.lock().unwrap().gpu_classes = vec![ResolvedGpuClass::from(&class)];
         fake
+    }
+
+    /// The job queues, by name.
+    pub fn queues(&self) -> Vec<String> {
+        self.state.lock().unwrap().queues.keys().cloned().collect()
+    }
+
+    /// Sets the number of jobs waiting in a queue.
+    pub fn set_queue_length(&self, queue: &str, length: u32) {
+        if let Some(l) = self.state.lock().unwrap().queues.get_mut(queue) {
+            *l = length;
+        }
     }
 
     /// The groups as SaladCloud holds them.
@@ -340,6 +354,15 @@ fn patch(g: &mut ContainerGroup, p: &ContainerGroupPatch) {
         }
         versioned = true;
     }
+    if let Some(a) = &p.queue_autoscaler {
+        g.queue_autoscaler = Some(a.clone());
+    }
+    if let Some(actions) = &p.scaling_actions {
+        g.scaling_actions = actions.clone();
+    }
+    if let Some(enabled) = p.scheduled_scaling_enabled {
+        g.scheduled_scaling_enabled = enabled;
+    }
     if versioned {
         g.version += 1;
         if matches!(
@@ -445,6 +468,12 @@ impl ContainerGroups for FakeSalad {
                     Some("https://docs.salad.com/errors/name_conflict"),
                 ));
             }
+            if let Some(c) = &group.queue_connection
+                && !s.queues.contains_key(&c.queue_name)
+            {
+                s.used.remove(&group.name);
+                return Err(api_error(OP, http::Method::POST, 400, None));
+            }
             let g = group_from(group);
             s.groups.insert(g.name.clone(), g.clone());
             Ok(g)
@@ -543,6 +572,58 @@ impl ContainerGroups for FakeSalad {
     fn reallocations_per_minute(&self) -> BoxFuture<'_, SaladResult<Option<u32>>> {
         let r = self.call("get_quotas", http::Method::GET, |s| {
             Ok(s.reallocations_per_minute)
+        });
+        Box::pin(async move { r })
+    }
+
+    fn find_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Option<QueueFacts>>> {
+        let r = self.call("get_queue", http::Method::GET, |s| {
+            Ok(s.queues.get(name).map(|&length| QueueFacts {
+                name: name.to_string(),
+                length: Some(length),
+                container_groups: s
+                    .groups
+                    .values()
+                    .filter(|g| {
+                        g.queue_connection
+                            .as_ref()
+                            .is_some_and(|c| c.queue_name == name)
+                    })
+                    .map(|g| g.name.clone())
+                    .collect(),
+            }))
+        });
+        Box::pin(async move { r })
+    }
+
+    fn create_queue<'a>(
+        &'a self,
+        name: &'a str,
+        _description: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>> {
+        let r = self.call("create_queue", http::Method::POST, |s| {
+            s.queues.entry(name.to_string()).or_insert(0);
+            Ok(())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>> {
+        const OP: &str = "delete_queue";
+        let r = self.call(OP, http::Method::DELETE, |s| {
+            // SaladCloud keeps a queue a group still connects to; so does the fake, so that
+            // deleting it first shows up as a failure.
+            if s.groups.values().any(|g| {
+                g.queue_connection
+                    .as_ref()
+                    .is_some_and(|c| c.queue_name == name)
+            }) {
+                return Err(api_error(OP, http::Method::DELETE, 409, None));
+            }
+            Ok(match s.queues.remove(name) {
+                Some(_) => Deleted::Accepted,
+                None => Deleted::AlreadyGone,
+            })
         });
         Box::pin(async move { r })
     }

@@ -37,6 +37,12 @@ pub struct Field {
     pub cost: Cost,
     /// Compare and patch.
     pub reconcile: Reconcile,
+    /// Only whether the field is set counts in the revision, not its value.
+    pub presence_only: bool,
+    /// Absent, the field leaves the revision as it was before the field was declared: fields
+    /// added later must not give every existing group a new revision (a rollout per resource
+    /// when the operator is upgraded).
+    pub omitted_when_absent: bool,
 }
 
 impl Field {
@@ -60,6 +66,24 @@ const fn field(name: &'static str, cost: Cost, reconcile: Reconcile) -> Field {
         name,
         cost,
         reconcile,
+        presence_only: false,
+        omitted_when_absent: false,
+    }
+}
+
+/// A field declared after revisions were first recorded ([`Field::omitted_when_absent`]).
+const fn later(field: Field) -> Field {
+    Field {
+        omitted_when_absent: true,
+        ..field
+    }
+}
+
+/// A field whose presence alone is in the revision ([`Field::presence_only`]).
+const fn presence(field: Field) -> Field {
+    Field {
+        presence_only: true,
+        ..field
     }
 }
 
@@ -113,6 +137,18 @@ pub const FIELDS: &[Field] = &[
             })
         },
     ),
+    // The queue connection is set only at creation.
+    later(field("queue_connection", Cost::Replace, |w, h, _| {
+        w.queue_connection != h.queue_connection
+    })),
+    // SaladCloud's patch cannot remove an autoscaler: adding or removing one makes a new group
+    // (so that the revision tells groups with one from groups without); its settings are
+    // patched in place.
+    later(presence(field(
+        "queue_autoscaler",
+        Cost::Replace,
+        |w, h, _| w.queue_autoscaler.is_some() != h.queue_autoscaler.is_some(),
+    ))),
     // A new container version.
     field("networking.port", Cost::NewVersion, |w, h, p| {
         let differs = gateway(w, h).is_some_and(|(w, h)| w.port != h.port);
@@ -218,6 +254,32 @@ pub const FIELDS: &[Field] = &[
             } else {
                 Nullable::Value(w.country_codes.clone())
             };
+        }
+        differs
+    }),
+    field("queue_autoscaler settings", Cost::InPlace, |w, h, p| {
+        let differs = matches!(
+            (&w.queue_autoscaler, &h.queue_autoscaler),
+            (Some(w), Some(h)) if w != h
+        );
+        if differs {
+            p.queue_autoscaler = w.queue_autoscaler.clone();
+        }
+        differs
+    }),
+    field("scaling-actions", Cost::InPlace, |w, h, p| {
+        let differs = w.scaling_actions != h.scaling_actions;
+        if differs {
+            p.scaling_actions = Some(w.scaling_actions.clone());
+        }
+        differs
+    }),
+    field("scheduled-scaling-enabled", Cost::InPlace, |w, h, p| {
+        let differs = w
+            .scheduled_scaling_enabled
+            .is_some_and(|v| v != h.scheduled_scaling_enabled);
+        if differs {
+            p.scheduled_scaling_enabled = w.scheduled_scaling_enabled;
         }
         differs
     }),

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod reason;
 pub mod report;
 pub mod salad;
+pub mod scaling;
 pub mod secrets;
 pub mod smoke;
 

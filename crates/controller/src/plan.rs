@@ -38,10 +38,49 @@ pub struct Desired {
     /// difference in fields the revision does not cover (replicas, countries, display name) is
     /// then drift rather than a spec change.
     pub generation_observed: bool,
-    /// Ready instances a group needs to count as serving the desired state.
+    /// Ready instances a group needs to count as serving the desired state (capped by the
+    /// group's replica count).
     pub min_ready: u32,
+    /// Whether the definition's replica count is applied, or left to its owner.
+    pub replicas: ReplicasPolicy,
+    /// The job queue the groups connect to (its name), in queue mode.
+    pub queue: Option<String>,
     /// The full definition (name unset), once the image exists; `None` while it does not.
     pub group: Option<ContainerGroupPrototype>,
+}
+
+/// Whether the replica count of the definition is applied to the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicasPolicy {
+    /// Applied, and drift corrected.
+    Enforce,
+    /// Left to the schedule or the queue autoscaler that owns it: what the group holds is
+    /// neither drift nor a change to make (a new group still starts from the definition's).
+    LeaveToOwner,
+}
+
+/// The job queue, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedQueue {
+    /// Its name.
+    pub name: String,
+    /// Jobs waiting, when SaladCloud says.
+    pub length: Option<u32>,
+    /// Container groups connected to it, as SaladCloud lists them.
+    pub connected: Vec<String>,
+}
+
+impl ObservedQueue {
+    /// No group, ours or anyone's, is connected to the queue: deleting it strands no worker.
+    fn unused(&self, o: &Observed) -> bool {
+        self.connected.is_empty()
+            && !o.groups.iter().any(|g| {
+                g.group
+                    .queue_connection
+                    .as_ref()
+                    .is_some_and(|c| c.queue_name == self.name)
+            })
+    }
 }
 
 /// The image for the current recipe.
@@ -78,6 +117,9 @@ pub struct Observed {
     pub image: ImageState,
     /// Names SaladCloud refused as used before (never reusable).
     pub burned_names: BTreeSet<String>,
+    /// The resource's job queue, when it exists (read in queue mode, or when status records
+    /// one).
+    pub queue: Option<ObservedQueue>,
 }
 
 /// Why a group is patched.
@@ -136,6 +178,18 @@ pub enum Action {
         /// Why.
         reason: DeleteReason,
     },
+    /// Create the job queue (before a group that connects to it).
+    CreateQueue {
+        /// Queue name.
+        name: String,
+    },
+    /// Delete the job queue, once no group of ours connects to it.
+    DeleteQueue {
+        /// Queue name.
+        name: String,
+        /// Why.
+        reason: DeleteReason,
+    },
 }
 
 impl Action {
@@ -151,6 +205,8 @@ impl Action {
             Action::Start { name } => format!("start container group `{name}`"),
             Action::Stop { name } => format!("stop container group `{name}`"),
             Action::Delete { name, .. } => format!("delete container group `{name}`"),
+            Action::CreateQueue { name } => format!("create job queue `{name}`"),
+            Action::DeleteQueue { name, .. } => format!("delete job queue `{name}`"),
         }
     }
 }
@@ -281,7 +337,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         .collect();
 
     if d.deleting {
-        return plan_deletion(d, &ours);
+        return plan_deletion(d, o, &ours);
     }
 
     if let Some(fixed) = &d.fixed_name
@@ -302,6 +358,9 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         return plan_without_image(d, o, &ours);
     };
     let mut proto = proto.clone();
+    if let (Some(connection), Some(queue)) = (proto.queue_connection.as_mut(), &d.queue) {
+        connection.queue_name = queue.clone();
+    }
     let rev = revision(&proto);
     proto
         .container
@@ -316,6 +375,9 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         .map(|g| {
             let mut want = proto.clone();
             want.name = g.group.name.clone();
+            if d.replicas == ReplicasPolicy::LeaveToOwner {
+                want.replicas = g.group.replicas;
+            }
             (*g, diff(&want, &g.group))
         })
         .collect();
@@ -330,7 +392,14 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
     });
 
     let mut plan = Plan::new(Outcome::Converged);
-    let replicas = proto.replicas;
+    // The queue exists before any group connects to it.
+    if let Some(queue) = &d.queue
+        && o.queue.is_none()
+    {
+        plan.actions.push(Action::CreateQueue {
+            name: queue.clone(),
+        });
+    }
 
     let target_name = match target {
         Some((g, df)) => {
@@ -393,6 +462,10 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
     plan.target = Some(target_name.clone());
 
     let target_group = ours.iter().find(|g| g.group.name == target_name).copied();
+    let replicas = match (d.replicas, target_group) {
+        (ReplicasPolicy::LeaveToOwner, Some(g)) => g.group.replicas,
+        _ => proto.replicas,
+    };
     let target_converged = target_group.is_some_and(|g| converged(g, d.min_ready, replicas))
         && plan.actions.is_empty();
 
@@ -421,6 +494,16 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
         }
     }
 
+    if let Some(q) = &o.queue
+        && d.queue.as_ref() != Some(&q.name)
+        && q.unused(o)
+    {
+        plan.actions.push(Action::DeleteQueue {
+            name: q.name.clone(),
+            reason: DeleteReason::Retired,
+        });
+    }
+
     plan.outcome = if let Some(g) =
         target_group.filter(|g| g.group.current_state.status == ContainerGroupStatus::Failed)
     {
@@ -445,6 +528,12 @@ pub fn plan(d: &Desired, o: &Observed) -> Plan {
     } else if !plan.actions.is_empty() {
         let message = match &plan.actions[0] {
             Action::Create { .. } => format!("creating container group `{target_name}`"),
+            Action::CreateQueue { name } => {
+                format!("creating job queue `{name}` for container group `{target_name}`")
+            }
+            Action::DeleteQueue { name, .. } => {
+                format!("deleting job queue `{name}`: no container group uses it")
+            }
             Action::Patch {
                 reason: PatchReason::Drift,
                 ..
@@ -521,9 +610,27 @@ fn plan_without_image(d: &Desired, o: &Observed, ours: &[&ObservedGroup]) -> Pla
     plan
 }
 
-fn plan_deletion(d: &Desired, ours: &[&ObservedGroup]) -> Plan {
-    if d.deletion_policy == DeletionPolicy::Orphan || ours.is_empty() {
+fn plan_deletion(d: &Desired, o: &Observed, ours: &[&ObservedGroup]) -> Plan {
+    if d.deletion_policy == DeletionPolicy::Orphan {
         return Plan::new(Outcome::Released);
+    }
+    if ours.is_empty() {
+        // The queue goes last: deleting it first would strand the groups' workers.
+        return match &o.queue {
+            // A queue someone else's group still uses is left to them.
+            Some(q) if q.unused(o) => {
+                let mut plan = Plan::new(progressing(
+                    Reason::Deleting,
+                    format!("deleting job queue `{}`", q.name),
+                ));
+                plan.actions.push(Action::DeleteQueue {
+                    name: q.name.clone(),
+                    reason: DeleteReason::Cleanup,
+                });
+                plan
+            }
+            _ => Plan::new(Outcome::Released),
+        };
     }
     let mut plan = Plan::new(progressing(
         Reason::Deleting,

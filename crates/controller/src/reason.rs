@@ -166,6 +166,13 @@ reasons! {
     InstanceStarted,
     /// SaladCloud: another system event.
     InstanceEvent,
+    // --- scaling and the job queue ---
+    /// The job queue was created.
+    QueueCreated,
+    /// The job queue was deleted.
+    QueueDeleted,
+    /// Serving through the queue with no instance running (the autoscaler is at 0).
+    IdleAtZero,
 }
 
 impl fmt::Display for Reason {

@@ -16,7 +16,7 @@ use saladcloud::model::ContainerGroup;
 use crate::decide::Decision;
 use crate::diff::ready_instances;
 use crate::failure::{Backoff, Consequence, Failure, consequence};
-use crate::plan::{ImageState, ObservedGroup, Outcome, Plan};
+use crate::plan::{ImageState, ObservedGroup, Outcome, Plan, ReplicasPolicy};
 use crate::reason::Reason;
 
 pub use salad_sd_api::condition::{IMAGE_READY, READY, RECONCILING, STALLED, SYNCED};
@@ -270,9 +270,23 @@ fn decided(
     let ready = target.map_or(0, |g| {
         ready_instances(&g.group, g.instances.as_deref()) as i32
     });
-    let (phase, conds) = decided_conditions(d, input, target, ready, failure, c);
+    let (mut phase, conds) = decided_conditions(d, input, target, ready, failure, c);
     announce_progress(cx, d);
+    // Under a schedule or the autoscaler, what the owner set is the count to serve.
+    let replicas = match (d.desired.replicas, target) {
+        (ReplicasPolicy::LeaveToOwner, Some(g)) => g.group.replicas,
+        _ => input.replicas,
+    };
+    let (scaling, queue) = crate::scaling::status(&d.scaling, cx.prev, replicas, failure.is_none());
+    let idle = phase == Phase::Running && replicas == 0 && queue.is_some();
+    if idle {
+        phase = Phase::Idle;
+    }
     let message = match (c, &plan.outcome) {
+        (None, Outcome::Converged) if idle => format!(
+            "idle at 0 instances (no GPU billing): serving through job queue `{}`; a job starts              an instance, after a cold start",
+            queue.as_ref().map(|q| q.name.as_str()).unwrap_or_default()
+        ),
         (Some(c), _) => c.message.clone(),
         (None, Outcome::Converged) => "serving the desired state".to_string(),
         (None, Outcome::Stopped) => "stopped on request".to_string(),
@@ -295,7 +309,7 @@ fn decided(
     };
     let hourly = match plan.outcome {
         Outcome::Stopped => Some(0.0),
-        _ => d.hourly_price.map(|p| p * f64::from(input.replicas)),
+        _ => d.hourly_price.map(|p| p * f64::from(replicas)),
     };
     let status = StableDiffusionDeploymentStatus {
         observed_generation: Some(cx.generation),
@@ -317,12 +331,14 @@ fn decided(
         previous_container_group: previous.map(group_status),
         replicas: target.map_or(0, |g| g.group.replicas as i32),
         ready_replicas: ready,
-        replica_summary: Some(format!("{ready}/{}", input.replicas)),
+        replica_summary: Some(format!("{ready}/{replicas}")),
         estimated_hourly_cost_usd: hourly.map(|cost| format!("{cost:.3}")),
         smoke_test: input.smoke.clone(),
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
         cold_start: d.cold_start.clone().filter(|_| !input.deleting),
         fleet: d.fleet.status.clone(),
+        scaling,
+        queue,
     };
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
@@ -837,12 +853,15 @@ mod tests {
                 generation: 2,
                 generation_observed: false,
                 min_ready: 2,
+                replicas: ReplicasPolicy::Enforce,
+                queue: None,
                 group: None,
             },
             observed: Observed {
                 groups: Vec::new(),
                 image,
                 burned_names: Default::default(),
+                queue: None,
             },
             plan: Plan {
                 actions: Vec::new(),
@@ -857,6 +876,7 @@ mod tests {
             events: Vec::new(),
             cold_start: None,
             fleet: Default::default(),
+            scaling: Default::default(),
         }
     }
 

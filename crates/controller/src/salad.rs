@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use saladcloud::model::{
-    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype, SystemLog,
+    ContainerGroup, ContainerGroupInstance, ContainerGroupPatch, ContainerGroupPrototype,
+    QueuePrototype, SystemLog,
 };
 use saladcloud::{
     ApiKey, Client, ClientConfig, Deleted, GpuClassResolver, ResolvedGpuClass, RetryPolicy,
@@ -64,6 +65,27 @@ pub trait ContainerGroups: Send + Sync {
     ) -> BoxFuture<'a, SaladResult<()>>;
     /// The organization's `max_container_group_reallocations_per_minute`, if it states one.
     fn reallocations_per_minute(&self) -> BoxFuture<'_, SaladResult<Option<u32>>>;
+    /// A job queue of the project, `None` when there is none by that name.
+    fn find_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Option<QueueFacts>>>;
+    /// Creates a job queue (an existing one of that name is success: the name is ours).
+    fn create_queue<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>>;
+    /// Deletes a job queue (gone already is success).
+    fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>>;
+}
+
+/// A job queue as the engine reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueFacts {
+    /// Its name.
+    pub name: String,
+    /// Jobs waiting.
+    pub length: Option<u32>,
+    /// Names of the container groups connected to it.
+    pub container_groups: Vec<String>,
 }
 
 /// Opens the [`ContainerGroups`] an API key reaches in an organization's project.
@@ -236,5 +258,47 @@ impl ContainerGroups for ClientScope {
             Ok(q.container_groups_quotas
                 .max_container_group_reallocations_per_minute)
         })
+    }
+
+    fn find_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Option<QueueFacts>>> {
+        Box::pin(async move {
+            let q = self
+                .client
+                .find_queue(&self.org, &self.project, name)
+                .await?;
+            Ok(q.map(|q| QueueFacts {
+                name: q.name,
+                length: q.current_queue_length,
+                container_groups: q.container_groups.into_iter().map(|g| g.name).collect(),
+            }))
+        })
+    }
+
+    fn create_queue<'a>(
+        &'a self,
+        name: &'a str,
+        description: &'a str,
+    ) -> BoxFuture<'a, SaladResult<()>> {
+        Box::pin(async move {
+            let prototype = QueuePrototype {
+                name: name.to_string(),
+                display_name: None,
+                description: Some(description.chars().take(500).collect()),
+            };
+            match self
+                .client
+                .create_queue(&self.org, &self.project, &prototype)
+                .await
+            {
+                Ok(_) => Ok(()),
+                // The name is derived from the resource's uid: an existing queue is ours.
+                Err(e) if e.is_name_conflict() => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>> {
+        Box::pin(self.client.delete_queue(&self.org, &self.project, name))
     }
 }

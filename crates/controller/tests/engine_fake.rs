@@ -57,6 +57,7 @@ fn mutating(calls: &[String]) -> Vec<String> {
         "list_container_group_instances",
         "get_system_logs",
         "get_quotas",
+        "get_queue",
     ]
     .into();
     calls
@@ -392,4 +393,178 @@ async fn a_replica_change_is_patched_in_place() {
         r.status.conditions
     );
     assert_eq!(fake.groups()[0].replicas, 2);
+}
+
+fn queued(min_replicas: i32) -> StableDiffusionDeployment {
+    let mut sdd = seed();
+    sdd.spec.queue = salad_sd_api::QueueSpec {
+        enabled: true,
+        autoscaler: Some(salad_sd_api::QueueAutoscalerSpec {
+            min_replicas,
+            max_replicas: 4,
+            desired_queue_length: 1,
+            polling_period_seconds: 30,
+            max_upscale_per_minute: None,
+            max_downscale_per_minute: None,
+        }),
+        ..Default::default()
+    };
+    sdd
+}
+
+#[tokio::test]
+async fn queue_mode_creates_the_queue_first_and_idles_at_zero_for_nothing() {
+    let fake = FakeSalad::new();
+    let mut sdd = queued(0);
+    let engine = engine(&fake, &sdd).await;
+    let prefix = salad_sd_api::names::group_name_prefix("dreamshaper", UID);
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(
+        mutating(&fake.calls()),
+        ["create_queue", "create_container_group"],
+        "{:?}",
+        r.failure
+    );
+    assert!(r.events.iter().any(|e| e.reason == Reason::QueueCreated));
+    let g = &fake.groups()[0];
+    let c = g.queue_connection.as_ref().expect("connected at creation");
+    assert_eq!(
+        (c.queue_name.as_str(), c.path.as_str(), c.port),
+        (prefix.as_str(), "/sdapi/v1/txt2img", 7860)
+    );
+    assert_eq!(g.replicas, 0, "created at the autoscaler's minimum");
+    assert_eq!(g.queue_autoscaler.as_ref().map(|a| a.max_replicas), Some(4));
+
+    fake.settle();
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(r.status.is_ready_at(Some(1)), "{:?}", r.status.conditions);
+    assert_eq!(r.status.phase, Phase::Idle, "{:?}", r.status.message);
+    assert_eq!(r.status.estimated_hourly_cost_usd.as_deref(), Some("0.000"));
+    let scaling = r
+        .status
+        .scaling
+        .as_ref()
+        .expect("status says who owns replicas");
+    assert_eq!(scaling.owner, salad_sd_api::ReplicasOwner::QueueAutoscaler);
+    assert!(scaling.message.contains("spec.replicas (3) is not applied"));
+    let queue = r.status.queue.as_ref().expect("status names the queue");
+    assert_eq!(queue.name, prefix);
+    assert_eq!(queue.length, Some(0));
+    assert!(queue.submit.contains("salad-sd submit dreamshaper"));
+
+    // The autoscaler scales up: not drift, no PATCH; status follows.
+    fake.set_queue_length(&prefix, 23);
+    fake.edit(&fake.groups()[0].name, |g| g.replicas = 3);
+    fake.settle();
+    let before = mutating(&fake.calls()).len();
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(mutating(&fake.calls()).len(), before, "{:?}", r.plan);
+    assert_eq!(r.status.phase, Phase::Running);
+    assert_eq!(r.status.replica_summary.as_deref(), Some("3/3"));
+    assert_eq!(r.status.queue.as_ref().unwrap().length, Some(20), "rounded");
+    assert_eq!(r.status.estimated_hourly_cost_usd.as_deref(), Some("0.300"));
+
+    // kubectl scale does nothing while the autoscaler owns replicas.
+    sdd.spec.replicas = 1;
+    sdd.metadata.generation = Some(2);
+    reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.groups()[0].replicas, 3);
+}
+
+#[tokio::test]
+async fn deletion_deletes_the_groups_then_the_queue_then_releases() {
+    let fake = FakeSalad::new();
+    let mut sdd = queued(1);
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.queues().len(), 1);
+    sdd.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    // A `kubectl delete -f` may remove queue mode's settings first: status still names the queue.
+    sdd.spec.queue = Default::default();
+    let mut released = false;
+    for _ in 0..4 {
+        let r = reconcile(&engine, &mut sdd).await;
+        assert!(r.failure.is_none(), "{:?}", r.failure);
+        if r.release_finalizer {
+            released = true;
+            break;
+        }
+    }
+    assert!(released);
+    assert!(fake.groups().is_empty());
+    assert!(fake.queues().is_empty(), "no queue left behind");
+    let deletes: Vec<String> = mutating(&fake.calls())
+        .into_iter()
+        .filter(|c| c.starts_with("delete"))
+        .collect();
+    assert_eq!(deletes, ["delete_container_group", "delete_queue"]);
+}
+
+#[tokio::test]
+async fn a_schedule_owns_replicas_and_kubectl_scale_applies_once() {
+    let fake = FakeSalad::new();
+    let mut sdd = seed();
+    sdd.spec.scaling.schedule = vec![
+        salad_sd_api::ScheduledReplicas {
+            cron: "0 8 * * 1-5".into(),
+            replicas: 3,
+        },
+        salad_sd_api::ScheduledReplicas {
+            cron: "0 20 * * *".into(),
+            replicas: 0,
+        },
+    ];
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    let g = &fake.groups()[0];
+    assert!(g.scheduled_scaling_enabled);
+    assert_eq!(g.scaling_actions.len(), 2);
+    assert_eq!(g.scaling_actions[1].schedule, "0 20 * * *");
+    fake.settle();
+    let r = reconcile(&engine, &mut sdd).await;
+    let scaling = r.status.scaling.clone().unwrap();
+    assert_eq!(scaling.owner, salad_sd_api::ReplicasOwner::Schedule);
+    assert_eq!(scaling.spec_replicas_applied, Some(3));
+
+    // 20:00: the schedule scales to 0. Not drift.
+    let name = fake.groups()[0].name.clone();
+    fake.edit(&name, |g| g.replicas = 0);
+    fake.settle();
+    let before = mutating(&fake.calls()).len();
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(mutating(&fake.calls()).len(), before, "{:?}", r.plan);
+    assert_eq!(r.status.scaling.as_ref().unwrap().replicas, 0);
+
+    // kubectl scale --replicas=2: applied once, at once.
+    sdd.spec.replicas = 2;
+    sdd.metadata.generation = Some(2);
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.groups()[0].replicas, 2, "{:?}", r.plan);
+    assert_eq!(
+        r.status.scaling.as_ref().unwrap().spec_replicas_applied,
+        Some(2)
+    );
+    // The next action (say 08:00 → 3) holds until spec.replicas changes again.
+    fake.edit(&name, |g| g.replicas = 3);
+    fake.settle();
+    reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.groups()[0].replicas, 3);
+
+    // Changing the schedule is a PATCH in place.
+    sdd.spec.scaling.schedule.pop();
+    sdd.metadata.generation = Some(3);
+    let r = reconcile(&engine, &mut sdd).await;
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.message.contains("scaling-actions")),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(fake.groups()[0].scaling_actions.len(), 1);
+    assert_eq!(fake.groups().len(), 1, "no new group for a schedule change");
 }

@@ -8,14 +8,14 @@ use salad_sd_api::names::OWNER_ENV;
 use salad_sd_api::{DeletionPolicy, RolloutStrategy};
 use salad_sd_controller::diff::{REVISION_ENV, revision};
 use salad_sd_controller::plan::{
-    Action, DeleteReason, Desired, ImageState, Observed, ObservedGroup, Outcome, PatchReason, Plan,
-    owned_by, plan,
+    Action, DeleteReason, Desired, ImageState, Observed, ObservedGroup, ObservedQueue, Outcome,
+    PatchReason, Plan, ReplicasPolicy, owned_by, plan,
 };
 use saladcloud::model::{
     Container, ContainerGroup, ContainerGroupNetworking, ContainerGroupPatch,
     ContainerGroupPrototype, ContainerGroupState, ContainerGroupStatus, ContainerResources,
     CreateContainer, CreateNetworking, CreateResources, InstanceStatusCounts, LoadBalancer,
-    NetworkingProtocol, Nullable, Priority,
+    NetworkingProtocol, Nullable, Priority, QueueAutoscaler, QueueConnection,
 };
 
 const UID: &str = "3f2a9c1e-8b7d-4e5f-9a0b-1c2d3e4f5a6b";
@@ -42,6 +42,10 @@ struct Spec {
     policy: DeletionPolicy,
     generation: i64,
     generation_observed: bool,
+    /// Queue mode: the connection (path) and the autoscaler's (min, max).
+    queue: Option<&'static str>,
+    autoscaler: Option<(u32, u32)>,
+    replicas_policy: ReplicasPolicy,
 }
 
 impl Default for Spec {
@@ -59,6 +63,9 @@ impl Default for Spec {
             policy: DeletionPolicy::Delete,
             generation: 1,
             generation_observed: false,
+            queue: None,
+            autoscaler: None,
+            replicas_policy: ReplicasPolicy::Enforce,
         }
     }
 }
@@ -92,6 +99,20 @@ fn proto(s: &Spec) -> ContainerGroupPrototype {
         client_request_timeout: None,
         server_response_timeout: None,
     });
+    p.queue_connection = s.queue.map(|path| QueueConnection {
+        path: path.into(),
+        port: 7860,
+        // The planner's to fill, like the group's name.
+        queue_name: String::new(),
+    });
+    p.queue_autoscaler = s.autoscaler.map(|(min, max)| QueueAutoscaler {
+        desired_queue_length: 1,
+        min_replicas: min,
+        max_replicas: max,
+        max_upscale_per_minute: None,
+        max_downscale_per_minute: None,
+        polling_period: Some(30),
+    });
     p
 }
 
@@ -108,6 +129,8 @@ fn desired(s: &Spec) -> Desired {
         generation: s.generation,
         generation_observed: s.generation_observed,
         min_ready: s.replicas,
+        replicas: s.replicas_policy,
+        queue: s.queue.map(|_| PREFIX.to_string()),
         group: Some(proto(s)),
     }
 }
@@ -162,8 +185,8 @@ fn group_from(p: &ContainerGroupPrototype, name: &str) -> ContainerGroup {
         startup_probe: p.startup_probe.clone(),
         liveness_probe: p.liveness_probe.clone(),
         readiness_probe: p.readiness_probe.clone(),
-        queue_connection: None,
-        queue_autoscaler: None,
+        queue_connection: p.queue_connection.clone(),
+        queue_autoscaler: p.queue_autoscaler.clone(),
         current_state: ContainerGroupState {
             status,
             description: None,
@@ -186,6 +209,9 @@ fn group_from(p: &ContainerGroupPrototype, name: &str) -> ContainerGroup {
 /// The group this resource would have created for `s`, converged.
 fn applied(s: &Spec, name: &str) -> ContainerGroup {
     let mut p = proto(s);
+    if let Some(c) = p.queue_connection.as_mut() {
+        c.queue_name = PREFIX.into();
+    }
     let rev = revision(&p);
     p.container
         .environment_variables
@@ -213,6 +239,7 @@ fn observed(groups: Vec<ContainerGroup>) -> Observed {
             .collect(),
         image: ImageState::Ready,
         burned_names: BTreeSet::new(),
+        queue: None,
     }
 }
 
@@ -239,6 +266,8 @@ enum Want {
     Start(String),
     Stop(String),
     Delete(String, DeleteReason),
+    CreateQueue(String),
+    DeleteQueue(String),
 }
 
 fn summarize(p: &Plan) -> Vec<Want> {
@@ -256,6 +285,8 @@ fn summarize(p: &Plan) -> Vec<Want> {
             Action::Start { name } => Want::Start(name.clone()),
             Action::Stop { name } => Want::Stop(name.clone()),
             Action::Delete { name, reason } => Want::Delete(name.clone(), *reason),
+            Action::CreateQueue { name } => Want::CreateQueue(name.clone()),
+            Action::DeleteQueue { name, .. } => Want::DeleteQueue(name.clone()),
         })
         .collect()
 }
@@ -550,6 +581,7 @@ fn cases() -> Vec<Case> {
             desired: desired(&fixed),
             observed: Observed {
                 burned_names: BTreeSet::from([FIXED.to_string()]),
+                queue: None,
                 ..observed(vec![])
             },
             want: vec![],
@@ -633,6 +665,7 @@ fn cases() -> Vec<Case> {
             desired: desired(&base),
             observed: Observed {
                 burned_names: BTreeSet::from([name(1)]),
+                queue: None,
                 ..observed(vec![])
             },
             want: vec![Want::Create(format!("{}-1", name(1)))],
@@ -690,7 +723,228 @@ fn cases() -> Vec<Case> {
         want: vec![Want::Delete(name(1), DeleteReason::Retired)],
         want_outcome: "Progressing/Updating",
     });
+    cases.extend(queue_cases());
     cases
+}
+
+/// Queue mode, scheduled scaling and the queue autoscaler.
+fn queue_cases() -> Vec<Case> {
+    let base = Spec::default();
+    let queued = Spec {
+        queue: Some("/sdapi/v1/txt2img"),
+        generation: 2,
+        ..base.clone()
+    };
+    let queued_bg = Spec {
+        strategy: RolloutStrategy::BlueGreen,
+        ..queued.clone()
+    };
+    let scaled = Spec {
+        autoscaler: Some((0, 4)),
+        replicas: 0,
+        replicas_policy: ReplicasPolicy::LeaveToOwner,
+        ..queued.clone()
+    };
+    let with_queue = |mut o: Observed| {
+        o.queue = Some(ObservedQueue {
+            name: PREFIX.into(),
+            length: Some(0),
+            connected: Vec::new(),
+        });
+        o
+    };
+    let at = |mut g: ContainerGroup, replicas: u32| {
+        g.replicas = replicas;
+        g.current_state.instance_status_counts.running_count = replicas;
+        g
+    };
+    vec![
+        Case {
+            reason: "queue mode: the queue is created before the group that connects to it",
+            desired: desired(&Spec {
+                generation: 1,
+                ..queued.clone()
+            }),
+            observed: observed(vec![]),
+            want: vec![Want::CreateQueue(PREFIX.into()), Want::Create(name(1))],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "a queue on a group that exists without one is never patched: Recreate makes a new group",
+            desired: desired(&queued),
+            observed: with_queue(observed(vec![applied(&base, &name(1))])),
+            want: vec![Want::Create(name(2))],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "a queue on a group that exists without one goes the BlueGreen way",
+            desired: desired(&queued_bg),
+            observed: with_queue(observed(vec![applied(
+                &Spec {
+                    strategy: RolloutStrategy::BlueGreen,
+                    ..base.clone()
+                },
+                &name(1),
+            )])),
+            want: vec![Want::Create(name(2))],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "a pinned group name cannot take a queue connection",
+            desired: desired(&Spec {
+                fixed_name: Some(FIXED.into()),
+                ..queued.clone()
+            }),
+            observed: with_queue(observed(vec![applied(&base, FIXED)])),
+            want: vec![],
+            want_outcome: "Stalled/ReplacementNeedsNewName",
+        },
+        Case {
+            reason: "queue mode off: the queue goes once no group connects to it",
+            desired: desired(&Spec {
+                generation: 3,
+                ..base.clone()
+            }),
+            observed: with_queue(observed(vec![applied(&base, &name(3))])),
+            want: vec![Want::DeleteQueue(PREFIX.into())],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "queue mode off: the queue stays while the old group still connects",
+            desired: desired(&Spec {
+                generation: 3,
+                strategy: RolloutStrategy::BlueGreen,
+                ..base.clone()
+            }),
+            observed: with_queue(observed(vec![
+                applied(&queued_bg, &name(2)),
+                with_state(
+                    applied(
+                        &Spec {
+                            generation: 3,
+                            strategy: RolloutStrategy::BlueGreen,
+                            ..base.clone()
+                        },
+                        &name(3),
+                    ),
+                    ContainerGroupStatus::Deploying,
+                    0,
+                ),
+            ])),
+            want: vec![],
+            want_outcome: "Progressing/RolloutInProgress",
+        },
+        Case {
+            reason: "deletion: the groups first, the queue after",
+            desired: desired(&Spec {
+                deleting: true,
+                ..queued.clone()
+            }),
+            observed: with_queue(observed(vec![applied(&queued, &name(2))])),
+            want: vec![Want::Delete(name(2), DeleteReason::Cleanup)],
+            want_outcome: "Progressing/Deleting",
+        },
+        Case {
+            reason: "deletion: the queue once the groups are gone",
+            desired: desired(&Spec {
+                deleting: true,
+                ..queued.clone()
+            }),
+            observed: with_queue(observed(vec![])),
+            want: vec![Want::DeleteQueue(PREFIX.into())],
+            want_outcome: "Progressing/Deleting",
+        },
+        Case {
+            reason: "deletion: a queue SaladCloud still lists a group on waits",
+            desired: desired(&Spec {
+                deleting: true,
+                ..queued.clone()
+            }),
+            observed: {
+                let mut o = with_queue(observed(vec![]));
+                o.queue.as_mut().unwrap().connected = vec!["someone-elses-group".into()];
+                o
+            },
+            want: vec![],
+            want_outcome: "Released",
+        },
+        Case {
+            reason: "Orphan leaves the queue with the group",
+            desired: desired(&Spec {
+                deleting: true,
+                policy: DeletionPolicy::Orphan,
+                ..queued.clone()
+            }),
+            observed: with_queue(observed(vec![applied(&queued, &name(2))])),
+            want: vec![],
+            want_outcome: "Released",
+        },
+        Case {
+            reason: "the autoscaler at 0 is converged: serving through the queue",
+            desired: desired(&scaled),
+            observed: with_queue(observed(vec![at(applied(&scaled, &name(2)), 0)])),
+            want: vec![],
+            want_outcome: "Converged",
+        },
+        Case {
+            reason: "what the autoscaler set is not drift",
+            desired: desired(&scaled),
+            observed: with_queue(observed(vec![at(applied(&scaled, &name(2)), 4)])),
+            want: vec![],
+            want_outcome: "Converged",
+        },
+        Case {
+            reason: "autoscaler bounds are patched in place",
+            desired: desired(&Spec {
+                autoscaler: Some((1, 8)),
+                generation: 3,
+                ..scaled.clone()
+            }),
+            observed: with_queue(observed(vec![at(applied(&scaled, &name(2)), 2)])),
+            want: vec![Want::Patch(
+                name(2),
+                vec!["queue_autoscaler settings"],
+                PatchReason::SpecChange,
+            )],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "removing the autoscaler makes a new group (SaladCloud cannot remove one)",
+            desired: desired(&Spec {
+                generation: 3,
+                ..queued.clone()
+            }),
+            observed: with_queue(observed(vec![at(applied(&scaled, &name(2)), 2)])),
+            want: vec![Want::Create(name(3))],
+            want_outcome: "Progressing/Updating",
+        },
+        Case {
+            reason: "a schedule's count is left alone once spec.replicas was applied",
+            desired: desired(&Spec {
+                replicas_policy: ReplicasPolicy::LeaveToOwner,
+                generation_observed: true,
+                ..base.clone()
+            }),
+            observed: observed(vec![at(applied(&base, &name(1)), 5)]),
+            want: vec![],
+            want_outcome: "Converged",
+        },
+        Case {
+            reason: "a new spec.replicas under a schedule (kubectl scale) is applied once",
+            desired: desired(&Spec {
+                replicas: 3,
+                generation: 2,
+                ..base.clone()
+            }),
+            observed: observed(vec![at(applied(&base, &name(1)), 5)]),
+            want: vec![Want::Patch(
+                name(1),
+                vec!["replicas"],
+                PatchReason::SpecChange,
+            )],
+            want_outcome: "Progressing/Updating",
+        },
+    ]
 }
 
 #[test]
@@ -777,6 +1031,7 @@ fn an_env_patch_sends_the_whole_map_with_the_new_revision() {
 fn subject(a: &Action) -> Option<&str> {
     match a {
         Action::Build | Action::Create { .. } => None,
+        Action::CreateQueue { name } | Action::DeleteQueue { name, .. } => Some(name),
         Action::Patch { name, .. }
         | Action::Start { name }
         | Action::Stop { name }
@@ -796,12 +1051,19 @@ struct World {
     used: BTreeSet<String>,
     /// Names the engine learnt were used (from 409s).
     burned: BTreeSet<String>,
+    /// Job queues.
+    queues: BTreeSet<String>,
 }
 
 impl World {
     fn observed(&self) -> Observed {
         Observed {
             burned_names: self.burned.clone(),
+            queue: self.queues.first().map(|name| ObservedQueue {
+                name: name.clone(),
+                length: Some(0),
+                connected: Vec::new(),
+            }),
             ..observed(self.groups.clone())
         }
     }
@@ -822,6 +1084,13 @@ impl World {
                     self.burned.insert(group.name.clone());
                     return;
                 }
+                if let Some(c) = &group.queue_connection {
+                    assert!(
+                        self.queues.contains(&c.queue_name),
+                        "a group connects to queue `{}` before it exists",
+                        c.queue_name
+                    );
+                }
                 self.used.insert(group.name.clone());
                 let mut g = group_from(group, &group.name);
                 if group.autostart_policy {
@@ -841,6 +1110,19 @@ impl World {
                 g.current_state.status = ContainerGroupStatus::Deploying;
             }
             Action::Delete { name, .. } => self.groups.retain(|g| &g.name != name),
+            Action::CreateQueue { name } => {
+                self.queues.insert(name.clone());
+            }
+            Action::DeleteQueue { name, .. } => {
+                assert!(
+                    !self.groups.iter().any(|g| g
+                        .queue_connection
+                        .as_ref()
+                        .is_some_and(|c| &c.queue_name == name)),
+                    "queue `{name}` deleted while a group connects to it"
+                );
+                self.queues.remove(name);
+            }
         }
     }
 
@@ -974,13 +1256,22 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             1i64..5,
             any::<bool>(),
         ),
+        (0usize..3, any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (replicas, blue_green, stopped, env),
                 (image, auth, fixed, adopt),
                 (deleting, orphan, generation, generation_observed),
+                (queue, autoscaler, leave),
             )| Spec {
+                queue: [None, Some("/prompt"), Some("/sdapi/v1/txt2img")][queue],
+                autoscaler: (queue > 0 && autoscaler).then_some((0, 4)),
+                replicas_policy: if leave {
+                    ReplicasPolicy::LeaveToOwner
+                } else {
+                    ReplicasPolicy::Enforce
+                },
                 replicas,
                 strategy: if blue_green {
                     RolloutStrategy::BlueGreen
@@ -1051,6 +1342,7 @@ fn world_from(spec: &Spec, seeds: &[Seed], burn: &[usize]) -> World {
         groups: Vec::new(),
         used: BTreeSet::new(),
         burned: BTreeSet::new(),
+        queues: BTreeSet::new(),
     };
     for s in seeds {
         let n = &names[s.name];
@@ -1067,12 +1359,19 @@ fn world_from(spec: &Spec, seeds: &[Seed], burn: &[usize]) -> World {
             ),
             auth,
             stopped: false,
+            // Some groups predate queue mode (or outlived it).
+            queue: if env == 2 { None } else { spec.queue },
+            autoscaler: if env == 2 { None } else { spec.autoscaler },
             ..spec.clone()
         };
         let mut g = match s.owner {
             // Twice as likely ours as not.
             0 | 1 => applied(&variant, n),
-            _ => foreign(&variant, n),
+            // Another resource's groups connect to their own queue, never to ours.
+            _ => ContainerGroup {
+                queue_connection: None,
+                ..foreign(&variant, n)
+            },
         };
         let status = [
             ContainerGroupStatus::Running,
@@ -1086,6 +1385,9 @@ fn world_from(spec: &Spec, seeds: &[Seed], burn: &[usize]) -> World {
             _ => 0,
         };
         g.pending_change = s.pending && status == ContainerGroupStatus::Running;
+        if let Some(c) = &mut g.queue_connection {
+            w.queues.insert(c.queue_name.clone());
+        }
         w.used.insert(n.clone());
         w.groups.push(g);
     }
@@ -1131,6 +1433,18 @@ fn check_plan(d: &Desired, w: &World, p: &Plan) -> Result<(), TestCaseError> {
                 prop_assert!(!d.deleting, "create while deleting");
             }
             Action::Build => {}
+            Action::CreateQueue { name } => {
+                prop_assert!(!d.deleting, "queue created while deleting");
+                prop_assert_eq!(Some(name), d.queue.as_ref(), "only the resource's queue");
+                prop_assert!(!w.queues.contains(name), "queue created twice");
+            }
+            Action::DeleteQueue { name, .. } => {
+                prop_assert!(w.queues.contains(name), "delete of a missing queue");
+                prop_assert!(
+                    d.deleting || d.queue.as_ref() != Some(name),
+                    "the wanted queue deleted"
+                );
+            }
             other => {
                 // (c) only our groups are ever touched.
                 let n = subject(other).expect("named action");
@@ -1237,7 +1551,23 @@ proptest! {
                 prop_assert_eq!(ours.len(), 1, "groups: {:?}", ours.iter().map(|g| &g.name).collect::<Vec<_>>());
                 let g = ours[0];
                 prop_assert_eq!(Some(g.name.as_str()), last.target.as_deref());
-                prop_assert_eq!(g.replicas, spec.replicas);
+                if spec.replicas_policy == ReplicasPolicy::Enforce {
+                    prop_assert_eq!(g.replicas, spec.replicas);
+                }
+                // (f) queue mode: the queue exists and the group is connected to it; otherwise
+                // no queue is left behind.
+                match spec.queue {
+                    Some(path) => {
+                        prop_assert_eq!(w.queues.iter().collect::<Vec<_>>(), vec![PREFIX]);
+                        let c = g.queue_connection.as_ref();
+                        prop_assert_eq!(c.map(|c| (c.path.as_str(), c.queue_name.as_str())), Some((path, PREFIX)));
+                        prop_assert_eq!(g.queue_autoscaler.is_some(), spec.autoscaler.is_some());
+                    }
+                    None => {
+                        prop_assert!(w.queues.is_empty(), "queue left behind: {:?}", w.queues);
+                        prop_assert!(g.queue_connection.is_none());
+                    }
+                }
                 prop_assert_eq!(&g.container.image, &spec.image);
                 prop_assert_eq!(g.networking.as_ref().map(|n| n.auth), Some(spec.auth));
                 if last.outcome == Outcome::Stopped {
@@ -1245,13 +1575,14 @@ proptest! {
                     prop_assert_eq!(g.current_state.status, ContainerGroupStatus::Stopped);
                 } else {
                     prop_assert!(!spec.stopped);
-                    prop_assert!(spec.replicas == 0 || is_serving(g));
+                    prop_assert!(g.replicas == 0 || is_serving(g));
                 }
             }
             Outcome::Released => {
                 prop_assert!(spec.deleting);
                 if spec.policy == DeletionPolicy::Delete {
                     prop_assert!(ours.is_empty());
+                    prop_assert!(w.queues.is_empty(), "queue left behind: {:?}", w.queues);
                 }
             }
             Outcome::Stalled { .. } => {

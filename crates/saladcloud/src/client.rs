@@ -14,8 +14,9 @@ use crate::error::{Error, api_error, sanitize};
 use crate::model::{
     ContainerGroup, ContainerGroupCollection, ContainerGroupInstance,
     ContainerGroupInstanceCollection, ContainerGroupPatch, ContainerGroupPrototype, GpuClass,
-    GpuClassesList, LOG_QUERY_MAX_PAGE_SIZE, LogEntryCollection, LogEntryQuery, Quotas, SystemLog,
-    SystemLogList,
+    GpuClassesList, LOG_QUERY_MAX_PAGE_SIZE, LogEntryCollection, LogEntryQuery, Queue,
+    QueueCollection, QueueJob, QueueJobCollection, QueueJobPrototype, QueuePrototype, Quotas,
+    SystemLog, SystemLogList,
 };
 use crate::ratelimit::{RateLimiter, RateLimiterStats};
 use crate::retry::RetryPolicy;
@@ -589,6 +590,159 @@ impl Client {
         self.send(&req, &mut false).await.map(|_| ())
     }
 
+    // ------------------------------------------------------------------------------------------
+    // Job queues and jobs
+    // ------------------------------------------------------------------------------------------
+
+    /// `GET P/queues`.
+    pub async fn list_queues(&self, org: &str, project: &str) -> Result<Vec<Queue>, Error> {
+        const OP: &str = "list_queues";
+        let path = project_path(OP, org, project)?;
+        let resp = self.get(OP, format!("{path}/queues")).await?;
+        Ok(decode::<QueueCollection>(OP, &resp, self.key.expose())?.items)
+    }
+
+    /// `GET P/queues/{name}`; a 404 is `Ok(None)`.
+    pub async fn find_queue(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Queue>, Error> {
+        const OP: &str = "get_queue";
+        let path = queue_path(OP, org, project, name)?;
+        match self.get(OP, path).await {
+            Ok(resp) => decode(OP, &resp, self.key.expose()).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST P/queues` (201). A conflict after an ambiguous attempt reads the queue back, as
+    /// [`Client::create_container_group`] does.
+    pub async fn create_queue(
+        &self,
+        org: &str,
+        project: &str,
+        prototype: &QueuePrototype,
+    ) -> Result<Queue, Error> {
+        const OP: &str = "create_queue";
+        let path = project_path(OP, org, project)?;
+        check_name(OP, "queue", &prototype.name)?;
+        let req = Request {
+            operation: OP,
+            method: Method::POST,
+            path: format!("{path}/queues"),
+            body: Some((to_json(OP, prototype)?, JSON)),
+        };
+        let mut ambiguous = false;
+        match self.send(&req, &mut ambiguous).await {
+            Ok(resp) => decode(OP, &resp, self.key.expose()),
+            Err(e) if ambiguous && e.is_name_conflict() => {
+                match self.find_queue(org, project, &prototype.name).await? {
+                    Some(q) => Ok(q),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE P/queues/{name}` (202). A 404 is success: [`Deleted::AlreadyGone`].
+    pub async fn delete_queue(
+        &self,
+        org: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Deleted, Error> {
+        const OP: &str = "delete_queue";
+        let req = Request {
+            operation: OP,
+            method: Method::DELETE,
+            path: queue_path(OP, org, project, name)?,
+            body: None,
+        };
+        match self.send(&req, &mut false).await {
+            Ok(_) => Ok(Deleted::Accepted),
+            Err(e) if e.is_not_found() => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST P/queues/{name}/jobs` (201). Not retried after an ambiguous failure: a second
+    /// attempt could enqueue the job twice.
+    pub async fn create_job(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        job: &QueueJobPrototype,
+    ) -> Result<QueueJob, Error> {
+        const OP: &str = "create_queue_job";
+        let req = Request {
+            operation: OP,
+            method: Method::POST,
+            path: format!("{}/jobs", queue_path(OP, org, project, queue)?),
+            body: Some((to_json(OP, job)?, JSON)),
+        };
+        let resp = self.send(&req, &mut false).await?;
+        decode(OP, &resp, self.key.expose())
+    }
+
+    /// `GET P/queues/{name}/jobs/{id}`.
+    pub async fn get_job(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        job_id: &str,
+    ) -> Result<QueueJob, Error> {
+        const OP: &str = "get_queue_job";
+        let path = job_path(OP, org, project, queue, job_id)?;
+        let resp = self.get(OP, path).await?;
+        decode(OP, &resp, self.key.expose())
+    }
+
+    /// `GET P/queues/{name}/jobs?page=&page_size=` (page from 1; at most 100 a page).
+    pub async fn list_jobs(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        page: Option<u32>,
+        page_size: Option<u32>,
+    ) -> Result<Vec<QueueJob>, Error> {
+        const OP: &str = "list_queue_jobs";
+        let mut path = format!("{}/jobs", queue_path(OP, org, project, queue)?);
+        let mut sep = '?';
+        for (k, v) in [("page", page), ("page_size", page_size)] {
+            if let Some(v) = v {
+                path.push_str(&format!("{sep}{k}={v}"));
+                sep = '&';
+            }
+        }
+        let resp = self.get(OP, path).await?;
+        Ok(decode::<QueueJobCollection>(OP, &resp, self.key.expose())?.items)
+    }
+
+    /// `DELETE P/queues/{name}/jobs/{id}` (202): cancels the job.
+    pub async fn delete_job(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        job_id: &str,
+    ) -> Result<(), Error> {
+        const OP: &str = "delete_queue_job";
+        let req = Request {
+            operation: OP,
+            method: Method::DELETE,
+            path: job_path(OP, org, project, queue, job_id)?,
+            body: None,
+        };
+        self.send(&req, &mut false).await.map(|_| ())
+    }
+
     async fn get(&self, operation: &'static str, path: String) -> Result<Response, Error> {
         let req = Request {
             operation,
@@ -774,6 +928,42 @@ fn group_path(
     let base = project_path(operation, org, project)?;
     check_name(operation, "container group", name)?;
     Ok(format!("{base}/containers/{name}"))
+}
+
+fn queue_path(
+    operation: &'static str,
+    org: &str,
+    project: &str,
+    name: &str,
+) -> Result<String, Error> {
+    check_name(operation, "queue", name)?;
+    Ok(format!(
+        "{}/queues/{name}",
+        project_path(operation, org, project)?
+    ))
+}
+
+fn job_path(
+    operation: &'static str,
+    org: &str,
+    project: &str,
+    queue: &str,
+    job_id: &str,
+) -> Result<String, Error> {
+    let id_ok = !job_id.is_empty()
+        && job_id.len() <= 64
+        && job_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !id_ok {
+        return Err(Error::Config(format!(
+            "{operation}: `{job_id}` is not a job id (a uuid)"
+        )));
+    }
+    Ok(format!(
+        "{}/jobs/{job_id}",
+        queue_path(operation, org, project, queue)?
+    ))
 }
 
 fn to_json<T: Serialize>(operation: &'static str, value: &T) -> Result<Bytes, Error> {

@@ -580,7 +580,7 @@ pub struct TcpLogging {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Queue and scheduled scaling (passed through; the operator does not use them yet)
+// Job queues, jobs and scheduled scaling
 // ---------------------------------------------------------------------------------------------
 
 /// Job queue connection (`ContainerGroupQueueConnection`).
@@ -612,6 +612,137 @@ pub struct QueueAutoscaler {
     /// Polling period in seconds (15..1800).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling_period: Option<u32>,
+}
+
+/// A job queue (`Queue`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    /// Queue id (uuid).
+    #[serde(default)]
+    pub id: String,
+    /// Name, unique in the project.
+    pub name: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The container groups connected to the queue.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub container_groups: Vec<ContainerGroup>,
+    /// Jobs waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_queue_length: Option<u32>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub create_time: Option<Timestamp>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub update_time: Option<Timestamp>,
+}
+
+/// Body of a queue create (`QueuePrototype`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePrototype {
+    /// Name (2-63 characters, `^[a-z][a-z0-9-]{0,61}[a-z0-9]$`).
+    pub name: String,
+    /// Display name (2-63 characters of `[ ,-.0-9A-Za-z]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Description (at most 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// State of a queue job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueJobStatus {
+    /// Waiting for a worker.
+    #[default]
+    Pending,
+    /// A worker has it.
+    Running,
+    /// Answered.
+    Succeeded,
+    /// Cancelled.
+    Cancelled,
+    /// Failed (after SaladCloud's retries).
+    Failed,
+}
+
+impl QueueJobStatus {
+    /// Will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Cancelled | Self::Failed)
+    }
+}
+
+/// One event in a job's life (`QueueJobEvent`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueJobEvent {
+    /// `created`, `started`, `succeeded`, `cancelled` or `failed`.
+    pub action: String,
+    /// When.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub time: Option<Timestamp>,
+}
+
+/// A queue job (`QueueJob`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueJob {
+    /// Job id (uuid).
+    #[serde(default)]
+    pub id: String,
+    /// The JSON posted to the server.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// Up to 20 caller-defined properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The server's JSON answer, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// State.
+    #[serde(default)]
+    pub status: QueueJobStatus,
+    /// Its events, oldest first.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub events: Vec<QueueJobEvent>,
+    /// Creation time.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub create_time: Option<Timestamp>,
+    /// Last update time.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub update_time: Option<Timestamp>,
+}
+
+/// Body of a job create (`QueueJobPrototype`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueJobPrototype {
+    /// The JSON the worker posts to the server.
+    pub input: serde_json::Value,
+    /// Up to 20 caller-defined properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// URL notified when the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+/// `QueueCollection`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct QueueCollection {
+    /// The queues.
+    pub items: Vec<Queue>,
+}
+
+/// `QueueJobCollection`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct QueueJobCollection {
+    /// The jobs.
+    pub items: Vec<QueueJob>,
 }
 
 /// A scheduled scaling action (`ContainerGroupScalingAction`).

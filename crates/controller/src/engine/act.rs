@@ -20,6 +20,8 @@ pub(super) struct Hands<'a> {
     pub facts: &'a Facts,
     /// Where the image goes.
     pub repository: &'a str,
+    /// `namespace/name` of the resource, for what SaladCloud shows.
+    pub resource: &'a str,
 }
 
 impl Engine {
@@ -124,6 +126,30 @@ impl Engine {
                 Event::normal(
                     Reason::Deleted,
                     format!("deleting container group `{name}`: {why}"),
+                )
+            }
+            Action::CreateQueue { name } => {
+                client
+                    .create_queue(name, &format!("job queue of {}", hands.resource))
+                    .await
+                    .map_err(|e| Failure::from(e).context(&action.describe()))?;
+                Event::normal(Reason::QueueCreated, format!("created job queue `{name}`"))
+            }
+            Action::DeleteQueue { name, reason } => {
+                let gone = client
+                    .delete_queue(name)
+                    .await
+                    .map_err(|e| Failure::from(e).context(&action.describe()))?;
+                if gone != Deleted::Accepted {
+                    return Ok(Vec::new());
+                }
+                let why = match reason {
+                    DeleteReason::Retired => "queue mode is off and no container group uses it",
+                    DeleteReason::Cleanup => "the resource is being deleted",
+                };
+                Event::normal(
+                    Reason::QueueDeleted,
+                    format!("deleted job queue `{name}`: {why}"),
                 )
             }
         };

@@ -1,7 +1,7 @@
 //! Observe: the facts a decision needs, read once per reconcile (Secrets, GPU classes, the
 //! container groups and their instances, the image), or the one [`Failure`] that stopped the
 //! reading. It decides nothing: what to read comes from [`decide::reads`],
-//! [`decide::group_lookup`] and [`decide::needs_instances`].
+//! [`decide::group_lookup`], [`decide::needs_instances`] and [`decide::queue_lookup`].
 
 use std::sync::Arc;
 
@@ -70,6 +70,10 @@ impl Engine {
         let groups = observe_groups(scope.as_ref(), sdd).await?;
         let uid = sdd.metadata.uid.clone().unwrap_or_default();
         let fleet = self.observe_fleet(scope.as_ref(), sdd, &uid, &groups).await;
+        let queue = match decide::queue_lookup(sdd) {
+            Some(name) => scope.find_queue(&name).await?,
+            None => None,
+        };
         let burned = self.remember(&uid, |m| m.burned.clone());
         let recipe = (reads == Reads::Everything).then(|| desired::recipe(spec, &secrets));
         let build = match &recipe {
@@ -89,6 +93,7 @@ impl Engine {
                 build,
                 burned,
                 fleet,
+                queue,
             })),
             scope: Some(scope),
         })
