@@ -323,6 +323,9 @@ fn decided(
         endpoint_config_map: cx.prev.endpoint_config_map.clone(),
         cold_start: d.cold_start.clone().filter(|_| !input.deleting),
         fleet: d.fleet.status.clone(),
+        // Filled by the lead's queue/scaling report work; None keeps main building meanwhile.
+        scaling: None,
+        queue: None,
     };
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
