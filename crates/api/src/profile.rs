@@ -1312,6 +1312,11 @@ mod tests {
         ));
         assert!(QUEUE_WORKER_URL.contains(&format!("/{QUEUE_WORKER_VERSION}/")));
         assert!(!QUEUE_WORKER_URL.contains("latest"));
+        assert!(
+            include_str!("../../../crds/salad-sd.dev_stablediffusiondeployments.yaml")
+                .contains(&format!("(by default {QUEUE_WORKER_URL}:")),
+            "the CRD's CEL message names the same default release (scaling.rs QueueSpec)"
+        );
         let none = crate::scaling::QueueWorkerSpec::default();
         assert_eq!(
             queue_worker_sha256_missing(&none).is_some(),

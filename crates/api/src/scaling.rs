@@ -46,7 +46,8 @@ pub struct ScheduledReplicas {
 /// after the resource), connects the container group to it at creation (SaladCloud cannot add
 /// or change a queue connection later: changing these settings rolls out a new group), adds
 /// SaladCloud's job queue worker to the image and runs it beside the server.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("!(has(self.enabled) && self.enabled) || (has(self.worker) && has(self.worker.sha256))").message("queue.worker.sha256 is required: the sha256 of the worker archive (by default https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/download/v0.7.0/salad-http-job-queue-worker_x86_64.tar.gz: curl -fsSL URL | sha256sum, checked against the .sha256 file on the release page)"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// Connect the group to a job queue.
