@@ -527,3 +527,274 @@ async fn negative_control_upstream_chown_copies_the_checkpoint() {
         run.upper_bytes
     );
 }
+
+/// Runs `code` (Python) in the container to SIGKILL the processes whose `argv[1]` is `script`
+/// (`python3 SCRIPT …`: the SD.Next server is `python /webui/launch.py`, the stand-in worker
+/// `python3 /usr/local/bin/salad-http-job-queue-worker`); `true` when one was found.
+async fn kill_python_running(container: &Container, script: &str) -> bool {
+    let code = format!(
+        "import os, signal, sys\n\
+         hit = 0\n\
+         for p in filter(str.isdigit, os.listdir('/proc')):\n\
+         \x20   try: argv = open('/proc/%s/cmdline' % p, 'rb').read().split(b'\\0')\n\
+         \x20   except OSError: continue\n\
+         \x20   if len(argv) > 1 and argv[0].rsplit(b'/', 1)[-1].startswith(b'python') and argv[1] == {script:?}.encode():\n\
+         \x20       os.kill(int(p), signal.SIGKILL); hit += 1\n\
+         sys.exit(0 if hit else 1)\n"
+    );
+    container
+        .exec(
+            &["python3".into(), "-c".into(), code],
+            Duration::from_secs(10),
+        )
+        .await
+}
+
+/// Waits up to `timeout` for `ok`.
+async fn eventually(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ok()
+}
+
+/// Queue mode on a real start (SaladBase SD.Next: bash start, server as uid 1000 through
+/// runuser): the worker layer comes from a local stand-in release archive pinned by its sha256;
+/// the started container runs the stand-in worker (which behaves as SaladCloud's does, see
+/// `salad_sd_testkit::JobQueue`) beside the server. A job put on the stand-in queue reaches the
+/// server at the spec's job path and port and its answer comes back; then, each on a fresh
+/// container from the same image: killing the server stops the container with the server's
+/// status; killing the worker stops it with 100 + the worker's; the worker exiting because its
+/// instance is gone (as the real one does) stops it too.
+#[tokio::test]
+#[ignore = "runs built images with runc as root: make test-runtime"]
+async fn the_queue_worker_runs_beside_the_server_and_either_dying_stops_the_container() {
+    use salad_sd_api::profile::QUEUE_WORKER_PATH;
+    use salad_sd_testkit::JobQueue;
+
+    const NAME: &str = "sdnext-queue";
+    if let Some(why) = skip_reason() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the runtime test: {why}"
+        );
+        eprintln!("SKIPPED runtime/{NAME}: {why}");
+        return;
+    }
+    let begun = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = LocalRegistry::start(&dir.path().join("registry"))
+        .await
+        .expect("start /usr/bin/docker-registry");
+    let reg = registry.host_port();
+    let base_repo = format!("standin/{NAME}");
+    push_standin(&reg, &base_repo, "1", StandIn::SdNextSalad)
+        .await
+        .expect("push the stand-in base");
+    let models = ModelServer::start(ModelServerOptions::default())
+        .await
+        .expect("model server");
+    models.add_generated("models/dreamshaper_8.safetensors", ONE_MIB, 1);
+    let queue = JobQueue::start().await.expect("stand-in job queue");
+    let (worker_url, worker_sha) = queue.worker_source();
+    let port = free_port();
+    let yaml = format!(
+        r#"
+apiVersion: salad-sd.dev/v1alpha1
+kind: StableDiffusionDeployment
+metadata:
+  name: rt-{NAME}
+  namespace: default
+  uid: 6c1a4f0e-0000-4000-8000-000000000002
+spec:
+  saladcloud:
+    organization: acme
+    project: runtime
+    apiKeySecretRef:
+      name: salad-api-key
+      key: apiKey
+  server:
+    kind: SDNext
+    layout: SaladBase
+    baseImage: {reg}/{base_repo}:1
+    port: {port}
+  models:
+    - name: dreamshaper_8.safetensors
+      kind: Checkpoint
+      source:
+        url: {model_url}
+        sha256: "{model_sha}"
+  image:
+    repository: {reg}/built/{NAME}
+  resources:
+    cpu: 4
+    memory: 12Gi
+    gpuClasses: [RTX 3060 Ti]
+  queue:
+    enabled: true
+    worker:
+      url: {worker_url}
+      sha256: "{worker_sha}"
+"#,
+        model_url = models.url("models/dreamshaper_8.safetensors"),
+        model_sha = generated_sha256(ONE_MIB, 1),
+    );
+    let sdd: StableDiffusionDeployment = serde_saphyr::from_str(&yaml).expect("spec");
+    let problems = salad_sd_api::validate::validate(&sdd.spec);
+    assert!(problems.is_empty(), "{NAME}: {problems:?}");
+    let job_path = sdd.spec.queue_job_path().expect("SD.Next's job path");
+    assert_eq!(job_path, "/sdapi/v1/txt2img");
+    let job_port = sdd.spec.queue_port();
+
+    let secrets = ResolvedSecrets {
+        api_key: None,
+        env: Default::default(),
+        model_tokens: Default::default(),
+        fetch_tokens: Default::default(),
+        push_credentials: Default::default(),
+        pull_auth: None,
+    };
+    let builder = Builder::new(BuilderOptions {
+        insecure_registries: vec![reg.clone()],
+        source_policy: SourcePolicy {
+            allow_private_sources: true,
+            allow_file_sources: false,
+        },
+        ..BuilderOptions::default()
+    })
+    .expect("builder");
+    let built = builder
+        .build(&recipe(&sdd.spec, &secrets), &format!("{reg}/built/{NAME}"))
+        .await
+        .expect("build");
+    let gpu = GpuChoice {
+        ids: vec!["00000000-0000-4000-8000-000000000000".into()],
+        hourly_price: None,
+    };
+    let mut group = group_definition(&sdd.spec, "uid", &built.reference, &gpu, &secrets);
+    // Where the worker finds its queue (the real worker's setting; the real queue is SaladCloud's).
+    group
+        .container
+        .environment_variables
+        .insert("SALAD_SERVICE_ENDPOINT".into(), queue.endpoint());
+    let (image, layers) = Registry::new(&reg)
+        .pull(&format!("built/{NAME}"), &built.digest, dir.path())
+        .await
+        .expect("pull the built image back");
+    let launch = Launch::of(&image, &group.container).expect("launch");
+    let startup_probe = group.startup_probe.clone().expect("a startup probe");
+
+    // Starts a container from the image and waits until both processes are up: the startup
+    // probe passed (the server generates) and the worker asks the queue for jobs.
+    let start = |n: &str| {
+        let id = format!("salad-sd-rt-{NAME}-{n}-{}", std::process::id());
+        Container::start(&id, &layers, &launch, &dir.path().join(format!("node-{n}")))
+            .expect("container")
+    };
+    let both_up = async |container: &mut Container, what: &str| {
+        let polls = queue.polls();
+        let startup = probes::run(container, &startup_probe, Instant::now()).await;
+        assert!(
+            matches!(startup, Outcome::Passed(_)),
+            "{what}: startup probe {startup:?}\n{}",
+            container.logs()
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || queue.polls() > polls).await,
+            "{what}: the worker never asked the queue for a job\n{}",
+            container.logs()
+        );
+    };
+    let stops = async |container: &mut Container, what: &str| -> (i32, f64) {
+        let t = Instant::now();
+        let status = container
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{what}: the container still runs\n{}", container.logs()));
+        (status.code().unwrap_or(-1), t.elapsed().as_secs_f64())
+    };
+
+    // 1. A job through the worker reaches the server at the job path; the answer comes back.
+    let mut a = start("a");
+    both_up(&mut a, "job").await;
+    let job = queue.enqueue(
+        &job_path,
+        job_port,
+        json!({"prompt": "a bowl of salad", "steps": 1, "width": 64, "height": 64}),
+    );
+    let job_started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), || queue.result(&job).is_some()).await,
+        "the job never came back\n{}",
+        a.logs()
+    );
+    let job_s = job_started.elapsed().as_secs_f64();
+    let result = queue.result(&job).unwrap();
+    assert_eq!(result.outcome, "complete", "{result:?}\n{}", a.logs());
+    assert!(
+        result.output["images"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "the answer of txt2img (only {job_path} answers images): {result:?}"
+    );
+    // 2. Killing the server stops the container, with the server's status (SIGKILL: 137).
+    assert!(
+        kill_python_running(&a, "/webui/launch.py").await,
+        "no server process to kill\n{}",
+        a.logs()
+    );
+    let (server_killed_code, server_killed_s) = stops(&mut a, "server killed").await;
+    let logs = a.logs();
+    assert_eq!(server_killed_code, 137, "{logs}");
+    assert!(
+        logs.contains("the server exited with status 137; stopping the job queue worker"),
+        "{logs}"
+    );
+    drop(a);
+
+    // 3. Killing the worker stops the container, with 100 + the worker's status.
+    let mut b = start("b");
+    both_up(&mut b, "worker kill").await;
+    assert!(
+        kill_python_running(&b, QUEUE_WORKER_PATH).await,
+        "no worker process to kill\n{}",
+        b.logs()
+    );
+    let (worker_killed_code, worker_killed_s) = stops(&mut b, "worker killed").await;
+    let logs = b.logs();
+    assert_eq!(worker_killed_code, 237, "{logs}");
+    assert!(
+        logs.contains("the job queue worker exited with status 137; stopping the server"),
+        "{logs}"
+    );
+    drop(b);
+
+    // 4. The worker leaving on its own (its instance is gone) stops the container too.
+    let mut c = start("c");
+    both_up(&mut c, "instance gone").await;
+    queue.say_instance_gone();
+    let (gone_code, gone_s) = stops(&mut c, "instance gone").await;
+    let logs = c.logs();
+    assert_eq!(gone_code, 101, "{logs}");
+    assert!(
+        logs.contains("the job queue worker exited with status 1; stopping the server"),
+        "{logs}"
+    );
+    drop(c);
+
+    println!(
+        "{}",
+        json!({
+            "kind": NAME,
+            "job_round_trip_s": (job_s * 10.0).round() / 10.0,
+            "server_killed": {"exit": server_killed_code, "stopped_s": (server_killed_s * 10.0).round() / 10.0},
+            "worker_killed": {"exit": worker_killed_code, "stopped_s": (worker_killed_s * 10.0).round() / 10.0},
+            "instance_gone": {"exit": gone_code, "stopped_s": (gone_s * 10.0).round() / 10.0},
+            "total_s": begun.elapsed().as_secs(),
+        })
+    );
+}

@@ -172,6 +172,131 @@ pub const FETCH_STEP: &str = r#"if [ -n "${SALAD_SD_FETCH:-}" ]; then
   "$py" -c "$SALAD_SD_FETCH_PY" || { echo "salad-sd: fetching models failed (see above); the server is not started" >&2; exit 1; }
 fi"#;
 
+/// Where the image holds SaladCloud's job queue worker (`salad-http-job-queue-worker`) when
+/// `queue.enabled`: the release archive (one file, `salad-http-job-queue-worker`, at its top)
+/// is unpacked into `/usr/local/bin`, where SaladCloud's own samples install it
+/// (`tar -C /usr/local/bin -zxpf …`).
+pub const QUEUE_WORKER_PATH: &str = "/usr/local/bin/salad-http-job-queue-worker";
+
+/// The job queue worker release the image gets by default: v0.7.0, the newest release found
+/// referenced (a public deployment guide links its tag
+/// `github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/tag/v0.7.0`; SaladCloud's
+/// own samples in that repository pin v0.5.0 (`samples/mandelbrot/with-shell-script`), older
+/// guides v0.4.1 and v0.3.0). Never `latest`: a new worker comes with an operator release.
+pub const QUEUE_WORKER_VERSION: &str = "v0.7.0";
+
+/// The release archive of [`QUEUE_WORKER_VERSION`] (x86_64 Linux, static Go binary; the
+/// repository's `Makefile` builds it with `CGO_ENABLED=0 GOARCH=amd64 GOOS=linux` and packs it
+/// as `salad-http-job-queue-worker_x86_64.tar.gz`).
+pub const QUEUE_WORKER_URL: &str = "https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/download/v0.7.0/salad-http-job-queue-worker_x86_64.tar.gz";
+
+/// The sha256 of [`QUEUE_WORKER_URL`], when one can be pinned here. None: SaladCloud publishes
+/// the checksum only beside the archive on the GitHub release page (the repository's `Makefile`
+/// writes `salad-http-job-queue-worker_x86_64.tar.gz.sha256`; SaladCloud's "Job Queue Worker"
+/// guide says to compare against "the one found on the Github releases page"), and no copy of
+/// it could be read from SaladCloud's docs or repositories. An unverified download never goes
+/// into an image, so until this is set `queue.worker.sha256` is required at admission (see
+/// [`queue_worker_sha256_missing`]).
+pub const QUEUE_WORKER_SHA256: Option<&str> = None;
+
+/// Why a spec with the queue on cannot be built without `queue.worker.sha256`, and how to get
+/// the value: None when a sha256 is known (given, or pinned by [`QUEUE_WORKER_SHA256`]).
+pub fn queue_worker_sha256_missing(worker: &crate::scaling::QueueWorkerSpec) -> Option<String> {
+    if worker.sha256.is_some() || (worker.url.is_none() && QUEUE_WORKER_SHA256.is_some()) {
+        return None;
+    }
+    let url = worker.url.as_deref().unwrap_or(QUEUE_WORKER_URL);
+    Some(format!(
+        "the job queue worker is verified like a model, and no sha256 is pinned for {url}: \
+         set queue.worker.sha256 to the archive's sha256 (`curl -fsSL {url} | sha256sum`, and \
+         compare it with the `.sha256` file on the release page, \
+         https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/tag/{QUEUE_WORKER_VERSION})"
+    ))
+}
+
+/// The container's exit status when the job queue worker stops first: 100 + the worker's own
+/// status (at most 255), so `101` is a worker that exited 1, `102` a Go panic, `237` a worker
+/// killed by SIGKILL. When the server stops first the container exits with the server's status.
+pub const QUEUE_WORKER_EXIT_OFFSET: i32 = 100;
+
+/// A POSIX sh function (dash, bash, busybox ash) that runs the job queue worker beside the
+/// server: `salad_sd_supervise WORKER SERVER...` starts both; when either exits it says which
+/// on stderr, stops the other (SIGTERM, then SIGKILL after `SALAD_SD_STOP_GRACE_SECONDS`,
+/// default 10) and exits with the server's status, or [`QUEUE_WORKER_EXIT_OFFSET`] + the
+/// worker's. SIGTERM and SIGINT are forwarded to both (as SIGTERM). Each process is waited on
+/// by its own subshell, which records the status in a file (so no `wait -n`, which only bash
+/// has); the function polls those files every second. Needs `mkdir`, `sleep` and `rm`.
+pub const QUEUE_SUPERVISE_FN: &str = r#"salad_sd_supervise() {
+  set +e
+  _sv_worker=$1
+  shift
+  _sv_dir=${TMPDIR:-/tmp}/salad-sd-supervise.$$
+  mkdir -p "$_sv_dir" || { echo "salad-sd: cannot create $_sv_dir; the server is not started" >&2; exit 1; }
+  _sv_sig=
+  trap '_sv_sig=TERM' TERM
+  trap '_sv_sig=INT' INT
+  ( "$_sv_worker" & echo $! >"$_sv_dir/worker.pid"; wait $!; echo $? >"$_sv_dir/worker.rc" ) &
+  ( "$@" & echo $! >"$_sv_dir/server.pid"; wait $!; echo $? >"$_sv_dir/server.rc" ) &
+  while [ -z "$_sv_sig" ] && [ ! -s "$_sv_dir/server.rc" ] && [ ! -s "$_sv_dir/worker.rc" ]; do
+    sleep 1 &
+    wait $!
+  done
+  _sv_exit=143
+  if [ -n "$_sv_sig" ]; then
+    echo "salad-sd: SIG$_sv_sig: stopping the server and the job queue worker" >&2
+  elif [ -s "$_sv_dir/server.rc" ]; then
+    read -r _sv_exit <"$_sv_dir/server.rc"
+    echo "salad-sd: the server exited with status $_sv_exit; stopping the job queue worker" >&2
+  else
+    read -r _sv_status <"$_sv_dir/worker.rc"
+    _sv_exit=$((100 + _sv_status))
+    if [ "$_sv_exit" -gt 255 ]; then _sv_exit=255; fi
+    echo "salad-sd: the job queue worker exited with status $_sv_status; stopping the server (container exit status $_sv_exit)" >&2
+  fi
+  _sv_signal() {
+    for _sv_n in server worker; do
+      if [ ! -s "$_sv_dir/$_sv_n.rc" ] && [ -s "$_sv_dir/$_sv_n.pid" ]; then
+        read -r _sv_p <"$_sv_dir/$_sv_n.pid"
+        kill "-$1" "$_sv_p" 2>/dev/null
+      fi
+    done
+  }
+  _sv_signal TERM
+  _sv_i=0
+  while [ "$_sv_i" -lt "${SALAD_SD_STOP_GRACE_SECONDS:-10}" ] && { [ ! -s "$_sv_dir/server.rc" ] || [ ! -s "$_sv_dir/worker.rc" ]; }; do
+    sleep 1
+    _sv_i=$((_sv_i + 1))
+  done
+  _sv_signal KILL
+  if [ -n "$_sv_sig" ] && [ -s "$_sv_dir/server.rc" ]; then read -r _sv_exit <"$_sv_dir/server.rc"; fi
+  rm -rf "$_sv_dir" 2>/dev/null
+  exit "$_sv_exit"
+}"#;
+
+/// `script` with its final `exec CMD...` replaced by [`QUEUE_SUPERVISE_FN`] running CMD beside
+/// the job queue worker. A script without a final `exec` is returned as it is.
+fn supervised(script: &str) -> String {
+    let (head, tail) = match script.rsplit_once("\nexec ") {
+        Some((head, tail)) => (format!("{head}\n"), tail),
+        None => match script.strip_prefix("exec ") {
+            Some(tail) => (String::new(), tail),
+            None => return script.to_string(),
+        },
+    };
+    format!("{head}{QUEUE_SUPERVISE_FN}\nsalad_sd_supervise {QUEUE_WORKER_PATH} {tail}")
+}
+
+/// What the start runs besides the server (see [`ServerProfile::wrap_start`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartSteps {
+    /// Fetch models before the server ([`FETCH_STEP`]).
+    pub fetch: bool,
+    /// Write comfyui-api's warm-up workflow.
+    pub warmup: bool,
+    /// Run the job queue worker beside the server ([`QUEUE_SUPERVISE_FN`]).
+    pub queue_worker: bool,
+}
+
 /// The ComfyUI start after [`FETCH_STEP`]: write the warm-up workflow for comfyui-api, then run
 /// the base's command (`./comfyui-api`) unchanged.
 const COMFYUI_START_TAIL: &str = r#"if [ -n "${SALAD_SD_WARMUP_PROMPT:-}" ]; then
@@ -181,9 +306,14 @@ fi
 exec "$@""#;
 
 /// The ComfyUI start: fetch models (when any are fetched), write the warm-up workflow, then run
-/// the base's command.
-pub fn comfyui_start_script() -> String {
-    format!("set -eu\n{FETCH_STEP}\n{COMFYUI_START_TAIL}")
+/// the base's command (beside the job queue worker when `queue_worker`).
+pub fn comfyui_start_script(queue_worker: bool) -> String {
+    let script = format!("set -eu\n{FETCH_STEP}\n{COMFYUI_START_TAIL}");
+    if queue_worker {
+        supervised(&script)
+    } else {
+        script
+    }
 }
 
 /// A ComfyUI API-format txt2img workflow for the checkpoint `ckpt_name` (a file in
@@ -405,44 +535,71 @@ impl ServerProfile {
     }
 
     /// The start edits that [`Self::launch`] does not make: for ComfyUI a start that writes the
-    /// warm-up workflow (`warmup`) and fetches models; for the other kinds, when `fetch`, the
-    /// fetch step ([`FETCH_STEP`]) run before the server in the start they already have.
-    /// `entrypoint` and `cmd` are the image config edits (`None`: keep the base's).
+    /// warm-up workflow and fetches models; for the other kinds, when `steps.fetch`, the fetch
+    /// step ([`FETCH_STEP`]) run before the server in the start they already have; and with
+    /// `steps.queue_worker` the server run beside the job queue worker ([`QUEUE_SUPERVISE_FN`]),
+    /// so that either exiting stops the container. `entrypoint` and `cmd` are the image config
+    /// edits (`None`: keep the base's). A Custom server keeps its own start: the worker is at
+    /// [`QUEUE_WORKER_PATH`] for it to run.
     pub fn wrap_start(
         self,
         entrypoint: &mut Option<Vec<String>>,
         cmd: &mut Option<Vec<String>>,
-        fetch: bool,
-        warmup: bool,
+        steps: StartSteps,
     ) {
-        let prefixed = |script: &str| format!("{FETCH_STEP}\n{script}");
+        let StartSteps {
+            fetch,
+            warmup,
+            queue_worker,
+        } = steps;
+        let edit = |script: &str| {
+            let script = if queue_worker {
+                supervised(script)
+            } else {
+                script.to_string()
+            };
+            if fetch {
+                format!("{FETCH_STEP}\n{script}")
+            } else {
+                script
+            }
+        };
         match self.kind {
-            ServerKind::ComfyUi if fetch || warmup => {
+            ServerKind::ComfyUi if fetch || warmup || queue_worker => {
                 *entrypoint = Some(strings(&[
                     "/bin/sh",
                     "-c",
-                    &comfyui_start_script(),
+                    &comfyui_start_script(queue_worker),
                     "salad-sd-start",
                 ]));
             }
-            _ if !fetch => {}
+            _ if !fetch && !queue_worker => {}
             // SaladBase SD.Next: our bash start script is the entrypoint.
             ServerKind::SdNext if entrypoint.is_some() => {
                 if let Some(e) = entrypoint.as_mut().filter(|e| e.len() > 2) {
-                    e[2] = prefixed(&e[2]);
+                    e[2] = edit(&e[2]);
                 }
             }
-            // A1111: the base's entrypoint runs our `/bin/sh -c SCRIPT`.
+            // A1111: the base's entrypoint runs our `/bin/sh -c SCRIPT`. Beside the worker, the
+            // supervised server is the webui itself (socat in the background), so that the
+            // webui dying stops the container rather than leaving socat serving nothing.
             ServerKind::Automatic1111 => {
                 if let Some(c) = cmd.as_mut().filter(|c| c.len() > 2) {
-                    c[2] = prefixed(&c[2]);
+                    let script = match c[2].split_once(" & exec socat ") {
+                        Some((webui, socat)) if queue_worker => {
+                            format!("socat {socat} &\nexec {webui}")
+                        }
+                        _ => c[2].clone(),
+                    };
+                    c[2] = edit(&script);
                 }
             }
-            // Upstream SD.Next: the base's entrypoint runs the command; put the fetch in front.
+            ServerKind::Custom => {}
+            // Upstream SD.Next: the base's entrypoint runs the command; put the start in front.
             _ => {
                 if let Some(c) = cmd.take() {
                     let mut wrapped =
-                        strings(&["/bin/sh", "-c", &prefixed("exec \"$@\""), "salad-sd-start"]);
+                        strings(&["/bin/sh", "-c", &edit("exec \"$@\""), "salad-sd-start"]);
                     wrapped.extend(c);
                     *cmd = Some(wrapped);
                 }
@@ -818,24 +975,28 @@ mod tests {
         let fetch_first = |script: &str| {
             assert!(script.starts_with(FETCH_STEP), "{script}");
         };
+        let fetch = StartSteps {
+            fetch: true,
+            ..StartSteps::default()
+        };
         // SaladBase SD.Next: our bash start script.
         let p = sdnext(SdNextLayout::SaladBase);
         let (mut e, c) = p.launch(7860, None, &[]).unwrap();
         let mut c = Some(c);
-        p.wrap_start(&mut e, &mut c, true, false);
+        p.wrap_start(&mut e, &mut c, fetch);
         fetch_first(&e.unwrap()[2]);
         // A1111: the base's entrypoint runs our sh -c.
         let p = ServerProfile::of_kind(ServerKind::Automatic1111);
         let (mut e, c) = p.launch(7860, None, &[]).unwrap();
         let mut c = Some(c);
-        p.wrap_start(&mut e, &mut c, true, false);
+        p.wrap_start(&mut e, &mut c, fetch);
         assert_eq!(e, None);
         fetch_first(&c.unwrap()[2]);
         // Upstream SD.Next: the command is wrapped and run after the fetch.
         let p = sdnext(SdNextLayout::Upstream);
         let (mut e, c) = p.launch(7860, None, &[]).unwrap();
         let mut c = Some(c);
-        p.wrap_start(&mut e, &mut c, true, false);
+        p.wrap_start(&mut e, &mut c, fetch);
         let c = c.unwrap();
         assert_eq!(c[..2], ["/bin/sh", "-c"]);
         fetch_first(&c[2]);
@@ -843,7 +1004,14 @@ mod tests {
         // ComfyUI: our start, then the base's command (Cmd kept).
         let p = ServerProfile::of_kind(ServerKind::ComfyUi);
         let (mut e, mut c) = (None, None);
-        p.wrap_start(&mut e, &mut c, false, true);
+        p.wrap_start(
+            &mut e,
+            &mut c,
+            StartSteps {
+                warmup: true,
+                ..StartSteps::default()
+            },
+        );
         let e = e.expect("the warm-up needs our start");
         assert!(e[2].contains("WARMUP_PROMPT_FILE") && e[2].contains(FETCH_STEP));
         assert!(e[2].ends_with("exec \"$@\""));
@@ -852,13 +1020,17 @@ mod tests {
         let p = sdnext(SdNextLayout::SaladBase);
         let (mut e, c) = p.launch(7860, None, &[]).unwrap();
         let mut c = Some(c);
-        p.wrap_start(&mut e, &mut c, false, false);
+        p.wrap_start(&mut e, &mut c, StartSteps::default());
         assert_eq!(e.unwrap()[2], SDNEXT_START_SCRIPT);
     }
 
     #[test]
     fn the_fetch_step_and_the_comfyui_start_are_valid_sh() {
-        for script in [FETCH_STEP.to_string(), comfyui_start_script()] {
+        for script in [
+            FETCH_STEP.to_string(),
+            comfyui_start_script(false),
+            comfyui_start_script(true),
+        ] {
             let out = std::process::Command::new("/bin/sh")
                 .args(["-n", "-c", &script])
                 .output()
@@ -869,5 +1041,292 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// Runs [`QUEUE_SUPERVISE_FN`] under `shell` with a worker and a server that are shell
+    /// snippets; returns the exit code, stderr and what the processes left in `dir`.
+    fn supervise(
+        shell: &str,
+        worker: &str,
+        server: &str,
+        signal_after: Option<u64>,
+    ) -> (i32, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "salad-sd-supervise-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let worker_path = dir.join("worker");
+        std::fs::write(&worker_path, format!("#!/bin/sh\n{worker}\n")).unwrap();
+        std::fs::set_permissions(&worker_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "{QUEUE_SUPERVISE_FN}\nsalad_sd_supervise {} /bin/sh -c \"$0\"",
+            worker_path.display()
+        );
+        let mut child = std::process::Command::new(shell)
+            .args(["-c", &script, server])
+            .env("TMPDIR", &dir)
+            .env("OUT", &dir)
+            .env("SALAD_SD_STOP_GRACE_SECONDS", "3")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(secs) = signal_after {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let started = std::time::Instant::now();
+        let out = loop {
+            if child.try_wait().unwrap().is_some() {
+                break child.wait_with_output().unwrap();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the supervisor under {shell} did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let left = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let leftover_state = std::fs::read_dir(&dir).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("salad-sd-supervise.")
+        });
+        assert!(
+            !leftover_state,
+            "the supervisor removes its state directory"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            left,
+        )
+    }
+
+    #[test]
+    fn either_process_exiting_stops_the_other_and_the_exit_status_says_which() {
+        struct Case {
+            reason: &'static str,
+            worker: &'static str,
+            server: &'static str,
+            signal_after: Option<u64>,
+            code: i32,
+            says: &'static str,
+            log: &'static str,
+        }
+        // Each process logs when it stops on SIGTERM, so the test sees the other was stopped.
+        let term = |who: &str| {
+            format!("trap 'echo {who}-term >>$OUT/log; exit 0' TERM; echo {who}-up >>$OUT/log")
+        };
+        let long_worker = format!("{}; while :; do sleep 1; done", term("worker"));
+        let long_server = format!("{}; while :; do sleep 1; done", term("server"));
+        let cases = [
+            Case {
+                reason: "the server exits 3: the worker is stopped and the container exits 3",
+                worker: Box::leak(long_worker.clone().into_boxed_str()),
+                server: "sleep 1; exit 3",
+                signal_after: None,
+                code: 3,
+                says: "the server exited with status 3",
+                log: "worker-up\nworker-term\n",
+            },
+            Case {
+                reason: "the worker exits 2 (a Go panic): the server is stopped, the container exits 102",
+                worker: "sleep 1; exit 2",
+                server: Box::leak(long_server.clone().into_boxed_str()),
+                signal_after: None,
+                code: 102,
+                says: "the job queue worker exited with status 2",
+                log: "server-up\nserver-term\n",
+            },
+            Case {
+                reason: "the worker exits 0: still a stop, and not mistaken for the server's 0",
+                worker: "exit 0",
+                server: Box::leak(long_server.clone().into_boxed_str()),
+                signal_after: None,
+                code: 100,
+                says: "the job queue worker exited with status 0",
+                log: "server-up\nserver-term\n",
+            },
+            Case {
+                reason: "a worker binary that cannot run (127) stops the server",
+                worker: "exec /nonexistent/worker",
+                server: Box::leak(long_server.clone().into_boxed_str()),
+                signal_after: None,
+                code: 227,
+                says: "the job queue worker exited with status 127",
+                log: "server-up\nserver-term\n",
+            },
+        ];
+        for shell in ["/bin/sh", "/bin/bash", "/usr/bin/dash"]
+            .into_iter()
+            .filter(|s| std::path::Path::new(s).exists())
+        {
+            for case in &cases {
+                let (code, stderr, log) =
+                    supervise(shell, case.worker, case.server, case.signal_after);
+                assert_eq!(code, case.code, "{shell}: {}: {stderr}", case.reason);
+                assert!(
+                    stderr.contains(case.says),
+                    "{shell}: {}: {stderr}",
+                    case.reason
+                );
+                let mut lines: Vec<&str> = log.lines().collect();
+                lines.sort();
+                let mut want: Vec<&str> = case.log.lines().collect();
+                want.sort();
+                assert_eq!(lines, want, "{shell}: {}", case.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn sigterm_is_forwarded_to_the_server_and_the_worker() {
+        let term = |who: &str| {
+            format!(
+                "trap 'echo {who}-term >>$OUT/log; exit 0' TERM; echo {who}-up >>$OUT/log; while :; do sleep 1; done"
+            )
+        };
+        for shell in ["/bin/sh", "/bin/bash"] {
+            let (code, stderr, log) = supervise(shell, &term("worker"), &term("server"), Some(2));
+            assert!(
+                stderr.contains("SIGTERM: stopping the server and the job queue worker"),
+                "{shell}: {stderr}"
+            );
+            assert_eq!(
+                code, 0,
+                "{shell}: the server's own status on a stop: {stderr}"
+            );
+            let mut lines: Vec<&str> = log.lines().collect();
+            lines.sort();
+            assert_eq!(
+                lines,
+                ["server-term", "server-up", "worker-term", "worker-up"],
+                "{shell}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_the_queue_every_kinds_server_runs_beside_the_worker() {
+        let queue = StartSteps {
+            queue_worker: true,
+            ..StartSteps::default()
+        };
+        let call = format!("salad_sd_supervise {QUEUE_WORKER_PATH} ");
+        let sh_ok = |shell: &str, script: &str| {
+            let out = std::process::Command::new(shell)
+                .args(["-n", "-c", script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // SaladBase SD.Next: the bash start's final `exec runuser …` is supervised.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(
+            &mut e,
+            &mut c,
+            StartSteps {
+                fetch: true,
+                ..queue
+            },
+        );
+        let script = &e.unwrap()[2];
+        assert!(
+            script.starts_with(FETCH_STEP),
+            "the fetch still comes first"
+        );
+        assert!(script.contains(&format!("{call}runuser -u")), "{script}");
+        assert!(!script.contains("exec runuser"), "{script}");
+        assert!(
+            script.contains(r#"! -user "$RUN_UID""#),
+            "the rest of the start is kept"
+        );
+        sh_ok("/bin/bash", script);
+        // A1111: the webui is the supervised server; socat forwards in the background.
+        let p = ServerProfile::of_kind(ServerKind::Automatic1111);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, queue);
+        assert_eq!(e, None, "the base's /docker/entrypoint.sh still runs first");
+        let script = &c.unwrap()[2];
+        assert!(
+            script.starts_with("socat TCP6-LISTEN:7860,fork TCP4:127.0.0.1:7859 &\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains(&format!("{call}python -u webui.py")),
+            "{script}"
+        );
+        sh_ok("/bin/sh", script);
+        // Upstream SD.Next: the base's command, supervised.
+        let p = sdnext(SdNextLayout::Upstream);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, queue);
+        let c = c.unwrap();
+        assert_eq!(c[..2], ["/bin/sh", "-c"]);
+        assert!(c[2].ends_with(&format!("{call}\"$@\"")), "{}", c[2]);
+        assert_eq!(c[4..6], ["python", "launch.py"]);
+        sh_ok("/bin/sh", &c[2]);
+        // ComfyUI: our start (sh: comfyui-api's image is not promised bash), the base's Cmd
+        // (`./comfyui-api`) supervised.
+        let p = ServerProfile::of_kind(ServerKind::ComfyUi);
+        let (mut e, mut c) = (None, None);
+        p.wrap_start(&mut e, &mut c, queue);
+        let e = e.expect("the worker needs our start");
+        assert_eq!(e[..2], ["/bin/sh", "-c"]);
+        assert!(e[2].ends_with(&format!("{call}\"$@\"")), "{}", e[2]);
+        assert_eq!(c, None, "the base's ./comfyui-api stays the command");
+        sh_ok("/bin/sh", &e[2]);
+        // Custom: its own start is kept; the worker is in the image for it to run.
+        let p = ServerProfile::of_kind(ServerKind::Custom);
+        let (mut e, mut c) = (None, Some(vec!["/srv".to_string()]));
+        p.wrap_start(&mut e, &mut c, queue);
+        assert_eq!((e, c), (None, Some(vec!["/srv".to_string()])));
+        // Without the queue nothing mentions the worker.
+        let p = sdnext(SdNextLayout::SaladBase);
+        let (mut e, c) = p.launch(7860, None, &[]).unwrap();
+        let mut c = Some(c);
+        p.wrap_start(&mut e, &mut c, StartSteps::default());
+        assert!(!e.unwrap()[2].contains("salad_sd_supervise"));
+    }
+
+    #[test]
+    fn the_default_worker_is_a_pinned_release_never_latest() {
+        assert!(QUEUE_WORKER_URL.starts_with(
+            "https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/download/"
+        ));
+        assert!(QUEUE_WORKER_URL.contains(&format!("/{QUEUE_WORKER_VERSION}/")));
+        assert!(!QUEUE_WORKER_URL.contains("latest"));
+        assert!(
+            include_str!("../../../crds/salad-sd.dev_stablediffusiondeployments.yaml")
+                .contains(&format!("(by default {QUEUE_WORKER_URL}:")),
+            "the CRD's CEL message names the same default release (scaling.rs QueueSpec)"
+        );
+        let none = crate::scaling::QueueWorkerSpec::default();
+        assert_eq!(
+            queue_worker_sha256_missing(&none).is_some(),
+            QUEUE_WORKER_SHA256.is_none(),
+            "the sha256 is required exactly when none is pinned"
+        );
+        let pinned = crate::scaling::QueueWorkerSpec {
+            url: None,
+            sha256: Some("ab".repeat(32)),
+        };
+        assert_eq!(queue_worker_sha256_missing(&pinned), None);
     }
 }

@@ -46,7 +46,8 @@ pub struct ScheduledReplicas {
 /// after the resource), connects the container group to it at creation (SaladCloud cannot add
 /// or change a queue connection later: changing these settings rolls out a new group), adds
 /// SaladCloud's job queue worker to the image and runs it beside the server.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("!(has(self.enabled) && self.enabled) || (has(self.worker) && has(self.worker.sha256))").message("queue.worker.sha256 is required: the sha256 of the worker archive (by default https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/download/v0.7.0/salad-http-job-queue-worker_x86_64.tar.gz: curl -fsSL URL | sha256sum, checked against the .sha256 file on the release page)"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// Connect the group to a job queue.
@@ -110,17 +111,24 @@ fn default_polling() -> i32 {
     30
 }
 
-/// The job queue worker binary added to the image.
+/// The job queue worker binary added to the image (SaladCloud's `salad-http-job-queue-worker`,
+/// installed at `/usr/local/bin/salad-http-job-queue-worker`), downloaded and verified at build
+/// time like a baked model.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[x_kube(validation = Rule::new("has(self.url) == has(self.sha256)").message("queue.worker: set url and sha256 together"))]
+#[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)").message("queue.worker: a url needs its sha256"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueWorkerSpec {
-    /// HTTPS URL of the worker release archive (a `.tar.gz` holding the binary). Defaults to
-    /// the pinned SaladCloud release; set it (with sha256) to use a mirror.
+    /// HTTPS URL of the worker release archive (a `.tar.gz` with `salad-http-job-queue-worker`
+    /// at its top). Defaults to SaladCloud's v0.7.0 release,
+    /// `https://github.com/SaladTechnologies/salad-cloud-job-queue-worker/releases/download/v0.7.0/salad-http-job-queue-worker_x86_64.tar.gz`;
+    /// set it (with sha256) to use a mirror. Never a moving `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub url: Option<String>,
-    /// Hex sha256 of that archive; required with url.
+    /// Hex sha256 of that archive (the default's or the mirror's); the build refuses a download
+    /// that does not match. Required while the operator pins no checksum for the default
+    /// release: compute it with `curl -fsSL URL | sha256sum` and compare it with the `.sha256`
+    /// file on the release page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,

@@ -524,12 +524,14 @@ fn check_scaling(bad: &mut impl FnMut(&str, String), spec: &StableDiffusionDeplo
         );
     }
     let w = &q.worker;
-    if w.url.is_some() != w.sha256.is_some() {
+    if w.url.is_some() && w.sha256.is_none() {
         bad(
             "queue.worker",
-            "set url and sha256 together: a worker from a mirror is pinned by its archive's sha256"
+            "a url needs its sha256: a worker from a mirror is pinned by its archive's sha256"
                 .into(),
         );
+    } else if let Some(why) = crate::profile::queue_worker_sha256_missing(w) {
+        bad("queue.worker.sha256", why);
     }
     if let Some(url) = &w.url
         && !url.starts_with("https://")
@@ -661,6 +663,14 @@ mod tests {
         let mut s = base();
         s.queue.enabled = true;
         s.queue.autoscaler = Some(autoscaler(0, 500));
+        let m = messages(&s).join("\n");
+        assert!(
+            m.contains("spec.queue.worker.sha256")
+                && m.contains(crate::profile::QUEUE_WORKER_URL)
+                && m.contains("sha256sum"),
+            "no sha256 is pinned for the default worker: the message names the release and how to compute it: {m}"
+        );
+        s.queue.worker.sha256 = Some("ab".repeat(32));
         assert_eq!(messages(&s), Vec::<String>::new(), "0 to 500 is allowed");
 
         s.queue.autoscaler = Some(autoscaler(101, 600));
@@ -705,6 +715,24 @@ mod tests {
                 "spec.queue.path",
                 "spec.queue.worker",
                 "spec.queue.worker.url"
+            ]
+        );
+        // A mirror with its sha256, or the default release pinned by its sha256 alone.
+        s.queue.path = None;
+        s.queue.worker.url = Some("https://mirror.example/w.tar.gz".into());
+        s.queue.worker.sha256 = Some("ab".repeat(32));
+        assert_eq!(fields(&s), Vec::<String>::new());
+        s.queue.worker.url = None;
+        assert_eq!(fields(&s), Vec::<String>::new());
+        s.queue.worker.sha256 = Some("AB".repeat(32));
+        s.queue.worker.url = Some("ftp://mirror/w.tar.gz".into());
+        s.queue.path = Some("prompt".into());
+        assert_eq!(
+            fields(&s),
+            vec![
+                "spec.queue.path",
+                "spec.queue.worker.url",
+                "spec.queue.worker.sha256"
             ]
         );
     }

@@ -295,10 +295,18 @@ fn cel_cases() -> Vec<CelCase> {
         },
         CelCase {
             reason: "a mirrored worker is pinned",
-            message: "set url and sha256 together",
+            message: "a url needs its sha256",
             break_it: |o| {
                 o["spec"]["queue"] =
                     json!({"enabled": true, "worker": {"url": "https://mirror.example/w.tar.gz"}});
+            },
+            old: None,
+        },
+        CelCase {
+            reason: "no sha256 is pinned for the default worker: the queue needs one",
+            message: "queue.worker.sha256 is required",
+            break_it: |o| {
+                o["spec"]["queue"] = json!({"enabled": true});
             },
             old: None,
         },

@@ -110,6 +110,9 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
             },
         });
     }
+    if let Some(worker) = queue_worker_layer(spec) {
+        layers.push(worker);
+    }
     let ckpt = default_checkpoint(spec).map(|m| model_path(spec, m));
     let launch = profile.launch(spec.server.port, ckpt.as_deref(), &spec.server.args);
     let mut config = ConfigEdit {
@@ -129,6 +132,47 @@ pub fn recipe(spec: &StableDiffusionDeploymentSpec, secrets: &ResolvedSecrets) -
         layers,
         config,
     }
+}
+
+/// SaladCloud's job queue worker as a layer when `queue.enabled`: fetched like a baked model
+/// (`queue.worker.url`, else the pinned release [`profile::QUEUE_WORKER_URL`], verified against
+/// `queue.worker.sha256` or [`profile::QUEUE_WORKER_SHA256`]) and unpacked into
+/// `/usr/local/bin`, so the binary is [`profile::QUEUE_WORKER_PATH`]. Admission refuses a queue
+/// with no sha256 to check, so the layer is never unverified.
+fn queue_worker_layer(spec: &StableDiffusionDeploymentSpec) -> Option<LayerSpec> {
+    let q = &spec.queue;
+    if !q.enabled {
+        return None;
+    }
+    let url = q
+        .worker
+        .url
+        .clone()
+        .unwrap_or_else(|| profile::QUEUE_WORKER_URL.to_string());
+    let sha256 = q.worker.sha256.clone().or_else(|| {
+        q.worker
+            .url
+            .is_none()
+            .then_some(profile::QUEUE_WORKER_SHA256)
+            .flatten()
+            .map(str::to_owned)
+    });
+    let dest_dir = profile::QUEUE_WORKER_PATH
+        .rsplit_once('/')
+        .map_or("/usr/local/bin", |(dir, _)| dir)
+        .to_string();
+    Some(LayerSpec {
+        name: "salad-http-job-queue-worker".into(),
+        source: Source {
+            url,
+            sha256: sha256.map(|h| h.to_ascii_lowercase()),
+            auth: None,
+        },
+        content: LayerContent::Archive {
+            dest_dir,
+            strip_components: 0,
+        },
+    })
 }
 
 /// The models the container fetches before the server starts.
@@ -196,12 +240,12 @@ fn start_edits(spec: &StableDiffusionDeploymentSpec, config: &mut ConfigEdit) {
             .insert(profile::WARMUP_PROMPT_ENV.into(), workflow.to_string());
         warmup = true;
     }
-    profile.wrap_start(
-        &mut config.entrypoint,
-        &mut config.cmd,
-        config.env.contains_key(profile::FETCH_LIST_ENV),
+    let steps = profile::StartSteps {
+        fetch: config.env.contains_key(profile::FETCH_LIST_ENV),
         warmup,
-    );
+        queue_worker: spec.queue.enabled,
+    };
+    profile.wrap_start(&mut config.entrypoint, &mut config.cmd, steps);
 }
 
 /// Bytes the container fetches at start (the declared `sizeBytes` of each fetched model).
@@ -683,5 +727,61 @@ mod tests {
             window as i64 >= profile::window_seconds(&base) + 256,
             "2.13 GB at 2 min/GB: {window} s"
         );
+    }
+
+    #[test]
+    fn with_the_queue_the_image_gets_the_pinned_worker_and_starts_it_beside_the_server() {
+        let mut sdd = spec_from_yaml(SEED);
+        let plain = recipe(&sdd.spec, &resolved_secrets());
+        assert!(
+            !plain.layers.iter().any(|l| l.name.contains("queue")),
+            "no queue, no worker layer"
+        );
+        sdd.spec.queue.enabled = true;
+        sdd.spec.queue.worker.sha256 = Some("AB".repeat(32));
+        let r = recipe(&sdd.spec, &resolved_secrets());
+        let worker = r
+            .layers
+            .iter()
+            .find(|l| l.name == "salad-http-job-queue-worker")
+            .expect("a worker layer");
+        assert_eq!(worker.source.url, profile::QUEUE_WORKER_URL);
+        assert_eq!(
+            worker.source.sha256.as_deref(),
+            Some("ab".repeat(32).as_str()),
+            "verified like a model, hex lowercased"
+        );
+        assert_eq!(
+            worker.content,
+            LayerContent::Archive {
+                dest_dir: "/usr/local/bin".into(),
+                strip_components: 0
+            }
+        );
+        let start = &r.config.entrypoint.as_ref().expect("SD.Next's start")[2];
+        assert!(
+            start.contains(&format!(
+                "salad_sd_supervise {} runuser",
+                profile::QUEUE_WORKER_PATH
+            )),
+            "{start}"
+        );
+        assert_ne!(
+            r.hash("sha256:base"),
+            plain.hash("sha256:base"),
+            "a new image"
+        );
+
+        // A mirror replaces the URL and its sha256 the default's.
+        sdd.spec.queue.worker.url = Some("https://mirror.example/w-0.7.0.tar.gz".into());
+        sdd.spec.queue.worker.sha256 = Some("cd".repeat(32));
+        let r = recipe(&sdd.spec, &resolved_secrets());
+        let worker = r
+            .layers
+            .iter()
+            .find(|l| l.name == "salad-http-job-queue-worker")
+            .unwrap();
+        assert_eq!(worker.source.url, "https://mirror.example/w-0.7.0.tar.gz");
+        assert_eq!(worker.source.sha256, Some("cd".repeat(32)));
     }
 }

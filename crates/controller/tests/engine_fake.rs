@@ -407,6 +407,11 @@ fn queued(min_replicas: i32) -> StableDiffusionDeployment {
             max_upscale_per_minute: None,
             max_downscale_per_minute: None,
         }),
+        // No sha256 of the default worker release is published where we can read it.
+        worker: salad_sd_api::QueueWorkerSpec {
+            url: None,
+            sha256: Some("5e".repeat(32)),
+        },
         ..Default::default()
     };
     sdd

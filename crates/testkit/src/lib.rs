@@ -1,16 +1,18 @@
 //! Dev-only scaffolding for tests, benchmarks and the local demo, kept out of the product crates:
 //! a throwaway CNCF distribution registry, a tiny model file server that can misbehave on
-//! demand, and a tiny base image. Everything listens on 127.0.0.1 only. The `salad-sd-dev`
-//! binary exposes them to `make demo`.
+//! demand, a tiny base image, and a stand-in SaladCloud job queue with its worker. Everything
+//! listens on 127.0.0.1 only. The `salad-sd-dev` binary exposes them to `make demo`.
 //!
 //! Errors are plain [`std::io::Error`]s: nothing here is retried or shown to a user.
 
 mod base_image;
+mod job_queue;
 mod model_server;
 mod ranged_server;
 mod registry;
 
 pub use base_image::{list_tags, push_tiny_base_image};
+pub use job_queue::{JobQueue, JobResult, WORKER_SCRIPT, worker_archive};
 pub use model_server::{
     Misbehavior, ModelServer, ModelServerOptions, generated_content, generated_sha256,
 };
