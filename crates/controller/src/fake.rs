@@ -611,8 +611,8 @@ impl ContainerGroups for FakeSalad {
     fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>> {
         const OP: &str = "delete_queue";
         let r = self.call(OP, http::Method::DELETE, |s| {
-            // SaladCloud keeps a queue a group still connects to; so does the fake, so that
-            // deleting it first shows up as a failure.
+            // The spec documents no refusal here (202, 404, 429); the fake refuses anyway, so
+            // that deleting a queue before the groups using it shows up as a failure.
             if s.groups.values().any(|g| {
                 g.queue_connection
                     .as_ref()

@@ -26,6 +26,8 @@ pub struct SimConfig {
     /// `max_container_group_reallocations_per_minute` of every organization (over it, a
     /// reallocation answers 429).
     pub reallocations_per_minute: u32,
+    /// How long an instance's server takes to answer one queue job.
+    pub job_time: std::time::Duration,
 }
 
 impl Default for SimConfig {
@@ -40,6 +42,7 @@ impl Default for SimConfig {
             replicas_quota: 100,
             fleet: crate::FleetModel::default(),
             reallocations_per_minute: 10,
+            job_time: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -106,16 +106,22 @@ fn txt2img(body: &Bytes) -> Response {
         json!({})
     } else {
         match serde_json::from_slice(body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    axum::Json(json!({"detail": "request body must be a JSON object"})),
-                )
-                    .into_response();
-            }
+            Ok(v) => v,
+            Err(_) => Value::Null,
         }
     };
+    let (status, v) = txt2img_json(&req);
+    (status, axum::Json(v)).into_response()
+}
+
+/// SD.Next's txt2img answer to a JSON request.
+fn txt2img_json(req: &Value) -> (StatusCode, Value) {
+    if !req.is_object() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"detail": "request body must be a JSON object"}),
+        );
+    }
     let mut params = json!({
         "prompt": "", "negative_prompt": "", "seed": -1, "subseed": -1, "sampler_name": null,
         "batch_size": 1, "n_iter": 1, "steps": 20, "cfg_scale": 7.0, "width": 512, "height": 512,
@@ -161,11 +167,14 @@ fn txt2img(body: &Bytes) -> Response {
         "sd_model_hash": MODEL_HASH,
         "version": "saladcloud-sim",
     });
-    json_ok(json!({
-        "images": images,
-        "parameters": params,
-        "info": info.to_string(),
-    }))
+    (
+        StatusCode::OK,
+        json!({
+            "images": images,
+            "parameters": params,
+            "info": info.to_string(),
+        }),
+    )
 }
 
 /// comfyui-api 1.19's answers: `/health` and `/ready` once warm, and the synchronous
@@ -190,17 +199,22 @@ fn comfyui_api(method: &Method, path: &str, body: &Bytes) -> Response {
 }
 
 fn comfyui_prompt(body: &Bytes) -> Response {
+    let req = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let (status, v) = comfyui_prompt_json(req);
+    (status, axum::Json(v)).into_response()
+}
+
+/// comfyui-api's synchronous `POST /prompt` answer to a JSON request.
+fn comfyui_prompt_json(mut req: Value) -> (StatusCode, Value) {
     let bad = |error: &str, location: &str| {
         (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": error, "location": location})),
+            json!({"error": error, "location": location}),
         )
-            .into_response()
     };
-    let mut req: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => return bad("body must be a JSON object", "body"),
-    };
+    if !req.is_object() {
+        return bad("body must be a JSON object", "body");
+    }
     let Some(prompt) = req["prompt"].as_object() else {
         return bad("prompt is required", "prompt");
     };
@@ -247,5 +261,20 @@ fn comfyui_prompt(body: &Bytes) -> Response {
         json!({"preprocess_time": 0, "comfy_round_trip_time": 1, "postprocess_time": 0,
                "upload_time": 0, "total_time": 1}),
     );
-    json_ok(req)
+    (StatusCode::OK, req)
+}
+
+/// What the fake server of an instance answers to a job the queue worker posts to `path`:
+/// the generation endpoint's JSON, or the error the worker returns to the queue.
+pub(crate) fn job_answer(comfyui_api: bool, path: &str, input: &Value) -> Result<Value, String> {
+    let (status, body) = match (comfyui_api, path) {
+        (true, "/prompt") => comfyui_prompt_json(input.clone()),
+        (false, "/sdapi/v1/txt2img") => txt2img_json(input),
+        _ => return Err(format!("POST {path}: 404 not found")),
+    };
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("POST {path}: {} {body}", status.as_u16()))
+    }
 }

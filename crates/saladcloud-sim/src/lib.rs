@@ -105,6 +105,7 @@ impl Simulator {
         );
         world.fleet_model = config.fleet;
         world.reallocations_per_minute = config.reallocations_per_minute;
+        world.job_seconds = config.job_time;
         let api_key = config.api_key.filter(|k| !k.is_empty());
         let shared = Arc::new(Shared::new(world, api_key, config.rate_limit_per_minute));
         let app = server::router(shared.clone());

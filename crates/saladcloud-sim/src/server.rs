@@ -233,6 +233,22 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(instance_action),
         )
         .route(&format!("{p}/{{name}}/system-logs"), get(system_logs))
+        .route(
+            "/organizations/{org}/projects/{project}/queues",
+            get(list_queues).post(create_queue),
+        )
+        .route(
+            "/organizations/{org}/projects/{project}/queues/{queue}",
+            get(get_queue).patch(update_queue).delete(delete_queue),
+        )
+        .route(
+            "/organizations/{org}/projects/{project}/queues/{queue}/jobs",
+            get(list_jobs).post(create_job),
+        )
+        .route(
+            "/organizations/{org}/projects/{project}/queues/{queue}/jobs/{job}",
+            get(get_job).delete(delete_job),
+        )
         .route("/organizations/{org}/log-entries", post(log_entries))
         .route("/organizations/{org}/gpu-classes", get(gpu_classes))
         .route("/organizations/{org}/quotas", get(quotas))
@@ -280,6 +296,17 @@ fn operation(method: &Method, path: &str) -> String {
                 "system-logs",
             ],
         ) => "get_system_logs",
+        ("GET", ["organizations", _, "projects", _, "queues"]) => "list_queues",
+        ("POST", ["organizations", _, "projects", _, "queues"]) => "create_queue",
+        ("GET", ["organizations", _, "projects", _, "queues", _]) => "get_queue",
+        ("PATCH", ["organizations", _, "projects", _, "queues", _]) => "update_queue",
+        ("DELETE", ["organizations", _, "projects", _, "queues", _]) => "delete_queue",
+        ("GET", ["organizations", _, "projects", _, "queues", _, "jobs"]) => "list_queue_jobs",
+        ("POST", ["organizations", _, "projects", _, "queues", _, "jobs"]) => "create_queue_job",
+        ("GET", ["organizations", _, "projects", _, "queues", _, "jobs", _]) => "get_queue_job",
+        ("DELETE", ["organizations", _, "projects", _, "queues", _, "jobs", _]) => {
+            "delete_queue_job"
+        }
         ("GET", ["organizations", _, "projects", _, "containers"]) => "list_container_groups",
         ("POST", ["organizations", _, "projects", _, "containers"]) => "create_container_group",
         ("GET", ["organizations", _, "projects", _, "containers", _]) => "get_container_group",
@@ -509,6 +536,122 @@ async fn create_group(
         resp.headers_mut().insert(header::LOCATION, h);
     }
     Ok(resp)
+}
+
+type QueuePath = Path<(String, String, String)>;
+type JobPath = Path<(String, String, String, String)>;
+
+fn check_queue_path(org: &str, project: &str, queue: &str) -> Result<(), ApiError> {
+    check_names(&[
+        ("organization", org),
+        ("project", project),
+        ("queue", queue),
+    ])
+}
+
+async fn list_queues(
+    State(s): State<Arc<Shared>>,
+    Path((org, project)): Path<(String, String)>,
+) -> ApiResult {
+    check_names(&[("organization", &org), ("project", &project)])?;
+    let v = s.with_world(|w, now| w.list_queues(&org, &project, now));
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn create_queue(
+    State(s): State<Arc<Shared>>,
+    Path((org, project)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_names(&[("organization", &org), ("project", &project)])?;
+    let body = parse_json(&headers, &body, false)?;
+    let v = s.with_world(|w, now| w.create_queue(&org, &project, &body, now))?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+async fn get_queue(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue)): QueuePath,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    let v = s.with_world(|w, now| w.get_queue(&org, &project, &queue, now))?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn update_queue(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue)): QueuePath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    let patch = parse_json(&headers, &body, true)?;
+    let v = s.with_world(|w, now| w.update_queue(&org, &project, &queue, &patch, now))?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn delete_queue(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue)): QueuePath,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    s.with_world(|w, _| w.delete_queue(&org, &project, &queue))?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+async fn list_jobs(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue)): QueuePath,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    let v = s.with_world(|w, _| {
+        w.list_jobs(
+            &org,
+            &project,
+            &queue,
+            q.page.unwrap_or(1),
+            q.page_size.unwrap_or(100),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn create_job(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue)): QueuePath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    let body = parse_json(&headers, &body, false)?;
+    let v = s.with_world(|w, now| w.create_job(&org, &project, &queue, &body, now))?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+async fn get_job(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue, job)): JobPath,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    let v = s.with_world(|w, _| w.get_job(&org, &project, &queue, &job))?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+async fn delete_job(
+    State(s): State<Arc<Shared>>,
+    Path((org, project, queue, job)): JobPath,
+) -> ApiResult {
+    check_queue_path(&org, &project, &queue)?;
+    s.with_world(|w, now| w.delete_job(&org, &project, &queue, &job, now))?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn get_group(

@@ -29,6 +29,7 @@ impl VirtualCloud {
         );
         world.fleet_model = config.fleet;
         world.reallocations_per_minute = config.reallocations_per_minute;
+        world.job_seconds = config.job_time;
         let origin = Instant::now();
         world.clock = Clock::new(origin, Timestamp::UNIX_EPOCH);
         Self {
@@ -94,5 +95,77 @@ impl VirtualCloud {
     /// `GET /organizations/{org}/quotas`.
     pub fn quotas(&self, org: &str) -> Value {
         self.world.quotas_json(org)
+    }
+
+    /// `PATCH P/containers/{name}`.
+    pub fn update(
+        &mut self,
+        org: &str,
+        project: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        self.world.update(org, project, name, patch, self.now)
+    }
+
+    /// `POST P/queues`.
+    pub fn create_queue(
+        &mut self,
+        org: &str,
+        project: &str,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
+        self.world.create_queue(org, project, body, self.now)
+    }
+
+    /// `GET P/queues/{name}`.
+    pub fn get_queue(&self, org: &str, project: &str, name: &str) -> Result<Value, ApiError> {
+        self.world.get_queue(org, project, name, self.now)
+    }
+
+    /// `POST P/queues/{name}/jobs`.
+    pub fn create_job(
+        &mut self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
+        self.world.create_job(org, project, queue, body, self.now)
+    }
+
+    /// `GET P/queues/{name}/jobs/{id}`.
+    pub fn get_job(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        id: &str,
+    ) -> Result<Value, ApiError> {
+        self.world.get_job(org, project, queue, id)
+    }
+
+    /// `GET P/queues/{name}/jobs?page=&page_size=`.
+    pub fn list_jobs(
+        &self,
+        org: &str,
+        project: &str,
+        queue: &str,
+        page: u32,
+        page_size: u32,
+    ) -> Result<Value, ApiError> {
+        self.world.list_jobs(org, project, queue, page, page_size)
+    }
+
+    /// Interrupts an instance of a group (a running one unless `id` names it): its node goes
+    /// away and SaladCloud allocates another. Answers the instance's id.
+    pub fn interrupt(
+        &mut self,
+        org: &str,
+        project: &str,
+        name: &str,
+        id: Option<&str>,
+    ) -> Result<String, ApiError> {
+        self.world.interrupt(org, project, name, id, self.now)
     }
 }

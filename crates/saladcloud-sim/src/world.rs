@@ -19,6 +19,8 @@ use crate::config::{Faults, GpuClass, Timings};
 use crate::fleet::{self, FleetModel, LogLine, NodeSpeeds, SystemLog, events};
 use crate::validate;
 
+mod queues;
+
 /// An error answered as ProblemDetails.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {title}: {detail}")]
@@ -186,6 +188,10 @@ struct Group {
     image_bytes: u64,
     clock: Clock,
     fleet: FleetLog,
+    /// The queue autoscaler's last look.
+    autoscaled_at: Option<Instant>,
+    /// Scheduled scaling's last look.
+    schedule_checked: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -251,6 +257,10 @@ pub(crate) struct World {
     /// Reallocations through the API in the last minute, per organization.
     reallocations: BTreeMap<String, Vec<Instant>>,
     pub clock: Clock,
+    /// Job queues, per organization and project.
+    queues: BTreeMap<(String, String), BTreeMap<String, queues::Queue>>,
+    /// How long an instance's server takes to answer one job.
+    pub job_seconds: Duration,
 }
 
 fn image_hash(image: &str) -> String {
@@ -919,6 +929,8 @@ impl World {
             reallocations_per_minute: 10,
             reallocations: BTreeMap::new(),
             clock: Clock::new(Instant::now(), Timestamp::now()),
+            queues: BTreeMap::new(),
+            job_seconds: Duration::from_secs(5),
         }
     }
 
@@ -947,6 +959,7 @@ impl World {
                 g.advance(now, &t, &self.faults);
             }
         }
+        self.advance_queues(now);
     }
 
     fn gpu_ids(&self) -> Vec<String> {
@@ -1045,6 +1058,13 @@ impl World {
             ));
         }
         let spec = normalize_spec(body);
+        if let Some(q) = spec["queue_connection"]["queue_name"].as_str()
+            && !self.queue_exists(org, project, q)
+        {
+            return Err(ApiError::bad_request(format!(
+                "queue_connection.queue_name: the queue `{q}` does not exist in project `{project}`; create it first"
+            )));
+        }
         let autostart = spec["autostart_policy"].as_bool().unwrap_or(false);
         let replicas = spec["replicas"].as_u64().unwrap_or(0) as u32;
         if autostart {
@@ -1093,6 +1113,8 @@ impl World {
             image_bytes,
             clock,
             fleet,
+            autoscaled_at: None,
+            schedule_checked: None,
         };
         let out = group.to_json(&self.timings, now);
         let p = self.projects.entry(key).or_default();
@@ -1120,6 +1142,11 @@ impl World {
             return Err(ApiError::bad_request(format!(
                 "Container group `{name}` is being deleted and cannot be updated"
             )));
+        }
+        if patch.get("queue_connection").is_some() {
+            return Err(ApiError::bad_request(
+                "queue_connection cannot change after creation; create a new container group",
+            ));
         }
         let errors = validate::container_group_patch(patch, &g.spec, &gpu_ids);
         if !errors.is_empty() {
