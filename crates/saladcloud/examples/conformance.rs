@@ -285,7 +285,7 @@ fn variants(gpu: &str) -> Vec<ContainerGroupPrototype> {
     q.queue_connection = Some(QueueConnection {
         path: "/generate".into(),
         port: 7860,
-        queue_name: "sd-jobs".into(),
+        queue_name: "conf-queue".into(),
     });
     q.queue_autoscaler = Some(QueueAutoscaler {
         desired_queue_length: 5,
@@ -383,9 +383,97 @@ async fn run_corpus(client: &Client) -> Vec<(String, Result<(), String>)> {
         "list_container_groups",
         client.list_container_groups(ORG, PROJECT).await,
     ));
-    let creates = [minimal("conf-min", &gpu), maximal("conf-max", &gpu)]
-        .into_iter()
-        .chain(variants(&gpu));
+    // Job queues, before the groups: `conf-queued` connects to one.
+    out.push(done(
+        "create_queue",
+        client
+            .create_queue(
+                ORG,
+                PROJECT,
+                &saladcloud::model::QueuePrototype {
+                    name: "conf-queue".into(),
+                    display_name: Some("Conformance queue".into()),
+                    description: Some("jobs for the conformance corpus".into()),
+                },
+            )
+            .await,
+    ));
+    out.push(done("list_queues", client.list_queues(ORG, PROJECT).await));
+    out.push(done(
+        "get_queue",
+        client.find_queue(ORG, PROJECT, "conf-queue").await,
+    ));
+    let mut queued = minimal("conf-queued", &gpu);
+    queued.queue_connection = Some(saladcloud::model::QueueConnection {
+        path: "/sdapi/v1/txt2img".into(),
+        port: 7860,
+        queue_name: "conf-queue".into(),
+    });
+    queued.queue_autoscaler = Some(saladcloud::model::QueueAutoscaler {
+        desired_queue_length: 2,
+        min_replicas: 0,
+        max_replicas: 3,
+        max_upscale_per_minute: Some(2),
+        max_downscale_per_minute: Some(1),
+        polling_period: Some(30),
+    });
+    queued.scaling_actions = Vec::new();
+    let job = client
+        .create_job(
+            ORG,
+            PROJECT,
+            "conf-queue",
+            &saladcloud::model::QueueJobPrototype {
+                input: serde_json::json!({"prompt": "a red apple", "steps": 4}),
+                metadata: Some(serde_json::Map::from_iter([(
+                    "by".to_string(),
+                    serde_json::json!("conformance"),
+                )])),
+                webhook: None,
+            },
+        )
+        .await;
+    let job_id = job
+        .as_ref()
+        .ok()
+        .map(|j| j.id.clone())
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .unwrap_or_else(|| "0f2b6f8e-3c1d-4e5a-9b7c-2d4e6f8a0b1d".to_owned());
+    out.push(done("create_queue_job", job));
+    out.push(done(
+        "get_queue_job",
+        client.get_job(ORG, PROJECT, "conf-queue", &job_id).await,
+    ));
+    out.push(done(
+        "list_queue_jobs",
+        client
+            .list_jobs(ORG, PROJECT, "conf-queue", Some(1), Some(10))
+            .await,
+    ));
+    out.push(done(
+        "delete_queue_job",
+        client.delete_job(ORG, PROJECT, "conf-queue", &job_id).await,
+    ));
+    let mut scheduled = minimal("conf-scheduled", &gpu);
+    scheduled.scaling_actions = vec![
+        saladcloud::model::ScalingAction {
+            schedule: "0 8 * * 1-5".into(),
+            replicas: 3,
+        },
+        saladcloud::model::ScalingAction {
+            schedule: "0 20 * * *".into(),
+            replicas: 0,
+        },
+    ];
+    scheduled.scheduled_scaling_enabled = Some(true);
+    let creates = [
+        minimal("conf-min", &gpu),
+        maximal("conf-max", &gpu),
+        queued,
+        scheduled,
+    ]
+    .into_iter()
+    .chain(variants(&gpu));
     for p in creates {
         let label = format!("create_container_group {}", p.name);
         out.push(done(
@@ -466,6 +554,39 @@ async fn run_corpus(client: &Client) -> Vec<(String, Result<(), String>)> {
         client
             .delete_container_group(ORG, PROJECT, "conf-min")
             .await,
+    ));
+    out.push(done(
+        "update_container_group autoscaler",
+        client
+            .update_container_group(
+                ORG,
+                PROJECT,
+                "conf-queued",
+                &ContainerGroupPatch {
+                    queue_autoscaler: Some(saladcloud::model::QueueAutoscaler {
+                        desired_queue_length: 1,
+                        min_replicas: 1,
+                        max_replicas: 5,
+                        max_upscale_per_minute: None,
+                        max_downscale_per_minute: None,
+                        polling_period: Some(60),
+                    }),
+                    scaling_actions: Some(Vec::new()),
+                    scheduled_scaling_enabled: Some(false),
+                    ..ContainerGroupPatch::default()
+                },
+            )
+            .await,
+    ));
+    out.push(done(
+        "delete_container_group queued",
+        client
+            .delete_container_group(ORG, PROJECT, "conf-queued")
+            .await,
+    ));
+    out.push(done(
+        "delete_queue",
+        client.delete_queue(ORG, PROJECT, "conf-queue").await,
     ));
     out.push(done(
         "delete_container_group absent",
