@@ -288,14 +288,18 @@ pub struct InstanceCounts {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SmokeTestStatus {
-    /// Passed or Failed.
+    /// Passed, Failed, or Pending (in queue mode, while its job waits or runs).
     pub result: String,
     /// Container group version the test ran against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_version: Option<i32>,
-    /// Request latency in milliseconds.
+    /// Request latency in milliseconds (through the queue: from enqueueing the job to its
+    /// answer, a cold start included when the group was at 0 instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<i64>,
+    /// In queue mode, the SaladCloud job of the test while it is Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     /// What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -162,6 +162,20 @@ pub struct ImageFacts {
 pub enum Smoke {
     /// Run it on this group.
     Run(Box<ContainerGroup>),
+    /// Queue mode: enqueue the test's job on the queue for this group version.
+    Submit {
+        /// The queue.
+        queue: String,
+        /// The group version the test is for.
+        group_version: i32,
+    },
+    /// Queue mode: read the pending test's job.
+    Poll {
+        /// The queue.
+        queue: String,
+        /// The pending result (with its job id).
+        pending: SmokeTestStatus,
+    },
     /// Keep this result.
     Keep(Option<SmokeTestStatus>),
 }
@@ -478,17 +492,39 @@ pub fn smoke(
         .smoke_test
         .clone()
         .filter(|_| prev.container_group.as_ref().map(|g| &g.name) == plan.target.as_ref());
-    match (&sdd.spec.smoke_test, target) {
-        (Some(_), Some(t))
+    let queue = t_queue(target);
+    let due = |t: &ObservedGroup| {
+        mode == Mode::Apply
+            && plan.outcome == Outcome::Converged
+            && previous.as_ref().and_then(|s| s.group_version) != Some(t.group.version as i32)
+    };
+    match (&sdd.spec.smoke_test, target, queue) {
+        // Through the queue: submitted once per group version, then read until it ends.
+        (Some(_), Some(_), Some(queue))
             if mode == Mode::Apply
-                && plan.outcome == Outcome::Converged
-                && previous.as_ref().and_then(|s| s.group_version)
-                    != Some(t.group.version as i32) =>
+                && previous
+                    .as_ref()
+                    .is_some_and(|s| s.result == "Pending" && s.job_id.is_some()) =>
         {
-            Smoke::Run(Box::new(t.group.clone()))
+            Smoke::Poll {
+                queue,
+                pending: previous.expect("checked"),
+            }
         }
+        (Some(_), Some(t), Some(queue)) if due(t) => Smoke::Submit {
+            queue,
+            group_version: t.group.version as i32,
+        },
+        (Some(_), Some(t), None) if due(t) => Smoke::Run(Box::new(t.group.clone())),
         _ => Smoke::Keep(previous),
     }
+}
+
+/// The queue the target group takes jobs from, if it is connected to one.
+fn t_queue(target: Option<&ObservedGroup>) -> Option<String> {
+    target
+        .and_then(|t| t.group.queue_connection.as_ref())
+        .map(|c| c.queue_name.clone())
 }
 
 fn previous(sdd: &StableDiffusionDeployment) -> StableDiffusionDeploymentStatus {

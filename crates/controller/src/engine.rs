@@ -337,6 +337,19 @@ impl Engine {
         let smoke = match &decision.smoke {
             Smoke::Keep(kept) => kept.clone(),
             Smoke::Run(group) => Some(self.smoke_test(sdd, group, &gathered, &mut events).await),
+            Smoke::Submit {
+                queue,
+                group_version,
+            } => match (&gathered.scope, &sdd.spec.smoke_test) {
+                (Some(scope), Some(cfg)) => {
+                    Some(submit_smoke(scope.as_ref(), sdd, cfg, queue, *group_version).await)
+                }
+                _ => None,
+            },
+            Smoke::Poll { queue, pending } => match &gathered.scope {
+                Some(scope) => Some(poll_smoke(scope.as_ref(), queue, pending, &mut events).await),
+                None => Some(pending.clone()),
+            },
         };
 
         let failed = failure.is_some() || matches!(decision.plan.outcome, Outcome::Stalled { .. });
@@ -390,6 +403,74 @@ impl Engine {
             ..result
         }
     }
+}
+
+/// Enqueues the smoke test's generation on the group's queue (queue mode).
+async fn submit_smoke(
+    scope: &dyn crate::salad::ContainerGroups,
+    sdd: &StableDiffusionDeployment,
+    cfg: &salad_sd_api::SmokeTestSpec,
+    queue: &str,
+    group_version: i32,
+) -> SmokeTestStatus {
+    let failed = |message: String| SmokeTestStatus {
+        result: "Failed".into(),
+        group_version: Some(group_version),
+        message: Some(message),
+        ..SmokeTestStatus::default()
+    };
+    let request = match smoke::request(&sdd.spec, cfg) {
+        Ok(r) => r,
+        Err(message) => return failed(message),
+    };
+    match scope.submit_job(queue, &request.body).await {
+        Ok(id) => SmokeTestStatus {
+            result: "Pending".into(),
+            group_version: Some(group_version),
+            latency_ms: None,
+            message: Some(format!("job {id} enqueued on `{queue}`")),
+            job_id: Some(id),
+        },
+        Err(e) => failed(format!("cannot enqueue the smoke test on `{queue}`: {e}")),
+    }
+}
+
+/// Reads the pending smoke test's job; announces the result once it ends.
+async fn poll_smoke(
+    scope: &dyn crate::salad::ContainerGroups,
+    queue: &str,
+    pending: &SmokeTestStatus,
+    events: &mut Vec<Event>,
+) -> SmokeTestStatus {
+    let id = pending.job_id.clone().unwrap_or_default();
+    let result = match scope.job(queue, &id).await {
+        Ok(job) => smoke::from_job(&job, pending),
+        // A transient read failure keeps the test pending; the next reconcile reads again.
+        Err(e) if !e.is_not_found() => return pending.clone(),
+        Err(e) => SmokeTestStatus {
+            result: "Failed".into(),
+            job_id: None,
+            message: Some(format!(
+                "the smoke test's job {id} is gone from `{queue}`: {e}"
+            )),
+            ..pending.clone()
+        },
+    };
+    match result.result.as_str() {
+        "Passed" => events.push(Event::normal(
+            Reason::SmokeTestPassed,
+            format!(
+                "txt2img through queue `{queue}` answered in {} ms",
+                result.latency_ms.unwrap_or(0)
+            ),
+        )),
+        "Failed" => events.push(Event::warning(
+            Reason::SmokeTestFailed,
+            result.message.clone().unwrap_or_default(),
+        )),
+        _ => {}
+    }
+    result
 }
 
 /// `30s`, `5m`, `1h`, or plain seconds.

@@ -15,7 +15,7 @@ use saladcloud::model::{
 };
 use saladcloud::{ApiKey, Deleted, GpuClass, GpuClassPrice, Priority, ResolvedGpuClass};
 
-use crate::salad::{ContainerGroups, QueueFacts, SaladCloud, SaladResult};
+use crate::salad::{ContainerGroups, JobFacts, QueueFacts, SaladCloud, SaladResult};
 
 #[derive(Default)]
 struct State {
@@ -31,6 +31,8 @@ struct State {
     reallocated: Vec<(String, String)>,
     /// Job queues: name → jobs waiting.
     queues: BTreeMap<String, u32>,
+    /// Jobs by id: (queue, input, state).
+    jobs: BTreeMap<String, (String, serde_json::Value, JobFacts)>,
 }
 
 /// The fake. Clones share one world.
@@ -76,6 +78,32 @@ impl FakeSalad {
     pub fn set_queue_length(&self, queue: &str, length: u32) {
         if let Some(l) = self.state.lock().unwrap().queues.get_mut(queue) {
             *l = length;
+        }
+    }
+
+    /// Jobs submitted: (id, queue, input).
+    pub fn jobs(&self) -> Vec<(String, String, serde_json::Value)> {
+        let s = self.state.lock().unwrap();
+        s.jobs
+            .iter()
+            .map(|(id, (q, input, _))| (id.clone(), q.clone(), input.clone()))
+            .collect()
+    }
+
+    /// Ends job `id` as a worker would, after `elapsed_ms`.
+    pub fn finish_job(
+        &self,
+        id: &str,
+        status: saladcloud::model::QueueJobStatus,
+        output: serde_json::Value,
+        elapsed_ms: i64,
+    ) {
+        if let Some((_, _, job)) = self.state.lock().unwrap().jobs.get_mut(id) {
+            *job = JobFacts {
+                status,
+                output: Some(output),
+                elapsed_ms: Some(elapsed_ms),
+            };
         }
     }
 
@@ -624,6 +652,41 @@ impl ContainerGroups for FakeSalad {
                 Some(_) => Deleted::Accepted,
                 None => Deleted::AlreadyGone,
             })
+        });
+        Box::pin(async move { r })
+    }
+
+    fn submit_job<'a>(
+        &'a self,
+        queue: &'a str,
+        input: &'a serde_json::Value,
+    ) -> BoxFuture<'a, SaladResult<String>> {
+        const OP: &str = "create_queue_job";
+        let r = self.call(OP, http::Method::POST, |s| {
+            if !s.queues.contains_key(queue) {
+                return Err(not_found(OP, http::Method::POST));
+            }
+            let id = format!("00000000-0000-4000-8000-{:012}", s.jobs.len());
+            let pending = JobFacts {
+                status: saladcloud::model::QueueJobStatus::Pending,
+                output: None,
+                elapsed_ms: Some(0),
+            };
+            s.jobs
+                .insert(id.clone(), (queue.to_string(), input.clone(), pending));
+            Ok(id)
+        });
+        Box::pin(async move { r })
+    }
+
+    fn job<'a>(&'a self, queue: &'a str, id: &'a str) -> BoxFuture<'a, SaladResult<JobFacts>> {
+        const OP: &str = "get_queue_job";
+        let r = self.call(OP, http::Method::GET, |s| {
+            s.jobs
+                .get(id)
+                .filter(|(q, _, _)| q == queue)
+                .map(|(_, _, j)| j.clone())
+                .ok_or_else(|| not_found(OP, http::Method::GET))
         });
         Box::pin(async move { r })
     }

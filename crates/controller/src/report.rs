@@ -342,6 +342,12 @@ fn decided(
     };
     let requeue_after = match (c, &plan.outcome) {
         (Some(c), _) => c.requeue_after,
+        // A smoke test pending in the queue is read again soon, not at the next drift check.
+        (None, Outcome::Converged)
+            if input.smoke.as_ref().is_some_and(|s| s.result == "Pending") =>
+        {
+            cx.progress
+        }
         (None, Outcome::Converged | Outcome::Stopped) => jitter(cx.poll),
         _ => cx.progress,
     };

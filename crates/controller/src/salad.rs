@@ -75,6 +75,25 @@ pub trait ContainerGroups: Send + Sync {
     ) -> BoxFuture<'a, SaladResult<()>>;
     /// Deletes a job queue (gone already is success).
     fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>>;
+    /// Enqueues a job; answers its id.
+    fn submit_job<'a>(
+        &'a self,
+        queue: &'a str,
+        input: &'a serde_json::Value,
+    ) -> BoxFuture<'a, SaladResult<String>>;
+    /// A job of a queue.
+    fn job<'a>(&'a self, queue: &'a str, id: &'a str) -> BoxFuture<'a, SaladResult<JobFacts>>;
+}
+
+/// A queue job as the engine reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobFacts {
+    /// Its state.
+    pub status: saladcloud::model::QueueJobStatus,
+    /// The server's answer (or the error), once there is one.
+    pub output: Option<serde_json::Value>,
+    /// From enqueueing to the last update, in milliseconds.
+    pub elapsed_ms: Option<i64>,
 }
 
 /// A job queue as the engine reads it.
@@ -300,5 +319,44 @@ impl ContainerGroups for ClientScope {
 
     fn delete_queue<'a>(&'a self, name: &'a str) -> BoxFuture<'a, SaladResult<Deleted>> {
         Box::pin(self.client.delete_queue(&self.org, &self.project, name))
+    }
+
+    fn submit_job<'a>(
+        &'a self,
+        queue: &'a str,
+        input: &'a serde_json::Value,
+    ) -> BoxFuture<'a, SaladResult<String>> {
+        Box::pin(async move {
+            let job = saladcloud::model::QueueJobPrototype {
+                input: input.clone(),
+                metadata: Some(serde_json::Map::from_iter([(
+                    "submitted_by".to_string(),
+                    serde_json::json!("salad-sd-operator smoke test"),
+                )])),
+                webhook: None,
+            };
+            Ok(self
+                .client
+                .create_job(&self.org, &self.project, queue, &job)
+                .await?
+                .id)
+        })
+    }
+
+    fn job<'a>(&'a self, queue: &'a str, id: &'a str) -> BoxFuture<'a, SaladResult<JobFacts>> {
+        Box::pin(async move {
+            let j = self
+                .client
+                .get_job(&self.org, &self.project, queue, id)
+                .await?;
+            Ok(JobFacts {
+                status: j.status,
+                elapsed_ms: j
+                    .create_time
+                    .zip(j.update_time)
+                    .map(|(c, u)| u.duration_since(c).as_millis() as i64),
+                output: j.output,
+            })
+        })
     }
 }

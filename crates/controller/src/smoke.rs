@@ -77,6 +77,7 @@ pub async fn run(
         group_version: None,
         latency_ms: latency,
         message: Some(message),
+        job_id: None,
     };
     let request = match request(spec, cfg) {
         Ok(r) => r,
@@ -134,12 +135,73 @@ pub async fn run(
             group_version: None,
             latency_ms: latency,
             message: Some(format!("{what} returned a {} byte PNG", bytes.len())),
+            job_id: None,
         },
         None => failed(format!("{what} on {dns} returned no PNG image"), latency),
     }
 }
 
 /// The first of `images` (base64), when it decodes to a PNG: both APIs answer this way.
+/// The result of a smoke test that went through the job queue, from its job. Pure.
+pub fn from_job(job: &crate::salad::JobFacts, pending: &SmokeTestStatus) -> SmokeTestStatus {
+    use saladcloud::model::QueueJobStatus as S;
+    let base = SmokeTestStatus {
+        latency_ms: job.elapsed_ms,
+        ..pending.clone()
+    };
+    let failed = |message: String| SmokeTestStatus {
+        result: "Failed".into(),
+        job_id: None,
+        message: Some(message),
+        ..base.clone()
+    };
+    let output = job.output.clone().unwrap_or_default();
+    match job.status {
+        S::Pending | S::Running => SmokeTestStatus {
+            message: Some(format!(
+                "job {} is {} in the queue",
+                pending.job_id.as_deref().unwrap_or_default(),
+                if job.status == S::Pending {
+                    "waiting"
+                } else {
+                    "running"
+                }
+            )),
+            ..base
+        },
+        S::Succeeded => match first_png(&output) {
+            Some(bytes) => SmokeTestStatus {
+                result: "Passed".into(),
+                job_id: None,
+                message: Some(format!(
+                    "the queue job returned a {} byte PNG (latency from enqueueing, a cold start included)",
+                    bytes.len()
+                )),
+                ..base
+            },
+            None => failed("the queue job succeeded but its answer has no PNG image".into()),
+        },
+        S::Failed | S::Cancelled => failed(format!(
+            "the queue job {}: {}",
+            if job.status == S::Failed {
+                "failed (after SaladCloud's retries)"
+            } else {
+                "was cancelled"
+            },
+            snippet(&output)
+        )),
+    }
+}
+
+/// A JSON value in at most 300 characters.
+fn snippet(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
 fn first_png(json: &serde_json::Value) -> Option<Vec<u8>> {
     json["images"][0]
         .as_str()

@@ -573,3 +573,88 @@ async fn a_schedule_owns_replicas_and_kubectl_scale_applies_once() {
     assert_eq!(fake.groups()[0].scaling_actions.len(), 1);
     assert_eq!(fake.groups().len(), 1, "no new group for a schedule change");
 }
+
+#[tokio::test]
+async fn in_queue_mode_the_smoke_test_goes_through_the_queue_and_records_its_latency() {
+    use base64::Engine as _;
+    let fake = FakeSalad::new();
+    let mut sdd = queued(0);
+    sdd.spec.smoke_test = Some(Default::default());
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    let r = reconcile(&engine, &mut sdd).await;
+    let smoke = r.status.smoke_test.clone().expect("submitted");
+    assert_eq!(smoke.result, "Pending", "{smoke:?}");
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 1);
+    let (id, queue, input) = &jobs[0];
+    assert_eq!(Some(id), smoke.job_id.as_ref());
+    assert_eq!(
+        queue,
+        &salad_sd_api::names::group_name_prefix("dreamshaper", UID)
+    );
+    assert_eq!(input["prompt"], "a photo of a red apple on a wooden table");
+    assert!(
+        r.requeue_after < std::time::Duration::from_secs(60),
+        "read again soon"
+    );
+    assert!(
+        r.status.is_ready_at(Some(1)),
+        "readiness does not wait for the smoke test"
+    );
+
+    // Still waiting (a cold start from 0): pending, no second job.
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(r.status.smoke_test.as_ref().unwrap().result, "Pending");
+    assert_eq!(fake.jobs().len(), 1);
+
+    let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\n0000");
+    fake.finish_job(
+        id,
+        saladcloud::model::QueueJobStatus::Succeeded,
+        serde_json::json!({"images": [png]}),
+        184_000,
+    );
+    let r = reconcile(&engine, &mut sdd).await;
+    let smoke = r.status.smoke_test.clone().unwrap();
+    assert_eq!(
+        (
+            smoke.result.as_str(),
+            smoke.latency_ms,
+            smoke.job_id.as_deref()
+        ),
+        ("Passed", Some(184_000), None)
+    );
+    assert!(r.events.iter().any(|e| e.reason == Reason::SmokeTestPassed));
+    let r = reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.jobs().len(), 1, "once per group version");
+    assert_eq!(r.status.smoke_test.unwrap().result, "Passed");
+}
+
+#[tokio::test]
+async fn a_failed_queue_smoke_test_says_the_jobs_last_error() {
+    let fake = FakeSalad::new();
+    let mut sdd = queued(1);
+    sdd.spec.smoke_test = Some(Default::default());
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    reconcile(&engine, &mut sdd).await;
+    let (id, _, _) = fake.jobs()[0].clone();
+    fake.finish_job(
+        &id,
+        saladcloud::model::QueueJobStatus::Failed,
+        serde_json::json!({"error": "POST /sdapi/v1/txt2img: 500 out of memory"}),
+        90_000,
+    );
+    let r = reconcile(&engine, &mut sdd).await;
+    let smoke = r.status.smoke_test.unwrap();
+    assert_eq!(smoke.result, "Failed");
+    assert!(smoke.message.unwrap().contains("500 out of memory"));
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.reason == Reason::SmokeTestFailed && e.type_ == EventType::Warning)
+    );
+}
