@@ -760,6 +760,7 @@ mod tests {
             group_version: Some(group.version as i32),
             latency_ms: Some(5),
             message: None,
+            job_id: None,
         });
         assert_eq!(
             smoke(
