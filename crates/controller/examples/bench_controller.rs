@@ -330,6 +330,8 @@ struct Proxy {
     writes: AtomicU64,
     limited: AtomicU64,
     by_op: Mutex<BTreeMap<String, u64>>,
+    /// Requests per (API key, operation), for the diagnosis of a missed PATCH.
+    by_key: Mutex<BTreeMap<(String, String), Vec<Instant>>>,
     patches: mpsc::UnboundedSender<(String, Instant)>,
 }
 
@@ -364,6 +366,18 @@ async fn proxy_handler(
         p.writes.fetch_add(1, Ordering::Relaxed);
     }
     let op = format!("{} {}", parts.method, op_of(parts.uri.path()));
+    let key = parts
+        .headers
+        .get("salad-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    p.by_key
+        .lock()
+        .unwrap()
+        .entry((key, op.clone()))
+        .or_default()
+        .push(arrived);
     *p.by_op.lock().unwrap().entry(op).or_default() += 1;
     match fwd.body(body).send().await {
         Ok(resp) => {
@@ -631,16 +645,17 @@ async fn bench() -> anyhow::Result<()> {
         names.iter().all(|n| cluster.ready(n))
     })
     .await?;
+    let setup_ops = sim_ops(&sim_url.0).await?.0;
     println!(
         "memory right after setup: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
         proc_status_mib("VmRSS:"),
         proc_status_mib("VmHWM:")
     );
     println!(
-        "setup: image built in {:.1} s; {RESOURCES} resources Ready in {:.1} s ({} SaladCloud requests, {} resources per project, {SETUP_KEYS} setup keys)",
+        "setup: image built in {:.1} s; {RESOURCES} resources Ready in {:.1} s ({} SaladCloud requests, {} resources per project, {SETUP_KEYS} setup keys; by operation {setup_ops:?})",
         build.as_secs_f64(),
         converge.as_secs_f64(),
-        sim_ops(&sim_url.0).await?.0.values().sum::<u64>(),
+        setup_ops.values().sum::<u64>(),
         PER_PROJECT
     );
 
@@ -734,6 +749,7 @@ async fn bench() -> anyhow::Result<()> {
         writes: AtomicU64::new(0),
         limited: AtomicU64::new(0),
         by_op: Mutex::default(),
+        by_key: Mutex::default(),
         patches: patch_tx,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -759,6 +775,8 @@ async fn bench() -> anyhow::Result<()> {
     })
     .await?;
     while patch_rx.try_recv().is_ok() {}
+    let warm_ops = proxy.by_op.lock().unwrap().clone();
+    let warm_429 = proxy.limited.load(Ordering::Relaxed);
     let mut latencies = Vec::with_capacity(CHANGES);
     for i in 0..CHANGES {
         let group = cluster
@@ -786,8 +804,34 @@ async fn bench() -> anyhow::Result<()> {
         })
         .await
         .ok()
-        .flatten()
-        .with_context(|| format!("no PATCH of `{group}` within 10 s of its spec change"))?;
+        .flatten();
+        let Some(at) = at else {
+            let o = cluster.get(&names[i]);
+            let st = o.status.unwrap_or_default();
+            eprintln!(
+                "DIAG change {i}: reconciles of it {}, phase {:?}, message {:?}; proxy by op {:?}, 429s {}",
+                cluster.count(&names[i]),
+                st.phase,
+                st.message,
+                proxy.by_op.lock().unwrap(),
+                proxy.limited.load(Ordering::Relaxed)
+            );
+            let key = format!("bench-setup-key-{:02}", i % SETUP_KEYS);
+            let now = Instant::now();
+            for ((k, op), times) in proxy.by_key.lock().unwrap().iter() {
+                if *k == key {
+                    let last_min = times
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < Duration::from_secs(60))
+                        .count();
+                    eprintln!(
+                        "DIAG key {k} {op}: {} in all, {last_min} in the last 60 s",
+                        times.len()
+                    );
+                }
+            }
+            bail!("no PATCH of `{group}` within 10 s of its spec change");
+        };
         latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -797,12 +841,38 @@ async fn bench() -> anyhow::Result<()> {
         "change → PATCH over {CHANGES} replica changes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         latencies.last().copied().unwrap_or(f64::NAN)
     );
-    wait_until(
+    if let Err(e) = wait_until(
         "changed resources Ready again",
         Duration::from_secs(60),
         || names.iter().all(|n| cluster.ready(n)),
     )
-    .await?;
+    .await
+    {
+        for n in names.iter().filter(|n| !cluster.ready(n)).take(5) {
+            let st = cluster.get(n).status.unwrap_or_default();
+            eprintln!(
+                "not Ready: {n}: {} reconciles, phase {:?}, {:?}, fleet {:?}",
+                cluster.count(n),
+                st.phase,
+                st.message,
+                st.fleet.map(|f| f.summary)
+            );
+        }
+        eprintln!(
+            "proxy by op {:?}, 429s {}",
+            proxy.by_op.lock().unwrap(),
+            proxy.limited.load(Ordering::Relaxed)
+        );
+        return Err(e);
+    }
+    let change_ops = ops_delta(&warm_ops, &proxy.by_op.lock().unwrap());
+    println!(
+        "the {CHANGES} changes until Ready again: {} SaladCloud requests ({:.1} per change; by operation {change_ops:?}), 429s {}; the warm-up before them {} requests",
+        change_ops.values().sum::<u64>(),
+        change_ops.values().sum::<u64>() as f64 / CHANGES as f64,
+        proxy.limited.load(Ordering::Relaxed) - warm_429,
+        warm_ops.values().sum::<u64>(),
+    );
 
     // 4. One API key for all 1,000 resources, default poll, real limits. The operator restarts
     // with a fresh engine that talks to the simulator directly (no proxy latency); every resource

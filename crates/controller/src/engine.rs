@@ -98,6 +98,8 @@ struct FleetMemory {
     blocked: Option<(jiff::Timestamp, String)>,
     /// `max_container_group_reallocations_per_minute` and when it was read.
     quota: Option<(Option<u32>, jiff::Timestamp)>,
+    /// When each group's system logs were last read (see [`crate::fleet::system_logs_due`]).
+    logs_read: std::collections::BTreeMap<String, jiff::Timestamp>,
 }
 
 /// The engine. One per process; cheap to share.

@@ -40,6 +40,54 @@ pub struct FleetFacts {
     pub blocked: Option<(Timestamp, String)>,
 }
 
+/// Whether a group's system logs are worth a read in this reconcile. Instances are listed on
+/// every progress poll while readiness is in question; the logs are not: reading them on each of
+/// those polls doubled a group's cost in the key's 240 requests/minute and, with a few resources
+/// rolling out on one key, exhausted it (`make bench-controller`'s spec change then waited out a
+/// 429). So the logs are read
+/// - the first time this process lists the group's instances (a new group, or after a restart:
+///   the events since the high-water mark in status are caught up),
+/// - then at most once per `every` (the poll interval) while the instances are listed,
+/// - and at once when the listing shows trouble the logs explain: an instance shown in status
+///   before that is gone, on another node, or back from running (interrupted, reallocated).
+///
+/// Nothing is published twice or lost by reading less often: events past the mark in status are
+/// published at the next read.
+pub fn system_logs_due(
+    group: &str,
+    instances: &[ContainerGroupInstance],
+    prev: Option<&FleetStatus>,
+    last_read: Option<Timestamp>,
+    now: Timestamp,
+    every: std::time::Duration,
+) -> bool {
+    let Some(last) = last_read else {
+        return true;
+    };
+    if now.duration_since(last).unsigned_abs() >= every {
+        return true;
+    }
+    let Some(shown) = prev.and_then(|p| p.groups.iter().find(|g| g.name == group)) else {
+        return false;
+    };
+    shown
+        .instances
+        .iter()
+        .any(|was| match instances.iter().find(|i| i.id == was.id) {
+            None => true,
+            Some(now) => {
+                now.machine_id != was.machine_id
+                    || (was.state == state_name(InstanceState::Running)
+                        && matches!(
+                            now.state,
+                            InstanceState::Allocating
+                                | InstanceState::Downloading
+                                | InstanceState::Creating
+                        ))
+            }
+        })
+}
+
 /// One instance to move to another node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reallocation {
@@ -762,6 +810,91 @@ mod tests {
         assert_eq!(d.status.unwrap().estimated_minutes_to_ready, Some(30));
         assert_eq!(round_minutes(61.0), 2);
         assert_eq!(round_minutes(11.0 * 60.0 + 1.0), 15);
+    }
+
+    #[test]
+    fn system_logs_are_read_first_then_on_the_poll_cadence_or_on_trouble() {
+        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        let minute = std::time::Duration::from_secs(60);
+        let ago = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let running = |id: &str| inst(id, InstanceState::Running, None, "2025-01-01T00:00:00Z");
+        let shown = |list: &[ContainerGroupInstance]| FleetStatus {
+            groups: vec![GroupFleetStatus {
+                name: "g".into(),
+                instances: list
+                    .iter()
+                    .map(|i| InstanceStatus {
+                        id: i.id.clone(),
+                        machine_id: i.machine_id.clone(),
+                        state: state_name(i.state).into(),
+                        ..InstanceStatus::default()
+                    })
+                    .collect(),
+                ..GroupFleetStatus::default()
+            }],
+            ..FleetStatus::default()
+        };
+        let before = shown(&[running("a"), running("b")]);
+        let steady = [running("a"), running("b")];
+        let cases: Vec<(&str, Vec<ContainerGroupInstance>, Option<Timestamp>, bool)> = vec![
+            ("never read by this process", steady.to_vec(), None, true),
+            (
+                "read a poll interval ago",
+                steady.to_vec(),
+                Some(ago(60)),
+                true,
+            ),
+            (
+                "read a second ago, nothing new",
+                steady.to_vec(),
+                Some(ago(1)),
+                false,
+            ),
+            (
+                "a new instance starting is the instance list's news",
+                vec![
+                    running("a"),
+                    running("b"),
+                    inst("c", InstanceState::Allocating, None, "2025-01-01T00:09:59Z"),
+                ],
+                Some(ago(1)),
+                false,
+            ),
+            ("an instance gone", vec![running("a")], Some(ago(1)), true),
+            (
+                "an instance on another node",
+                vec![
+                    running("a"),
+                    ContainerGroupInstance {
+                        machine_id: "m-other".into(),
+                        ..running("b")
+                    },
+                ],
+                Some(ago(1)),
+                true,
+            ),
+            (
+                "an instance back from running",
+                vec![
+                    running("a"),
+                    inst(
+                        "b",
+                        InstanceState::Downloading,
+                        Some(0.0),
+                        "2025-01-01T00:09:59Z",
+                    ),
+                ],
+                Some(ago(1)),
+                true,
+            ),
+        ];
+        for (reason, list, last, due) in cases {
+            assert_eq!(
+                system_logs_due("g", &list, Some(&before), last, now, minute),
+                due,
+                "{reason}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::builds::BuildState;
 use crate::decide::{self, Facts, GroupLookup, Observation, Reads};
 use crate::desired;
 use crate::failure::Failure;
-use crate::fleet::FleetFacts;
+use crate::fleet::{self, FleetFacts};
 use crate::plan::ObservedGroup;
 use crate::salad::ContainerGroups;
 use crate::secrets::{self, SecretStore};
@@ -160,10 +160,20 @@ impl Engine {
             observed_at: Some(jiff::Timestamp::now()),
             ..FleetFacts::default()
         };
+        let prev = sdd.status.as_ref().and_then(|s| s.fleet.as_ref());
+        let every = self.poll_interval(sdd);
         for g in &listed {
-            match scope.system_logs(&g.group.name).await {
+            let name = &g.group.name;
+            let last = self.remember(uid, |m| m.fleet.logs_read.get(name).copied());
+            let instances = g.instances.as_deref().unwrap_or_default();
+            let now = jiff::Timestamp::now();
+            if !fleet::system_logs_due(name, instances, prev, last, now, every) {
+                continue;
+            }
+            match scope.system_logs(name).await {
                 Ok(logs) => {
-                    facts.system_logs.insert(g.group.name.clone(), logs);
+                    self.remember(uid, |m| m.fleet.logs_read.insert(name.clone(), now));
+                    facts.system_logs.insert(name.clone(), logs);
                 }
                 Err(e) => {
                     tracing::warn!(group = %g.group.name, error = %e, "cannot read system logs")
