@@ -717,3 +717,112 @@ async fn storms_and_interruptions_converge_without_duplicates_or_leaks() {
     })
     .await;
 }
+
+/// Queue mode, scale to zero: the queue is created, the group connects to it at 0 instances
+/// and is Ready as Idle at $0; the smoke test's job makes SaladCloud's queue autoscaler (the
+/// simulator's) start an instance, a worker answers it, the result is recorded with its
+/// latency; deletion removes the group, then the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_idles_at_zero_and_a_job_scales_it_up() {
+    bounded(Duration::from_secs(150), async {
+        let h = Harness::start(SimConfig {
+            job_time: Duration::from_millis(200),
+            ..sim_config()
+        })
+        .await;
+        let worker = salad_sd_testkit::JobQueue::start()
+            .await
+            .expect("worker archive server");
+        let (url, sha) = worker.worker_source();
+        let key = "key-queue";
+        let secrets = store(key);
+        let mut sdd = h.resource(
+            "queued",
+            "7a1b2c3d-0000-4000-8000-000000000001",
+            "BlueGreen",
+        );
+        sdd.spec.queue = salad_sd_api::QueueSpec {
+            enabled: true,
+            autoscaler: Some(salad_sd_api::QueueAutoscalerSpec {
+                min_replicas: 0,
+                max_replicas: 2,
+                desired_queue_length: 1,
+                polling_period_seconds: 15,
+                max_upscale_per_minute: None,
+                max_downscale_per_minute: None,
+            }),
+            worker: salad_sd_api::QueueWorkerSpec {
+                url: Some(url),
+                sha256: Some(sha),
+            },
+            ..Default::default()
+        };
+        let mut log = Log::default();
+        let started = Instant::now();
+
+        let r = h
+            .drive(&mut sdd, &secrets, &mut log, 200, |r| {
+                condition(r, "Ready") == Some(("True".into(), Some(1)))
+            })
+            .await;
+        assert_eq!(
+            r.status.phase,
+            salad_sd_api::Phase::Idle,
+            "{:?}",
+            r.status.message
+        );
+        assert_eq!(r.status.estimated_hourly_cost_usd.as_deref(), Some("0.000"));
+        assert_eq!(r.status.replica_summary.as_deref(), Some("0/0"));
+        let queue = r.status.queue.clone().expect("status.queue");
+        assert_eq!(queue.name, "queued-7a1b2c3d");
+        let client = h.client(key);
+        let q = client
+            .find_queue(ORG, PROJECT, &queue.name)
+            .await
+            .unwrap()
+            .expect("the queue exists on SaladCloud");
+        assert_eq!(q.container_groups.len(), 1);
+        let c = q.container_groups[0].queue_connection.clone().unwrap();
+        assert_eq!((c.path.as_str(), c.port), ("/sdapi/v1/txt2img", 7860));
+        assert_eq!(
+            r.status.scaling.as_ref().map(|s| s.owner),
+            Some(salad_sd_api::ReplicasOwner::QueueAutoscaler)
+        );
+
+        // The smoke test's job scales the group from 0 and is answered.
+        let r = h
+            .drive(&mut sdd, &secrets, &mut log, 400, |r| {
+                r.status
+                    .smoke_test
+                    .as_ref()
+                    .is_some_and(|s| s.result != "Pending")
+            })
+            .await;
+        let smoke = r.status.smoke_test.clone().unwrap();
+        assert_eq!(smoke.result, "Passed", "{smoke:?}");
+        assert!(
+            smoke.latency_ms.unwrap_or(0) >= 1_000,
+            "the latency includes the autoscaler's poll and a cold start: {smoke:?}"
+        );
+        assert!(log.event("SmokeTestPassed").is_some());
+        assert!(
+            log.errors.is_empty(),
+            "no failed reconciles: {:?}",
+            log.errors
+        );
+
+        // Deletion: the group, then the queue, then the finalizer.
+        sdd.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        h.drive(&mut sdd, &secrets, &mut log, 120, |r| r.release_finalizer)
+            .await;
+        assert!(h.groups(key).await.is_empty());
+        assert!(
+            client.list_queues(ORG, PROJECT).await.unwrap().is_empty(),
+            "no queue left behind"
+        );
+        assert_eq!(log.count("QueueCreated"), 1);
+        assert_eq!(log.count("QueueDeleted"), 1);
+        eprintln!("queue scenario took {:?}", started.elapsed());
+    })
+    .await;
+}
