@@ -8,7 +8,8 @@
 # musl target.
 #
 # Usage: scripts/ensure-deps.sh [MODE]
-#   test     what `make test` needs: docker-registry, lua5.4, python3
+#   test     what `make test` needs: docker-registry, lua5.4, python3 (and python3-venv for
+#            `make sdk-check`)
 #   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11, and what
 #            `make image` needs (it runs the operator image too)
 #   all      both (the default, as `.ci/run` and the demo call it)
@@ -23,6 +24,8 @@ missing=()
 if [ "$mode" != runtime ]; then
   command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  # `make sdk-check`: a venv for SaladCloud's official Python SDK.
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ "$mode" != test ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)
