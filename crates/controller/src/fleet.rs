@@ -850,7 +850,8 @@ mod tests {
     #[test]
     fn documented_system_events_map_to_their_events() {
         use crate::report::EventType::{Normal, Warning};
-        let cases: &[(&str, Option<(Reason, crate::report::EventType)>, &str)] = &[
+        type Want = Option<(Reason, crate::report::EventType)>;
+        let cases: &[(&str, Want, &str)] = &[
             (
                 "Container Group Started",
                 None,
