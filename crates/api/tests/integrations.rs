@@ -1098,6 +1098,21 @@ const METRICS: &[(&str, MetricKind, &[&str])] = &[
         MetricKind::Counter,
         &["by"],
     ),
+    (
+        "salad_sd_instance_cpu_percent",
+        MetricKind::Gauge,
+        &["resource_namespace", "resource_name", "slot"],
+    ),
+    (
+        "salad_sd_instance_memory_mb",
+        MetricKind::Gauge,
+        &["resource_namespace", "resource_name", "slot"],
+    ),
+    (
+        "salad_sd_instance_download_progress_percent",
+        MetricKind::Gauge,
+        &["resource_namespace", "resource_name", "slot"],
+    ),
 ];
 
 /// Labels Prometheus adds to every scraped series; usable in any query.

@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use salad_sd_api::StableDiffusionDeployment;
-use saladcloud::model::{LOG_QUERY_MAX_PAGE_SIZE, LogEntry, LogEntryQuery, SortOrder};
+use saladcloud::model::{LOG_QUERY_MAX_PAGE_SIZE, LogEntry, LogEntryQuery, SortOrder, log_labels};
 use saladcloud::{ApiKey, Client, ClientConfig};
 
 use crate::exit;
@@ -55,14 +55,20 @@ pub struct LogsArgs {
     pub interval: Duration,
 }
 
-/// The query for a group's lines (and one instance's).
+/// The query for a group's lines (and one instance's). The label names are SaladCloud's
+/// documented ones ([`log_labels`], from `SaladTechnologies/salad-cloud-docs`,
+/// `container-engine/reference/log-queries.mdx`), whose first example is exactly this query.
 pub fn query(project: &str, group: &str, instance: Option<&str>) -> String {
     let mut q = format!(
-        r#"resource.type = "container" and resource.labels.project_name = "{project}" and resource.labels.container_group_name = "{group}""#
+        r#"resource.type = "{}" and resource.labels.{} = "{project}" and resource.labels.{} = "{group}""#,
+        log_labels::TYPE_CONTAINER,
+        log_labels::PROJECT_NAME,
+        log_labels::CONTAINER_GROUP_NAME,
     );
     if let Some(i) = instance {
         q.push_str(&format!(
-            r#" and resource.labels.container_group_instance_id = "{i}""#
+            r#" and resource.labels.{} = "{i}""#,
+            log_labels::INSTANCE_ID
         ));
     }
     q
@@ -74,7 +80,7 @@ pub fn format_line(e: &LogEntry) -> String {
     let instance = e
         .resource
         .labels
-        .get("container_group_instance_id")
+        .get(log_labels::INSTANCE_ID)
         .map(|i| i.chars().take(8).collect::<String>())
         .unwrap_or_default();
     let text = e
@@ -90,7 +96,7 @@ fn key_of(e: &LogEntry) -> (Option<Timestamp>, String, Option<String>) {
         e.time,
         e.resource
             .labels
-            .get("container_group_instance_id")
+            .get(log_labels::INSTANCE_ID)
             .cloned()
             .unwrap_or_default(),
         e.text_log.clone(),
@@ -301,13 +307,34 @@ mod tests {
 
     #[test]
     fn the_query_names_the_group_and_the_instance() {
+        // SaladCloud's own example ("Find Logs From All Containers in a Specific Container
+        // Group", log-queries.mdx), on one line.
         assert_eq!(
-            query("p", "g-1", None),
-            r#"resource.type = "container" and resource.labels.project_name = "p" and resource.labels.container_group_name = "g-1""#
+            query("default", "my-cg", None),
+            r#"resource.type = "container" and resource.labels.project_name = "default" and resource.labels.container_group_name = "my-cg""#
         );
         assert!(
-            query("p", "g", Some("i-1"))
-                .ends_with(r#"resource.labels.container_group_instance_id = "i-1""#)
+            query("p", "g", Some("i-1")).ends_with(r#" and resource.labels.instance_id = "i-1""#)
         );
+    }
+
+    #[test]
+    fn a_line_shows_its_instance_from_the_documented_label() {
+        let e: LogEntry = serde_json::from_value(serde_json::json!({
+            "time": "2026-01-01T00:00:00Z",
+            "receive_time": "2026-01-01T00:00:01Z",
+            "severity": "info",
+            "text_log": "hello",
+            "resource": {"type": "container", "labels": {
+                "project_name": "p",
+                "container_group_name": "g",
+                "container_group_version": "3",
+                "instance_id": "0123456789abcdef",
+                "machine_id": "m",
+            }},
+        }))
+        .unwrap();
+        assert_eq!(format_line(&e), "2026-01-01T00:00:00Z 01234567 hello");
+        assert_eq!(key_of(&e).1, "0123456789abcdef");
     }
 }

@@ -330,8 +330,12 @@ impl Engine {
             }
         }
         if let Some(fleet) = &decision.fleet.status {
+            let resource = (
+                sdd.metadata.namespace.as_deref().unwrap_or_default(),
+                sdd.metadata.name.as_deref().unwrap_or_default(),
+            );
             self.metrics
-                .record_fleet(&uid, fleet, &gathered_instances(&gathered));
+                .record_fleet(&uid, resource, fleet, &listed_groups(&gathered));
         }
         for e in &events {
             self.metrics.record_fleet_event(e.reason);
@@ -493,14 +497,16 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// The instances observe listed, for the usage gauges.
-fn gathered_instances(g: &Gathered) -> Vec<saladcloud::model::ContainerGroupInstance> {
+/// The groups observe saw and the instances it listed, for the usage gauges.
+fn listed_groups(g: &Gathered) -> Vec<crate::metrics::ListedGroup<'_>> {
     match &g.observation {
         Observation::Facts(f) => f
             .groups
             .iter()
-            .filter_map(|g| g.instances.clone())
-            .flatten()
+            .map(|g| crate::metrics::ListedGroup {
+                name: &g.group.name,
+                instances: g.instances.as_deref(),
+            })
             .collect(),
         _ => Vec::new(),
     }

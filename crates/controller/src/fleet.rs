@@ -164,7 +164,7 @@ pub fn decide(
         .flatten();
 
     let (reallocate, reallocation) = slow_nodes(spec, groups, image_bytes, facts);
-    let (events, seen) = system_events(prev, &facts.system_logs);
+    let (events, seen) = system_events(prev, &facts.system_logs, &facts.recent);
     FleetDecision {
         status: Some(FleetStatus {
             summary,
@@ -467,27 +467,53 @@ fn slow_nodes(
     (chosen, Some(message))
 }
 
-/// The Kubernetes Event of a SaladCloud system event, by its name; `None` for the events status
-/// already shows (allocated, downloading), so a rollout does not cost two writes per instance
-/// for what the instance list says.
-pub fn event_for(log: &SystemLog, group: &str) -> Option<Event> {
-    let name = log.event_name.to_ascii_lowercase();
+/// The Kubernetes Event of a SaladCloud system event, by its documented name
+/// ([`saladcloud::model::system_events`], from SaladCloud's `system-events.mdx`); `None` for
+/// what status already shows (allocated, downloading, creating, starting, the startup probe
+/// passing), so a rollout does not cost a write per instance and phase for what the instance
+/// list says; `None` for container group events (the operator's own changes, which it reports
+/// itself) and for reallocations this operator asked for (`ours`: it published
+/// `SlowNodeReallocated` already). A name the document does not list is published as it is.
+pub fn event_for(log: &SystemLog, group: &str, ours: bool) -> Option<Event> {
+    use saladcloud::model::system_events as se;
+    let name = log.event_name.trim();
     let instance = log.instance_id.as_deref().unwrap_or("?");
     let machine = log.machine_id.as_deref().unwrap_or("?");
-    let message = format!(
-        "`{group}` instance {instance} on node {machine}: {}",
-        log.event_name
-    );
-    let (warning, reason) = if name.contains("interrupt") {
-        (true, Reason::InstanceInterrupted)
-    } else if name.contains("readiness") || name.contains("probe") || name.contains("not ready") {
-        (true, Reason::InstanceNotReady)
-    } else if name.contains("realloc") {
-        (false, Reason::InstanceReallocated)
-    } else if name.contains("started") || name.contains("ready") {
-        (false, Reason::InstanceStarted)
-    } else if name.contains("alloc") || name.contains("download") {
+    let message = format!("`{group}` instance {instance} on node {machine}: {name}");
+    // As documented, but without regard to case: nothing here hangs on a capital letter.
+    let is = |known: &str| name.eq_ignore_ascii_case(known);
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let (warning, reason) = if [
+        se::ALLOCATED,
+        se::DOWNLOADING,
+        se::CREATING,
+        se::STARTING,
+        se::STARTUP_PROBE_PASSED,
+    ]
+    .into_iter()
+    .any(is)
+        || starts(se::GROUP_PREFIX)
+    {
         return None;
+    } else if is(se::RUNNING) || is(se::READY) {
+        (false, Reason::InstanceStarted)
+    } else if is(se::NOT_READY) {
+        (true, Reason::InstanceNotReady)
+    } else if is(se::LIVENESS_PROBE_FAILED) || is(se::STARTUP_PROBE_FAILED) {
+        (true, Reason::InstanceProbeFailed)
+    } else if starts(se::INTERRUPTED_PREFIX) {
+        (true, Reason::InstanceInterrupted)
+    } else if is(se::REALLOCATED_BY_USER) && ours {
+        return None;
+    } else if starts(se::REALLOCATED_PREFIX) {
+        (false, Reason::InstanceReallocated)
+    } else if is(se::EXITED_SUCCESSFULLY) {
+        (false, Reason::InstanceExited)
+    } else if starts(se::EXITED_PREFIX) {
+        (true, Reason::InstanceExited)
     } else {
         (false, Reason::InstanceEvent)
     };
@@ -503,6 +529,7 @@ pub fn event_for(log: &SystemLog, group: &str) -> Option<Event> {
 fn system_events(
     prev: Option<&FleetStatus>,
     logs: &BTreeMap<String, Vec<SystemLog>>,
+    recent: &[(String, Timestamp)],
 ) -> (Vec<Event>, Option<String>) {
     let mark = prev.and_then(|p| p.events_seen_until.clone());
     let since: Option<Timestamp> = mark.as_deref().and_then(|m| m.parse().ok());
@@ -520,7 +547,13 @@ fn system_events(
     let seen = new.last().map(|(t, _, _)| t.to_string()).or(mark);
     let events = new
         .into_iter()
-        .filter_map(|(_, g, l)| event_for(l, g))
+        .filter_map(|(_, g, l)| {
+            let ours = l
+                .instance_id
+                .as_deref()
+                .is_some_and(|i| recent.iter().any(|(id, _)| id == i));
+            event_for(l, g, ours)
+        })
         .collect();
     (events, seen)
 }
@@ -897,26 +930,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn system_events_are_published_once_past_the_mark() {
-        let log = |name: &str, min: f64| SystemLog {
+    fn log(name: &str, min: f64) -> SystemLog {
+        SystemLog {
             event_name: name.into(),
             event_time: Some(at(min)),
             instance_id: Some("i-1".into()),
             machine_id: Some("m-1".into()),
             version: Some("1".into()),
             resource_gpu_class: None,
-        };
+        }
+    }
+
+    #[test]
+    fn system_events_are_published_once_past_the_mark() {
+        use saladcloud::model::system_events as se;
         let logs = BTreeMap::from([(
             "g-1".to_string(),
             vec![
-                log("Downloading image", 1.0),
-                log("Instance interrupted", 2.0),
-                log("Instance reallocated", 2.0),
-                log("Container started", 3.0),
+                log(se::DOWNLOADING, 1.0),
+                log(se::INTERRUPTED_NODE_OFFLINE, 2.0),
+                log(se::REALLOCATED_BY_PLATFORM, 2.0),
+                log(se::RUNNING, 3.0),
             ],
         )]);
-        let (events, mark) = system_events(None, &logs);
+        let (events, mark) = system_events(None, &logs, &[]);
         let reasons: Vec<Reason> = events.iter().map(|e| e.reason).collect();
         assert_eq!(
             reasons,
@@ -932,11 +969,151 @@ mod tests {
             events_seen_until: mark.clone(),
             ..FleetStatus::default()
         };
-        let (again, mark2) = system_events(Some(&prev), &logs);
+        let (again, mark2) = system_events(Some(&prev), &logs, &[]);
         assert!(
             again.is_empty(),
             "the same logs a poll (or a restart) later: nothing new"
         );
         assert_eq!(mark2, mark);
+    }
+
+    /// Every event name SaladCloud documents (`SaladTechnologies/salad-cloud-docs`,
+    /// `container-engine/explanation/container-groups/system-events.mdx`), written out as the
+    /// document spells it, and what it becomes.
+    #[test]
+    fn documented_system_events_map_to_their_events() {
+        use crate::report::EventType::{Normal, Warning};
+        type Want = Option<(Reason, crate::report::EventType)>;
+        let cases: &[(&str, Want, &str)] = &[
+            (
+                "Container Group Started",
+                None,
+                "the operator reports its own starts",
+            ),
+            ("Container Group Stopped", None, "nor its stops"),
+            (
+                "Container Group Desired Replica Count Updated from 1 to 3",
+                None,
+                "nor scaling",
+            ),
+            ("Container Group Updated (Version 2)", None, "nor updates"),
+            (
+                "Instance Allocated",
+                None,
+                "the instance list shows allocation",
+            ),
+            ("Instance Creating", None, "and creating"),
+            ("Instance Downloading", None, "and the download"),
+            ("Instance Starting", None, "and starting"),
+            (
+                "Instance Running",
+                Some((Reason::InstanceStarted, Normal)),
+                "running once",
+            ),
+            (
+                "Instance Restarted",
+                Some((Reason::InstanceEvent, Normal)),
+                "said as it is",
+            ),
+            (
+                "Instance Recreated",
+                Some((Reason::InstanceEvent, Normal)),
+                "said as it is",
+            ),
+            (
+                "Instance Reallocated by User",
+                Some((Reason::InstanceReallocated, Normal)),
+                "someone else moved it (portal, API)",
+            ),
+            (
+                "Instance Reallocated by Platform",
+                Some((Reason::InstanceReallocated, Normal)),
+                "SaladCloud moved it",
+            ),
+            (
+                "Instance Interrupted (Priority)",
+                Some((Reason::InstanceInterrupted, Warning)),
+                "a higher priority took the node: it costs the user",
+            ),
+            (
+                "Instance Interrupted (Node Offline)",
+                Some((Reason::InstanceInterrupted, Warning)),
+                "the node went away",
+            ),
+            (
+                "Instance Exited:1 (Error)",
+                Some((Reason::InstanceExited, Warning)),
+                "a crash",
+            ),
+            (
+                "Instance Exited:137 (Likely Out of System Memory)",
+                Some((Reason::InstanceExited, Warning)),
+                "out of memory",
+            ),
+            (
+                "Instance Exited:0 (Exited Successfully)",
+                Some((Reason::InstanceExited, Normal)),
+                "a clean exit is no warning",
+            ),
+            (
+                "Instance Interrupted (Liveness Probe Failure)",
+                Some((Reason::InstanceProbeFailed, Warning)),
+                "a probe failure, not a node interruption",
+            ),
+            (
+                "Instance Interrupted (Startup Probe Failure)",
+                Some((Reason::InstanceProbeFailed, Warning)),
+                "a probe failure, not a node interruption",
+            ),
+            (
+                "Instance Startup Probe Passed",
+                None,
+                "status shows it started",
+            ),
+            (
+                "Instance Not Ready (Readiness Probe Failure)",
+                Some((Reason::InstanceNotReady, Warning)),
+                "out of the rotation",
+            ),
+            (
+                "Instance Ready (Readiness Probe Passed)",
+                Some((Reason::InstanceStarted, Normal)),
+                "ready again is good news, not a probe failure",
+            ),
+            (
+                "instance interrupted (node offline)",
+                Some((Reason::InstanceInterrupted, Warning)),
+                "case does not matter",
+            ),
+            (
+                "Instance Something New",
+                Some((Reason::InstanceEvent, Normal)),
+                "an undocumented name is published as it is",
+            ),
+        ];
+        for (name, want, reason) in cases {
+            let got = event_for(&log(name, 1.0), "g-1", false).map(|e| (e.reason, e.type_));
+            assert_eq!(got, *want, "{name}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_reallocation_the_operator_asked_for_is_not_announced_twice() {
+        use saladcloud::model::system_events as se;
+        let l = log(se::REALLOCATED_BY_USER, 1.0);
+        assert_eq!(
+            event_for(&l, "g-1", true),
+            None,
+            "SlowNodeReallocated said it"
+        );
+        let platform = log(se::REALLOCATED_BY_PLATFORM, 2.0);
+        assert!(
+            event_for(&platform, "g-1", true).is_some(),
+            "SaladCloud's own move is news"
+        );
+        let logs = BTreeMap::from([("g-1".to_string(), vec![l, platform])]);
+        let (events, _) = system_events(None, &logs, &[("i-1".into(), at(0.5))]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, Reason::InstanceReallocated);
     }
 }

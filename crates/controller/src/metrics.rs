@@ -1,6 +1,10 @@
 //! Prometheus metrics, prefixed `salad_sd_`. Per-resource values are kept in maps and summed,
-//! so no metric carries a per-resource label (cardinality stays flat at 1,000 resources).
+//! so the operator's own metrics carry no per-resource label (cardinality stays flat at 1,000
+//! resources). The one exception is [`InstanceGauges`]: each instance's CPU, memory and download
+//! progress, labelled by resource and a bounded, reused instance *slot* (never by instance id).
 
+#[cfg(test)]
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -66,6 +70,7 @@ pub struct Metrics {
     cost: Gauge<f64, AtomicU64>,
     per_resource: Mutex<PerResource>,
     fleet: FleetMetrics,
+    instances: InstanceGauges,
 }
 
 impl Default for Metrics {
@@ -93,9 +98,11 @@ impl Metrics {
             cost: Gauge::default(),
             per_resource: Mutex::default(),
             fleet: FleetMetrics::default(),
+            instances: InstanceGauges::default(),
             registry: Registry::default(),
         };
         m.fleet.register(&mut registry);
+        m.instances.register(&mut registry);
         registry.register(
             "reconcile",
             "Reconciles by result (success, error, stalled)",
@@ -378,13 +385,24 @@ impl FleetMetrics {
     }
 }
 
+/// One group's instances as observe saw them: `None` when they were not listed this time
+/// (steady state), so what was last seen of them stands.
+pub struct ListedGroup<'a> {
+    /// The group's name.
+    pub name: &'a str,
+    /// Its instances, when listed.
+    pub instances: Option<&'a [saladcloud::model::ContainerGroupInstance]>,
+}
+
 impl Metrics {
-    /// The latest fleet of one resource: its counts and its listed instances' usage.
+    /// The latest fleet of one resource (`namespace/name`, by uid): its counts, the fleet-wide
+    /// usage summaries and the per-instance gauges.
     pub fn record_fleet(
         &self,
         uid: &str,
+        resource: (&str, &str),
         fleet: &salad_sd_api::FleetStatus,
-        instances: &[saladcloud::model::ContainerGroupInstance],
+        groups: &[ListedGroup<'_>],
     ) {
         use saladcloud::model::InstanceState;
         let mut sample = FleetSample::default();
@@ -404,7 +422,8 @@ impl Metrics {
                 sample.counts[i] += n as i64;
             }
         }
-        for i in instances {
+        let listed = groups.iter().any(|g| g.instances.is_some());
+        for i in groups.iter().filter_map(|g| g.instances).flatten() {
             match i.state {
                 InstanceState::Running => {
                     sample.cpu.extend(i.cpu_percent);
@@ -418,21 +437,22 @@ impl Metrics {
         }
         // Not listed this time (steady state): keep the usage last seen with the new counts.
         let mut samples = self.fleet.samples.lock().unwrap();
-        if instances.is_empty()
-            && let Some(old) = samples.get(uid)
-        {
+        if !listed && let Some(old) = samples.get(uid) {
             sample.cpu = old.cpu.clone();
             sample.memory_mb = old.memory_mb.clone();
         }
         samples.insert(uid.to_string(), sample);
         drop(samples);
         self.fleet.publish();
+        self.instances.record(uid, resource, groups);
     }
 
-    /// Forget a resource's fleet (deleted).
+    /// Forget a resource's fleet (deleted): its share of the summaries and every per-instance
+    /// series.
     pub fn forget_fleet(&self, uid: &str) {
         self.fleet.samples.lock().unwrap().remove(uid);
         self.fleet.publish();
+        self.instances.forget(uid);
     }
 
     /// An Event the engine published: interruptions and reallocations are counted.
@@ -460,5 +480,396 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+}
+
+/// Per-instance series a resource can have at once ([`InstanceGauges`]); instances past it are
+/// in the fleet-wide summaries only. SaladCloud allows 500 replicas; status lists 10.
+pub const INSTANCE_SLOTS: usize = 100;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabels {
+    resource_namespace: String,
+    resource_name: String,
+    slot: String,
+}
+
+/// What one instance reports, by state: CPU and memory while running, progress while
+/// downloading.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Usage {
+    cpu_percent: Option<f64>,
+    memory_mb: Option<f64>,
+    download_percent: Option<f64>,
+}
+
+impl Usage {
+    fn of(i: &saladcloud::model::ContainerGroupInstance) -> Self {
+        use saladcloud::model::InstanceState;
+        match i.state {
+            InstanceState::Running => Self {
+                cpu_percent: i.cpu_percent,
+                memory_mb: i.memory_usage_mb,
+                download_percent: None,
+            },
+            InstanceState::Downloading => Self {
+                download_percent: Some(i.pulling_progress.unwrap_or(0.0)),
+                ..Self::default()
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// The instance in a slot.
+#[derive(Clone, Debug)]
+struct Occupant {
+    id: String,
+    group: String,
+    usage: Usage,
+}
+
+/// One resource's slots: index = slot, `None` = free.
+#[derive(Default)]
+struct ResourceSlots {
+    namespace: String,
+    name: String,
+    slots: Vec<Option<Occupant>>,
+}
+
+/// Per-instance CPU, memory and download progress, bounded by design.
+///
+/// Instance ids churn with every reallocation, interruption and rollout, so a label per id
+/// would grow without end in Prometheus. Instead each instance takes the lowest free *slot*
+/// (`0` … [`INSTANCE_SLOTS`]` - 1`) of its resource when it is first listed, keeps it while it
+/// lives, and frees it when it is no longer listed (its series are removed then); a new
+/// instance reuses the slot. So a resource has at most `min(instances, INSTANCE_SLOTS)` series
+/// per gauge however many reallocations it goes through, a gauge exists only in the state it
+/// describes (CPU and memory while running, progress while downloading), and a deleted resource
+/// leaves none. Labels: `resource_namespace`, `resource_name`, `slot` (not `namespace` or
+/// `instance`, which Prometheus sets on every scraped series).
+#[derive(Default)]
+struct InstanceGauges {
+    cpu_percent: Family<SlotLabels, Gauge<f64, AtomicU64>>,
+    memory_mb: Family<SlotLabels, Gauge<f64, AtomicU64>>,
+    download_percent: Family<SlotLabels, Gauge<f64, AtomicU64>>,
+    resources: Mutex<HashMap<String, ResourceSlots>>,
+}
+
+impl InstanceGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "instance_cpu_percent",
+            "CPU use of one running instance (SaladCloud's cpu_percent, updated every minute), by resource and instance slot",
+            self.cpu_percent.clone(),
+        );
+        registry.register(
+            "instance_memory_mb",
+            "Memory use of one running instance (SaladCloud's memory_usage_mb), by resource and instance slot",
+            self.memory_mb.clone(),
+        );
+        registry.register(
+            "instance_download_progress_percent",
+            "Image download progress of one downloading instance (pulling_progress), by resource and instance slot",
+            self.download_percent.clone(),
+        );
+    }
+
+    fn families(&self) -> [&Family<SlotLabels, Gauge<f64, AtomicU64>>; 3] {
+        [&self.cpu_percent, &self.memory_mb, &self.download_percent]
+    }
+
+    fn labels(r: &ResourceSlots, slot: usize) -> SlotLabels {
+        SlotLabels {
+            resource_namespace: r.namespace.clone(),
+            resource_name: r.name.clone(),
+            slot: slot.to_string(),
+        }
+    }
+
+    fn record(&self, uid: &str, (namespace, name): (&str, &str), groups: &[ListedGroup<'_>]) {
+        let mut resources = self.resources.lock().unwrap();
+        let r = resources
+            .entry(uid.to_string())
+            .or_insert_with(|| ResourceSlots {
+                namespace: namespace.into(),
+                name: name.into(),
+                slots: Vec::new(),
+            });
+        let listed = |group: &str| groups.iter().find(|g| g.name == group).map(|g| g.instances);
+        // Who stays: instances still listed (with their new usage) and those of groups not
+        // listed this time; the rest leave.
+        for slot in r.slots.iter_mut() {
+            let Some(o) = slot else { continue };
+            match listed(&o.group) {
+                None => *slot = None,
+                Some(None) => {}
+                Some(Some(list)) => match list.iter().find(|i| i.id == o.id) {
+                    Some(i) => o.usage = Usage::of(i),
+                    None => *slot = None,
+                },
+            }
+        }
+        // Who comes: listed instances without a slot, by id, into the lowest free slots.
+        let mut new: Vec<(&str, &saladcloud::model::ContainerGroupInstance)> = groups
+            .iter()
+            .filter_map(|g| g.instances.map(|l| (g.name, l)))
+            .flat_map(|(g, l)| l.iter().map(move |i| (g, i)))
+            .filter(|(g, i)| {
+                !r.slots
+                    .iter()
+                    .flatten()
+                    .any(|o| o.id == i.id && o.group == *g)
+            })
+            .collect();
+        new.sort_by(|a, b| a.1.id.cmp(&b.1.id).then_with(|| a.0.cmp(b.0)));
+        let mut new = new.into_iter();
+        for index in 0..INSTANCE_SLOTS {
+            if index == r.slots.len() {
+                r.slots.push(None);
+            }
+            if r.slots[index].is_some() {
+                continue;
+            }
+            let Some((group, i)) = new.next() else { break };
+            r.slots[index] = Some(Occupant {
+                id: i.id.clone(),
+                group: group.to_string(),
+                usage: Usage::of(i),
+            });
+        }
+        for index in 0..r.slots.len() {
+            let labels = Self::labels(r, index);
+            let usage = r.slots[index].as_ref().map(|o| o.usage).unwrap_or_default();
+            let values = [usage.cpu_percent, usage.memory_mb, usage.download_percent];
+            for (family, value) in self.families().into_iter().zip(values) {
+                match value {
+                    Some(v) => {
+                        family.get_or_create(&labels).set(v);
+                    }
+                    None => {
+                        family.remove(&labels);
+                    }
+                }
+            }
+        }
+        while r.slots.last().is_some_and(Option::is_none) {
+            r.slots.pop();
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        let Some(r) = self.resources.lock().unwrap().remove(uid) else {
+            return;
+        };
+        for index in 0..r.slots.len() {
+            let labels = Self::labels(&r, index);
+            for family in self.families() {
+                family.remove(&labels);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use saladcloud::model::{ContainerGroupInstance, InstanceState};
+
+    fn inst(id: &str, state: InstanceState, cpu: f64, progress: f64) -> ContainerGroupInstance {
+        ContainerGroupInstance {
+            id: id.into(),
+            machine_id: format!("m-{id}"),
+            state,
+            update_time: None,
+            version: 1,
+            ready: Some(true),
+            started: Some(true),
+            pulling_progress: Some(progress),
+            deletion_cost: None,
+            cpu_percent: Some(cpu),
+            memory_usage_mb: Some(cpu * 100.0),
+            memory_usage_percent: None,
+        }
+    }
+
+    fn record(
+        m: &Metrics,
+        uid: &str,
+        name: &str,
+        groups: &[(&str, Option<&[ContainerGroupInstance]>)],
+    ) {
+        let groups: Vec<ListedGroup<'_>> = groups
+            .iter()
+            .map(|(name, instances)| ListedGroup {
+                name,
+                instances: *instances,
+            })
+            .collect();
+        m.record_fleet(
+            uid,
+            ("ns", name),
+            &salad_sd_api::FleetStatus::default(),
+            &groups,
+        );
+    }
+
+    /// The series of one gauge, as `slot=value` of resource `name`, sorted.
+    fn series(m: &Metrics, gauge: &str, name: &str) -> Vec<String> {
+        let prefix =
+            format!("salad_sd_{gauge}{{resource_namespace=\"ns\",resource_name=\"{name}\",slot=\"");
+        m.encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| rest.replacen("\"} ", "=", 1))
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn per_instance_series_appear_update_and_leave_with_the_instance() {
+        use InstanceState::{Downloading, Running};
+        let m = Metrics::new();
+        let first = [
+            inst("a", Running, 10.0, 0.0),
+            inst("b", Running, 20.0, 0.0),
+            inst("c", Downloading, 0.0, 40.0),
+        ];
+        record(&m, "u1", "sd", &[("g-1", Some(&first))]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "sd"),
+            ["0=10.0", "1=20.0"]
+        );
+        assert_eq!(
+            series(&m, "instance_memory_mb", "sd"),
+            ["0=1000.0", "1=2000.0"]
+        );
+        assert_eq!(
+            series(&m, "instance_download_progress_percent", "sd"),
+            ["2=40.0"],
+            "a downloading instance has progress, not usage"
+        );
+
+        // A poll later: a uses more, c finished downloading, b went away.
+        let second = [
+            inst("a", Running, 55.0, 0.0),
+            inst("c", Running, 5.0, 100.0),
+        ];
+        record(&m, "u1", "sd", &[("g-1", Some(&second))]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "sd"),
+            ["0=55.0", "2=5.0"],
+            "updated in place; b's slot 1 is gone; c keeps slot 2"
+        );
+        assert!(series(&m, "instance_download_progress_percent", "sd").is_empty());
+
+        // Not listed this time (steady state): the last values stand.
+        record(&m, "u1", "sd", &[("g-1", None)]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "sd"),
+            ["0=55.0", "2=5.0"]
+        );
+
+        // A new instance takes the lowest free slot.
+        let third = [
+            inst("a", Running, 55.0, 0.0),
+            inst("c", Running, 5.0, 0.0),
+            inst("d", Running, 1.0, 0.0),
+        ];
+        record(&m, "u1", "sd", &[("g-1", Some(&third))]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "sd"),
+            ["0=55.0", "1=1.0", "2=5.0"]
+        );
+    }
+
+    #[test]
+    fn the_series_stay_bounded_over_many_reallocations() {
+        let m = Metrics::new();
+        let mut ids: Vec<String> = (0..3).map(|i| format!("i-{i}")).collect();
+        for round in 0..1000 {
+            // Every round one instance is reallocated: a new id, the others stay.
+            ids[round % 3] = format!("r-{round}");
+            let list: Vec<ContainerGroupInstance> = ids
+                .iter()
+                .map(|id| inst(id, InstanceState::Running, round as f64, 0.0))
+                .collect();
+            record(&m, "u1", "sd", &[("g-1", Some(&list))]);
+            let cpu = series(&m, "instance_cpu_percent", "sd");
+            assert_eq!(cpu.len(), 3, "round {round}: {cpu:?}");
+        }
+        let slots: BTreeSet<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("salad_sd_instance_"))
+            .map(|l| {
+                l.split("slot=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(slots, BTreeSet::from(["0".into(), "1".into(), "2".into()]));
+        assert_eq!(
+            m.instances.resources.lock().unwrap()["u1"].slots.len(),
+            3,
+            "no memory grows either"
+        );
+    }
+
+    #[test]
+    fn a_resource_has_at_most_the_cap_of_series() {
+        let m = Metrics::new();
+        let list: Vec<ContainerGroupInstance> = (0..INSTANCE_SLOTS + 50)
+            .map(|i| inst(&format!("i-{i:03}"), InstanceState::Running, 1.0, 0.0))
+            .collect();
+        record(&m, "u1", "big", &[("g-1", Some(&list))]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "big").len(),
+            INSTANCE_SLOTS
+        );
+        // One leaves: the next in line gets its slot.
+        record(&m, "u1", "big", &[("g-1", Some(&list[1..]))]);
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "big").len(),
+            INSTANCE_SLOTS
+        );
+    }
+
+    #[test]
+    fn a_deleted_resource_and_a_gone_group_leave_no_series() {
+        use InstanceState::Running;
+        let m = Metrics::new();
+        let serving = [inst("a", Running, 1.0, 0.0), inst("b", Running, 2.0, 0.0)];
+        let rolling = [inst("c", Running, 3.0, 0.0)];
+        record(
+            &m,
+            "u1",
+            "one",
+            &[("g-1", Some(&serving)), ("g-2", Some(&rolling))],
+        );
+        record(&m, "u2", "two", &[("g-9", Some(&serving))]);
+        assert_eq!(series(&m, "instance_cpu_percent", "one").len(), 3);
+
+        // Only the new group listed, the old one still there: its instances stay.
+        record(&m, "u1", "one", &[("g-1", None), ("g-2", Some(&rolling))]);
+        assert_eq!(series(&m, "instance_cpu_percent", "one").len(), 3);
+        // The rollout done: g-1 is gone, and its instances' series with it.
+        record(&m, "u1", "one", &[("g-2", Some(&rolling))]);
+        assert_eq!(series(&m, "instance_cpu_percent", "one"), ["2=3.0"]);
+
+        m.forget_fleet("u1");
+        let text = m.encode();
+        assert!(!text.contains("resource_name=\"one\""), "{text}");
+        assert_eq!(
+            series(&m, "instance_cpu_percent", "two").len(),
+            2,
+            "another resource keeps its series"
+        );
+        assert!(m.instances.resources.lock().unwrap().get("u1").is_none());
     }
 }

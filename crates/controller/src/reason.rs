@@ -156,13 +156,18 @@ reasons! {
     SlowNodeReallocated,
     /// SaladCloud refused a reallocation (quota, rate limit); it is tried again later.
     ReallocationDeferred,
-    /// SaladCloud: a node went away (interrupted).
+    /// SaladCloud: the node went away (offline, or taken by a higher-priority workload).
     InstanceInterrupted,
-    /// SaladCloud: an instance was moved to another node.
+    /// SaladCloud: an instance was moved to another node (by SaladCloud, or by someone other than
+    /// this operator).
     InstanceReallocated,
     /// SaladCloud: an instance failed its readiness probe.
     InstanceNotReady,
-    /// SaladCloud: a container started, or an instance is ready again.
+    /// SaladCloud: an instance failed its startup or liveness probe and was restarted.
+    InstanceProbeFailed,
+    /// SaladCloud: the container exited (a Warning unless with code 0).
+    InstanceExited,
+    /// SaladCloud: a container runs, or an instance is ready again.
     InstanceStarted,
     /// SaladCloud: another system event.
     InstanceEvent,

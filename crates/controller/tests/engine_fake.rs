@@ -333,8 +333,8 @@ async fn system_events_become_events_once_across_polls_and_restarts() {
     fake.push_system_logs(
         &name,
         vec![
-            log("Instance interrupted", 30),
-            log("Instance reallocated", 29),
+            log("Instance Interrupted (Priority)", 30),
+            log("Instance Reallocated by Platform", 29),
         ],
     );
     let r = reconcile(&engine, &mut sdd).await;

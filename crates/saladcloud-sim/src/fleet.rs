@@ -140,23 +140,30 @@ pub(crate) struct SystemLog {
     pub version: u32,
 }
 
-/// Event names of the simulator's system logs (SaladCloud documents the kinds of event, not
-/// their exact names: `explanation/container-groups/system-events.mdx`).
+/// Event names of the simulator's system logs, as SaladCloud documents them in
+/// `SaladTechnologies/salad-cloud-docs`, `container-engine/explanation/container-groups/system-events.mdx`
+/// ("Instance Status System Events" and "Health Probe System Events", last updated January 17,
+/// 2025). The controller's copy is `saladcloud::model::system_events`.
 pub mod events {
     /// A node was found; the image download begins.
-    pub const ALLOCATED: &str = "Instance allocated";
+    pub const ALLOCATED: &str = "Instance Allocated";
     /// The image download began.
-    pub const DOWNLOADING: &str = "Downloading image";
-    /// The container started on the node.
-    pub const STARTED: &str = "Container started";
-    /// The node went away (the owner's PC needed the GPU, or disk space ran out).
-    pub const INTERRUPTED: &str = "Instance interrupted";
-    /// The instance was moved to a new node (through the API or after an interruption).
-    pub const REALLOCATED: &str = "Instance reallocated";
+    pub const DOWNLOADING: &str = "Instance Downloading";
+    /// The container runs on the node.
+    pub const STARTED: &str = "Instance Running";
+    /// The node went away. The document names two kinds, `(Priority)` and `(Node Offline)`; the
+    /// simulator's interruption is a node going offline.
+    pub const INTERRUPTED: &str = "Instance Interrupted (Node Offline)";
+    /// A higher-priority workload took the node (documented; the simulator does not model it).
+    pub const INTERRUPTED_PRIORITY: &str = "Instance Interrupted (Priority)";
+    /// The instance was moved to a new node through the API (`…/reallocate`).
+    pub const REALLOCATED: &str = "Instance Reallocated by User";
+    /// SaladCloud moved the instance itself (documented; the simulator does not model it).
+    pub const REALLOCATED_BY_PLATFORM: &str = "Instance Reallocated by Platform";
     /// The readiness probe failed: the instance is out of the gateway's rotation.
-    pub const READINESS_FAILED: &str = "Readiness probe failed";
+    pub const READINESS_FAILED: &str = "Instance Not Ready (Readiness Probe Failure)";
     /// The readiness probe passes again.
-    pub const READY: &str = "Instance ready";
+    pub const READY: &str = "Instance Ready (Readiness Probe Passed)";
 }
 
 impl SystemLog {
@@ -190,18 +197,35 @@ pub(crate) struct LogLine {
     pub text: String,
 }
 
+/// The `resource.labels` of a `container` log entry, as SaladCloud documents them in
+/// `SaladTechnologies/salad-cloud-docs`, `container-engine/reference/log-queries.mdx` ("Resource
+/// Types And Labels"): `project_name` and `container_group_name` on every resource type;
+/// `container_group_version`, `instance_id` and `machine_id` on `container` and
+/// `instance_controller`. (The simulator's lines do not record the group version, so it answers
+/// `container_group_version` with nothing; no other label is documented, so none is invented.)
+pub mod labels {
+    /// The project.
+    pub const PROJECT_NAME: &str = "project_name";
+    /// The container group.
+    pub const CONTAINER_GROUP_NAME: &str = "container_group_name";
+    /// One run of the container.
+    pub const INSTANCE_ID: &str = "instance_id";
+    /// The node.
+    pub const MACHINE_ID: &str = "machine_id";
+}
+
 impl LogLine {
     fn label(&self, name: &str) -> Option<String> {
         Some(match name {
-            "project_name" => self.project.clone(),
-            "container_group_name" => self.group.clone(),
-            "container_group_instance_id" | "instance_id" => self.instance_id.to_string(),
-            "machine_id" => self.machine_id.to_string(),
+            labels::PROJECT_NAME => self.project.clone(),
+            labels::CONTAINER_GROUP_NAME => self.group.clone(),
+            labels::INSTANCE_ID => self.instance_id.to_string(),
+            labels::MACHINE_ID => self.machine_id.to_string(),
             _ => return None,
         })
     }
 
-    pub fn to_json(&self, org: &str) -> Value {
+    pub fn to_json(&self, _org: &str) -> Value {
         json!({
             "receive_time": self.time.to_string(),
             "time": self.time.to_string(),
@@ -210,11 +234,10 @@ impl LogLine {
             "resource": {
                 "type": "container",
                 "labels": {
-                    "organization_name": org,
-                    "project_name": self.project,
-                    "container_group_name": self.group,
-                    "container_group_instance_id": self.instance_id.to_string(),
-                    "machine_id": self.machine_id.to_string(),
+                    labels::PROJECT_NAME: self.project,
+                    labels::CONTAINER_GROUP_NAME: self.group,
+                    labels::INSTANCE_ID: self.instance_id.to_string(),
+                    labels::MACHINE_ID: self.machine_id.to_string(),
                 },
             },
         })
@@ -290,9 +313,11 @@ impl LogQuery {
             if rest.is_empty() {
                 break;
             }
+            // `and` or `AND` (the document writes both), then any whitespace (its examples
+            // break lines between clauses).
             let lower = rest.to_ascii_lowercase();
-            if lower.starts_with("and ") {
-                rest = rest[4..].trim_start();
+            if lower.starts_with("and") && rest[3..].starts_with(char::is_whitespace) {
+                rest = rest[3..].trim_start();
             } else {
                 return Err(format!(
                     "expected `and` between clauses, found `{}`",
@@ -553,5 +578,74 @@ mod tests {
         assert!(!q(r#"resource.labels.container_group_name = "h""#));
         assert!(q(r#"text_log contains "loaded" and severity != "error""#));
         assert!(!q(r#"resource.labels.nothing = "x""#));
+    }
+
+    /// The labels and the example of `log-queries.mdx` (SaladTechnologies/salad-cloud-docs).
+    #[test]
+    fn queries_use_the_documented_labels() {
+        let id = uuid::Uuid::from_u128(1);
+        let line = LogLine {
+            time: Timestamp::UNIX_EPOCH,
+            project: "default".into(),
+            group: "my-cg".into(),
+            instance_id: id,
+            machine_id: uuid::Uuid::from_u128(2),
+            severity: "error",
+            text: "boom".into(),
+        };
+        let q = |s: &str| LogQuery::parse(s).unwrap().matches(&line);
+        assert!(q(
+            "resource.type = \"container\" and\nresource.labels.project_name = \"default\" and\nresource.labels.container_group_name = \"my-cg\""
+        ));
+        assert!(q(
+            r#"severity = "error" AND resource.labels.container_group_name = "my-cg""#
+        ));
+        assert!(q(&format!(r#"resource.labels.instance_id = "{id}""#)));
+        assert!(q(&format!(
+            r#"resource.labels.machine_id = "{}""#,
+            uuid::Uuid::from_u128(2)
+        )));
+        assert!(
+            !q(&format!(
+                r#"resource.labels.container_group_instance_id = "{id}""#
+            )),
+            "not a label SaladCloud documents"
+        );
+        let json = line.to_json("acme");
+        let mut keys: Vec<&str> = json["resource"]["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "container_group_name",
+                "instance_id",
+                "machine_id",
+                "project_name"
+            ]
+        );
+    }
+
+    #[test]
+    fn system_log_names_are_the_documented_ones() {
+        for name in [
+            events::ALLOCATED,
+            events::DOWNLOADING,
+            events::STARTED,
+            events::INTERRUPTED,
+            events::INTERRUPTED_PRIORITY,
+            events::REALLOCATED,
+            events::REALLOCATED_BY_PLATFORM,
+            events::READINESS_FAILED,
+            events::READY,
+        ] {
+            assert!(name.starts_with("Instance "), "{name}");
+        }
+        assert_eq!(events::STARTED, "Instance Running");
+        assert_eq!(events::REALLOCATED, "Instance Reallocated by User");
     }
 }

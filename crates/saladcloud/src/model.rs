@@ -1459,10 +1459,82 @@ pub struct UpdateNetworking {
 // Fleet: system logs, log entries
 // ---------------------------------------------------------------------------------------------
 
+/// The event names of `GET …/system-logs` (`SystemLog.event_name`), as SaladCloud documents them
+/// in `SaladTechnologies/salad-cloud-docs`, `container-engine/explanation/container-groups/system-events.mdx`
+/// (last updated January 17, 2025). The OpenAPI spec types the field as a free string, so a name
+/// not listed here can still arrive and must be handled.
+pub mod system_events {
+    /// Container group events (the operator's own actions, mostly).
+    pub const GROUP_PREFIX: &str = "Container Group ";
+    /// A node was found for the instance.
+    pub const ALLOCATED: &str = "Instance Allocated";
+    /// The container is being created (after the download).
+    pub const CREATING: &str = "Instance Creating";
+    /// The image is downloading.
+    pub const DOWNLOADING: &str = "Instance Downloading";
+    /// The container is starting.
+    pub const STARTING: &str = "Instance Starting";
+    /// The container runs.
+    pub const RUNNING: &str = "Instance Running";
+    /// The container was restarted on the same node.
+    pub const RESTARTED: &str = "Instance Restarted";
+    /// The container was recreated on the same node.
+    pub const RECREATED: &str = "Instance Recreated";
+    /// Reallocated through the API or the portal (the operator's slow-node reallocations too).
+    pub const REALLOCATED_BY_USER: &str = "Instance Reallocated by User";
+    /// SaladCloud moved an instance that failed its internal time-to-start or networking checks.
+    pub const REALLOCATED_BY_PLATFORM: &str = "Instance Reallocated by Platform";
+    /// Every reallocation starts so (a reallocation asked through IMDS may carry another
+    /// suffix than the two documented).
+    pub const REALLOCATED_PREFIX: &str = "Instance Reallocated";
+    /// A higher-priority workload took the node.
+    pub const INTERRUPTED_PRIORITY: &str = "Instance Interrupted (Priority)";
+    /// The node went offline.
+    pub const INTERRUPTED_NODE_OFFLINE: &str = "Instance Interrupted (Node Offline)";
+    /// The liveness probe failed (the container is restarted).
+    pub const LIVENESS_PROBE_FAILED: &str = "Instance Interrupted (Liveness Probe Failure)";
+    /// The startup probe failed (the container is restarted).
+    pub const STARTUP_PROBE_FAILED: &str = "Instance Interrupted (Startup Probe Failure)";
+    /// Every interruption starts so.
+    pub const INTERRUPTED_PREFIX: &str = "Instance Interrupted";
+    /// The startup probe passed.
+    pub const STARTUP_PROBE_PASSED: &str = "Instance Startup Probe Passed";
+    /// The readiness probe failed: out of the gateway's rotation.
+    pub const NOT_READY: &str = "Instance Not Ready (Readiness Probe Failure)";
+    /// The readiness probe passes.
+    pub const READY: &str = "Instance Ready (Readiness Probe Passed)";
+    /// `Instance Exited:<code> (…)`: `0 (Exited Successfully)`, `137 (Likely Out of System
+    /// Memory)`, otherwise `(Error)`.
+    pub const EXITED_PREFIX: &str = "Instance Exited:";
+    /// The exit that is not an error.
+    pub const EXITED_SUCCESSFULLY: &str = "Instance Exited:0 (Exited Successfully)";
+}
+
+/// The `resource.labels` of a log entry (and of the log query), as SaladCloud documents them in
+/// `SaladTechnologies/salad-cloud-docs`, `container-engine/reference/log-queries.mdx` ("Resource
+/// Types And Labels", last updated January 6, 2026): every resource type has `project_name` and
+/// `container_group_name`; `container` and `instance_controller` also have
+/// `container_group_version`, `instance_id` and `machine_id`.
+pub mod log_labels {
+    /// `resource.type` of a container's stdout/stderr.
+    pub const TYPE_CONTAINER: &str = "container";
+    /// The project.
+    pub const PROJECT_NAME: &str = "project_name";
+    /// The container group.
+    pub const CONTAINER_GROUP_NAME: &str = "container_group_name";
+    /// The group's version when the line was logged.
+    pub const CONTAINER_GROUP_VERSION: &str = "container_group_version";
+    /// One run of the container (a restart on the same node is a new id).
+    pub const INSTANCE_ID: &str = "instance_id";
+    /// The node.
+    pub const MACHINE_ID: &str = "machine_id";
+}
+
 /// One instance event of a container group (`SystemLog`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SystemLog {
-    /// What happened (`Instance reallocated`, `Readiness probe failed`, …).
+    /// What happened (`Instance Reallocated by User`, `Instance Not Ready (Readiness Probe
+    /// Failure)`, …: the names SaladCloud documents are in [`system_events`]).
     #[serde(default)]
     pub event_name: String,
     /// When (UTC).
@@ -1544,7 +1616,8 @@ pub struct LogEntryResource {
     /// Resource type (`container`).
     #[serde(rename = "type", default)]
     pub type_: String,
-    /// Labels (`container_group_name`, `container_group_instance_id`, `machine_id`, …).
+    /// Labels (`project_name`, `container_group_name`, `instance_id`, `machine_id`, …: see
+    /// [`log_labels`]).
     #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
 }
