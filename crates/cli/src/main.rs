@@ -9,6 +9,7 @@ mod build;
 mod creds;
 mod drive;
 mod exit;
+mod jobs;
 mod logging;
 mod logs;
 mod operator;
@@ -59,6 +60,11 @@ enum Command {
     /// a resource in the cluster (NAME) or in a file (--filename). As a kubectl plugin:
     /// `kubectl sdd logs NAME` (install the binary, or a link to it, as `kubectl-sdd`).
     Logs(logs::LogsArgs),
+    /// Enqueue a job on the SaladCloud job queue of a resource in queue mode (a txt2img for
+    /// --prompt, or a JSON file), wait for it, and write its images to files.
+    Submit(jobs::SubmitArgs),
+    /// List recent jobs of a resource's SaladCloud job queue.
+    Jobs(jobs::JobsArgs),
     /// Run the SaladCloud simulator (for the demo and tests) until Ctrl-C.
     #[cfg(feature = "sim")]
     Sim(saladcloud_sim::cli::SimArgs),
@@ -90,6 +96,8 @@ fn main() -> ExitCode {
             Command::Delete(args) => drive::delete(args).await,
             Command::Build(args) => build::run(args).await,
             Command::Logs(args) => logs::run(args).await,
+            Command::Submit(args) => jobs::submit(args).await,
+            Command::Jobs(args) => jobs::jobs(args).await,
             #[cfg(feature = "sim")]
             Command::Sim(args) => match saladcloud_sim::cli::run(args).await {
                 Ok(()) => 0,
