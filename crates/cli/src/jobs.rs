@@ -88,12 +88,18 @@ pub struct Located {
     pub key: ApiKey,
 }
 
-/// The resource (from the cluster or a file) and its API key.
-pub async fn locate(t: &Target) -> anyhow::Result<Located> {
-    let (sdd, key) = match (&t.filename, &t.name) {
+/// The resource (from the cluster, by name in `namespace` or the context's, or from a file)
+/// and its API key (from the resource's Secret, or for a file from the usual places).
+pub async fn locate(
+    name: Option<&str>,
+    filename: Option<&Path>,
+    namespace: Option<&str>,
+    secrets_dir: Option<&Path>,
+) -> anyhow::Result<Located> {
+    let (sdd, key) = match (filename, name) {
         (Some(path), _) => {
             let sdd = crate::resource::load(path)?;
-            let sources = crate::creds::from_process(t.secrets_dir.as_deref());
+            let sources = crate::creds::from_process(secrets_dir);
             let (store, have) = crate::creds::store(&sdd.spec, &sources)?;
             if !have {
                 bail!("{}", crate::creds::missing_api_key_help(&sdd.spec));
@@ -112,9 +118,8 @@ pub async fn locate(t: &Target) -> anyhow::Result<Located> {
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the cluster (kubeconfig); use --filename for a file")?;
-            let ns = t
-                .namespace
-                .clone()
+            let ns = namespace
+                .map(str::to_owned)
                 .unwrap_or_else(|| client.default_namespace().to_string());
             let sdd = Api::<StableDiffusionDeployment>::namespaced(client.clone(), &ns)
                 .get(name)
@@ -264,7 +269,14 @@ pub async fn submit(args: SubmitArgs) -> u8 {
 }
 
 async fn submit_job(args: SubmitArgs) -> anyhow::Result<()> {
-    let l = locate(&args.target).await?;
+    let t = &args.target;
+    let l = locate(
+        t.name.as_deref(),
+        t.filename.as_deref(),
+        t.namespace.as_deref(),
+        t.secrets_dir.as_deref(),
+    )
+    .await?;
     let queue = queue_name(&l.sdd)?;
     let input = job_input(
         &l.sdd,
@@ -346,7 +358,14 @@ pub async fn jobs(args: JobsArgs) -> u8 {
 }
 
 async fn list(args: JobsArgs) -> anyhow::Result<()> {
-    let l = locate(&args.target).await?;
+    let t = &args.target;
+    let l = locate(
+        t.name.as_deref(),
+        t.filename.as_deref(),
+        t.namespace.as_deref(),
+        t.secrets_dir.as_deref(),
+    )
+    .await?;
     let queue = queue_name(&l.sdd)?;
     let c = client(&args.target.salad_api_url, l.key.clone())?;
     let jobs = c

@@ -11,11 +11,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use salad_sd_api::StableDiffusionDeployment;
 use saladcloud::model::{LOG_QUERY_MAX_PAGE_SIZE, LogEntry, LogEntryQuery, SortOrder, log_labels};
 use saladcloud::{ApiKey, Client, ClientConfig};
 
@@ -112,51 +109,14 @@ struct Target {
 }
 
 async fn target(args: &LogsArgs) -> anyhow::Result<Target> {
-    let (sdd, key) = match (&args.filename, &args.name) {
-        (Some(path), _) => {
-            let sdd = crate::resource::load(path)?;
-            let sources = crate::creds::from_process(args.secrets_dir.as_deref());
-            let (store, have) = crate::creds::store(&sdd.spec, &sources)?;
-            if !have {
-                bail!("{}", crate::creds::missing_api_key_help(&sdd.spec));
-            }
-            let resolved = salad_sd_controller::secrets::resolve_api_key(&sdd.spec, &store)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = resolved
-                .api_key
-                .context("the API key went missing")?
-                .expose()
-                .to_string();
-            (sdd, key)
-        }
-        (None, Some(name)) => {
-            let client = kube::Client::try_default()
-                .await
-                .context("cannot reach the cluster (kubeconfig); use --filename for a file")?;
-            let ns = args
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            let sdd = Api::<StableDiffusionDeployment>::namespaced(client.clone(), &ns)
-                .get(name)
-                .await
-                .with_context(|| format!("StableDiffusionDeployment `{ns}/{name}`"))?;
-            let r = &sdd.spec.saladcloud.api_key_secret_ref;
-            let secret = Api::<Secret>::namespaced(client, &ns)
-                .get(&r.name)
-                .await
-                .with_context(|| format!("the API key Secret `{ns}/{}`", r.name))?;
-            let key = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&r.key))
-                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-                .with_context(|| format!("Secret `{ns}/{}` has no key `{}`", r.name, r.key))?;
-            (sdd, key)
-        }
-        (None, None) => bail!("name a resource (salad-sd logs NAME) or a file (--filename FILE)"),
-    };
+    let crate::jobs::Located { sdd, key } = crate::jobs::locate(
+        args.name.as_deref(),
+        args.filename.as_deref(),
+        args.namespace.as_deref(),
+        args.secrets_dir.as_deref(),
+    )
+    .await?;
+    let key = key.expose().to_string();
     let group = match sdd.status.as_ref().and_then(|s| s.container_group.as_ref()) {
         Some(g) => g.name.clone(),
         None => {

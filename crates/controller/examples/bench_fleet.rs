@@ -31,20 +31,6 @@ struct Run {
     reallocations: u64,
 }
 
-fn timings() -> Timings {
-    let s = Duration::from_secs;
-    Timings {
-        image_prepare: s(60),
-        allocate: s(45),
-        download: s(0),
-        create: s(20),
-        startup: s(60),
-        readiness: s(5),
-        stop: s(10),
-        delete: s(10),
-    }
-}
-
 fn body(replicas: u32) -> Value {
     let probe = json!({
         "http": {"path": "/", "port": 7860, "scheme": "http", "headers": []},
@@ -68,7 +54,7 @@ fn body(replicas: u32) -> Value {
 
 fn run(seed: u64, replicas: u32, min_ready: u32, bytes: u64, reallocate: bool) -> Run {
     let mut cloud = VirtualCloud::new(SimConfig {
-        timings: timings(),
+        timings: Timings::virtual_node(),
         fleet: FleetModel::calibrated(Duration::from_secs(120), seed),
         replicas_quota: 10_000,
         reallocations_per_minute: 10,

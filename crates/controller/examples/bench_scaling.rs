@@ -78,20 +78,6 @@ fn demand(seed: u64) -> Vec<(u64, u32)> {
     jobs
 }
 
-fn timings() -> Timings {
-    let s = Duration::from_secs;
-    Timings {
-        image_prepare: s(60),
-        allocate: s(45),
-        download: s(0),
-        create: s(20),
-        startup: s(60),
-        readiness: s(5),
-        stop: s(10),
-        delete: s(10),
-    }
-}
-
 fn group(replicas: u32, extra: Value) -> Value {
     let probe = json!({
         "http": {"path": "/", "port": 7860, "scheme": "http", "headers": []},
@@ -127,7 +113,7 @@ struct Day {
 
 fn run(seed: u64, replicas: u32, extra: Value) -> Day {
     let mut cloud = VirtualCloud::new(SimConfig {
-        timings: timings(),
+        timings: Timings::virtual_node(),
         fleet: FleetModel::calibrated(Duration::from_secs(120), seed),
         replicas_quota: 10_000,
         rate_limit_per_minute: 0,

@@ -103,6 +103,23 @@ impl Timings {
         }
     }
 
+    /// A node's steps as the benchmarks model them on the virtual clock, the download left to
+    /// the fleet model (its per-node speed): image preparation 60 s, allocation 45 s, container
+    /// creation 20 s, start-up (the checkpoint loading) 60 s.
+    pub fn virtual_node() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            image_prepare: s(60),
+            allocate: s(45),
+            download: s(0),
+            create: s(20),
+            startup: s(60),
+            readiness: s(5),
+            stop: s(10),
+            delete: s(10),
+        }
+    }
+
     /// Slower timings for the demo: create → running and ready in about 15 s.
     pub fn realistic_demo() -> Self {
         let s = Duration::from_secs;
