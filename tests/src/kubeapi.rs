@@ -1,7 +1,9 @@
 //! A mocked Kubernetes API server over plain HTTP on 127.0.0.1, for running the operator as a
 //! process (or in a container) with a kubeconfig: the resources and Secrets it is given, watches
-//! held open, status and Events recorded, and a `coordination.k8s.io` Lease with
-//! compare-and-swap on `resourceVersion`, as the real API server does. Every request is logged.
+//! streamed from a list's `resourceVersion` (what was missed is replayed, then changes as they
+//! happen: a status write is a `MODIFIED` event, as the real API server sends it), status and
+//! Events recorded, and a `coordination.k8s.io` Lease with compare-and-swap on
+//! `resourceVersion`, as the real API server does. Every request is logged.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// One request as the server saw it.
@@ -26,8 +29,26 @@ pub struct Seen {
     pub query: String,
 }
 
-#[derive(Default)]
+/// What a watch is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Collection {
+    Sdds,
+    Secrets,
+}
+
+/// One watch event: its revision, collection, namespace and the `{type, object}` line.
+type Change = (u64, Collection, String, Arc<Value>);
+
+/// Changes kept for watches that start behind (the API server's watch cache is a window too).
+const HISTORY: usize = 100_000;
+
 struct State {
+    /// The last `resourceVersion` given out.
+    revision: u64,
+    /// Recent changes, oldest first.
+    history: std::collections::VecDeque<Change>,
+    /// Changes as they happen, to open watches.
+    live: tokio::sync::broadcast::Sender<Change>,
     /// Resources by `namespace/name`.
     sdds: BTreeMap<String, Value>,
     /// Secrets by `namespace/name`.
@@ -36,6 +57,40 @@ struct State {
     leases: BTreeMap<String, Value>,
     events: Vec<Value>,
     log: Vec<Seen>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            revision: 100,
+            history: Default::default(),
+            live: tokio::sync::broadcast::channel(16_384).0,
+            sdds: Default::default(),
+            secrets: Default::default(),
+            leases: Default::default(),
+            events: Default::default(),
+            log: Default::default(),
+        }
+    }
+}
+
+impl State {
+    /// Gives `object` the next `resourceVersion` and tells watches of `collection`.
+    fn changed(&mut self, collection: Collection, kind: &str, object: &mut Value) {
+        self.revision += 1;
+        object["metadata"]["resourceVersion"] = json!(self.revision.to_string());
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let event = Arc::new(json!({ "type": kind, "object": object }));
+        let change = (self.revision, collection, namespace, event);
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(change.clone());
+        let _ = self.live.send(change);
+    }
 }
 
 /// The server. Dropping it stops it.
@@ -67,15 +122,53 @@ fn answer(code: StatusCode, body: &Value) -> Response {
         .expect("response")
 }
 
-/// A watch that stays open and sends nothing (the operator's watches then idle).
-fn open_watch() -> Response {
+/// A watch of `collection` (in `namespace`, or all) from `since`: the changes after it that
+/// are still in the history, then each change as it happens. It stays open; a watch that falls
+/// too far behind is ended, and the client lists again, as with the API server.
+fn watch(
+    st: &State,
+    collection: Collection,
+    namespace: Option<&str>,
+    since: u64,
+    metadata_only: bool,
+) -> Response {
+    let namespace = namespace.map(str::to_string);
+    let wanted = move |(revision, of, ns, _): &Change| {
+        *revision > since && *of == collection && namespace.as_ref().is_none_or(|n| n == ns)
+    };
+    let line = move |(_, _, _, event): Change| -> Result<Bytes, std::io::Error> {
+        let line = if metadata_only {
+            json!({ "type": event["type"], "object": meta_of(&event["object"]) })
+        } else {
+            (*event).clone()
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("json");
+        bytes.push(b'\n');
+        Ok(Bytes::from(bytes))
+    };
+    let missed: Vec<Change> = st.history.iter().filter(|c| wanted(c)).cloned().collect();
+    let live = tokio_stream_of(st.live.subscribe()).filter(move |c| {
+        let keep = wanted(c);
+        async move { keep }
+    });
+    let stream = futures::stream::iter(missed).chain(live).map(line);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures::stream::pending::<
-            Result<Bytes, std::io::Error>,
-        >()))
+        .body(Body::from_stream(stream))
         .expect("response")
+}
+
+/// The changes a broadcast receiver gets, until it falls behind or the server stops.
+fn tokio_stream_of(
+    rx: tokio::sync::broadcast::Receiver<Change>,
+) -> impl futures::Stream<Item = Change> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(change) => Some((change, rx)),
+            Err(_) => None,
+        }
+    })
 }
 
 impl MockKubeApi {
@@ -115,7 +208,15 @@ impl MockKubeApi {
         let ns = sdd["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = sdd["metadata"]["name"].as_str().unwrap_or_default();
         let k = key(ns, name);
-        self.state.lock().unwrap().sdds.insert(k, sdd);
+        let mut st = self.state.lock().unwrap();
+        let kind = if st.sdds.contains_key(&k) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let mut sdd = sdd;
+        st.changed(Collection::Sdds, kind, &mut sdd);
+        st.sdds.insert(k, sdd);
     }
 
     /// Adds (or replaces) a Secret.
@@ -125,7 +226,15 @@ impl MockKubeApi {
             .unwrap_or("default");
         let name = secret["metadata"]["name"].as_str().unwrap_or_default();
         let k = key(ns, name);
-        self.state.lock().unwrap().secrets.insert(k, secret);
+        let mut st = self.state.lock().unwrap();
+        let kind = if st.secrets.contains_key(&k) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let mut secret = secret;
+        st.changed(Collection::Secrets, kind, &mut secret);
+        st.secrets.insert(k, secret);
     }
 
     /// The resource as stored (with the status the operator applied).
@@ -177,10 +286,30 @@ fn handle(
         path: path.clone(),
         query: query.clone(),
     });
-    if query.contains("watch=true") {
-        return open_watch();
-    }
     let metadata_only = accept.contains("as=PartialObjectMetadata");
+    let parameter = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    if parameter("watch").is_some_and(|w| w == "true" || w == "1") {
+        let since = parameter("resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(st.revision);
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (collection, namespace) = match parts.as_slice() {
+            [.., "namespaces", ns, "stablediffusiondeployments"] => (Collection::Sdds, Some(*ns)),
+            [.., "stablediffusiondeployments"] => (Collection::Sdds, None),
+            ["api", "v1", "namespaces", ns, "secrets"] => (Collection::Secrets, Some(*ns)),
+            ["api", "v1", "secrets"] => (Collection::Secrets, None),
+            // Nothing else changes here: the watch stays open and quiet.
+            _ => (Collection::Secrets, Some("")),
+        };
+        return watch(&st, collection, namespace, since, metadata_only);
+    }
+    let revision = st.revision.to_string();
     let list = |items: Vec<Value>| {
         let kind = if metadata_only {
             "PartialObjectMetadataList"
@@ -191,7 +320,7 @@ fn handle(
             .into_iter()
             .map(|i| if metadata_only { meta_of(&i) } else { i })
             .collect();
-        json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": "1" }, "items": items })
+        json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": revision }, "items": items })
     };
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.clone(), parts.as_slice()) {
@@ -237,10 +366,13 @@ fn handle(
                 name,
                 "status",
             ],
-        ) => match st.sdds.get_mut(&key(ns, name)) {
-            Some(sdd) => {
+        ) => match st.sdds.get(&key(ns, name)).cloned() {
+            Some(mut sdd) => {
                 sdd["status"] = body["status"].clone();
-                answer(StatusCode::OK, sdd)
+                st.changed(Collection::Sdds, "MODIFIED", &mut sdd);
+                let written = answer(StatusCode::OK, &sdd);
+                st.sdds.insert(key(ns, name), sdd);
+                written
             }
             None => answer(
                 StatusCode::NOT_FOUND,
@@ -266,6 +398,10 @@ fn handle(
         (Method::POST, ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
             st.events.push(body.clone());
             answer(StatusCode::CREATED, &body)
+        }
+        // A repeated Event: the recorder patches its series.
+        (Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", _, "events", _]) => {
+            answer(StatusCode::OK, &body)
         }
         (Method::PATCH, ["api", "v1", "namespaces", _, "configmaps", _]) => {
             answer(StatusCode::OK, &body)

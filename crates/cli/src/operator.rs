@@ -69,6 +69,10 @@ pub struct OperatorArgs {
     /// Longest wait between builds of a failing recipe.
     #[arg(long, default_value = "30m", value_parser = parse_duration_arg)]
     pub build_backoff_max: Duration,
+    /// Reconciles running at once (0: no limit). Bounds the operator's memory and connections
+    /// when many resources are due together.
+    #[arg(long, default_value_t = salad_sd_controller::operator::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+    pub max_concurrent_reconciles: u16,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -99,6 +103,7 @@ impl OperatorArgs {
                 build: policy(self.build_backoff_initial, self.build_backoff_max),
                 ..Backoff::default()
             },
+            max_concurrent_reconciles: self.max_concurrent_reconciles,
         }
     }
 }

@@ -52,7 +52,18 @@ pub struct OperatorConfig {
     pub gateway_url: Option<String>,
     /// When failed reconciles and builds are tried again.
     pub backoff: Backoff,
+    /// Reconciles running at once (0: no limit). See [`DEFAULT_MAX_CONCURRENT_RECONCILES`].
+    pub max_concurrent_reconciles: u16,
 }
+
+/// Reconciles running at once by default. Without a bound, 1,000 resources due together (a
+/// restart, a rotated shared Secret) run 1,000 reconciles at once: as many HTTP connections
+/// to the API server, registry and SaladCloud, and their buffers, which the allocator keeps
+/// after the burst. A reconcile takes milliseconds (builds run in the background), so 32 at
+/// once still converges 1,000 resources in seconds; one waiting on a key's exhausted
+/// SaladCloud budget holds its slot while it waits, so keys that share a cluster share the
+/// slots too.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 /// Leader-election settings.
 #[derive(Debug, Clone)]
@@ -604,7 +615,9 @@ pub async fn run_with(
 
     let ctx =
         Arc::new(Context::new(client.clone(), engine, &identity).stopping_on(shutdown.clone()));
-    let controller = Controller::new(sdds, watcher::Config::default().any_semantic());
+    let controller = Controller::new(sdds, watcher::Config::default().any_semantic()).with_config(
+        kube::runtime::controller::Config::default().concurrency(config.max_concurrent_reconciles),
+    );
     let store = controller.store();
     let controller = controller
         .watches(

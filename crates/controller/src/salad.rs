@@ -118,13 +118,19 @@ pub trait SaladCloud: Send + Sync {
     ) -> SaladResult<Arc<dyn ContainerGroups>>;
 }
 
+/// Idle connections to SaladCloud kept by the shared pool: a few per busy key's steady 4
+/// requests a second, capped so that a burst does not leave hundreds open.
+const SHARED_IDLE_CONNECTIONS: usize = 16;
+
 /// The real SaladCloud: one client per API key (each with the key's rate budget) and its GPU
-/// class cache.
+/// class cache, all over one connection pool.
 pub struct SaladCloudApi {
     base_url: String,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
     clients: Mutex<HashMap<[u8; 32], (Client, GpuClassResolver)>>,
+    /// One connection pool for every key's client.
+    pool: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl SaladCloudApi {
@@ -135,6 +141,7 @@ impl SaladCloudApi {
             retry,
             metrics,
             clients: Mutex::default(),
+            pool: std::sync::OnceLock::new(),
         }
     }
 
@@ -146,14 +153,21 @@ impl SaladCloudApi {
             return Ok(c.clone());
         }
         let metrics = self.metrics.clone();
-        let client = Client::new(
-            ClientConfig::new(key.clone())
-                .with_base_url(self.base_url.clone())
-                .with_retry(self.retry),
-        )?
-        .with_observer(Arc::new(move |r: saladcloud::RequestRecord| {
-            metrics.record_request(r.operation, r.status, r.duration)
-        }));
+        let config = ClientConfig::new(key.clone())
+            .with_base_url(self.base_url.clone())
+            .with_retry(self.retry);
+        let pool = match self.pool.get() {
+            Some(pool) => pool.clone(),
+            None => {
+                let pool = Client::connection_pool(&config.user_agent, SHARED_IDLE_CONNECTIONS)?;
+                self.pool.get_or_init(|| pool).clone()
+            }
+        };
+        let client = Client::new(config.with_connection_pool(pool))?.with_observer(Arc::new(
+            move |r: saladcloud::RequestRecord| {
+                metrics.record_request(r.operation, r.status, r.duration)
+            },
+        ));
         let resolver = GpuClassResolver::new(client.clone());
         clients.insert(id, (client.clone(), resolver.clone()));
         Ok((client, resolver))

@@ -131,6 +131,7 @@ fn config(listen: std::net::SocketAddr, identity: &str) -> OperatorConfig {
         }),
         gateway_url: None,
         backoff: Default::default(),
+        max_concurrent_reconciles: salad_sd_controller::operator::DEFAULT_MAX_CONCURRENT_RECONCILES,
     }
 }
 

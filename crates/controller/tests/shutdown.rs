@@ -221,6 +221,7 @@ fn config(salad_api_url: String, insecure_registries: Vec<String>) -> OperatorCo
         }),
         gateway_url: None,
         backoff: Default::default(),
+        max_concurrent_reconciles: salad_sd_controller::operator::DEFAULT_MAX_CONCURRENT_RECONCILES,
     }
 }
 

@@ -111,6 +111,27 @@ pub(crate) enum Mount {
     Session(Url),
 }
 
+/// The process's one HTTP client for registries: every builder and registry host shares its
+/// connection pool and TLS roots (a client of its own per look-up cost a root store and a
+/// pool each, hundreds at once when 1,000 resources are looked at after a restart).
+fn shared_http() -> Result<reqwest::Client> {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(http) = HTTP.get() {
+        return Ok(http.clone());
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(300))
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Internal(format!("building HTTP client: {}", describe_reqwest(e))))?;
+    Ok(HTTP.get_or_init(|| http).clone())
+}
+
+/// Idle connections kept per registry host: enough for the builds running at once.
+const IDLE_CONNECTIONS_PER_HOST: usize = 8;
+
 /// Client for one registry host.
 pub(crate) struct RegistryClient {
     host: String,
@@ -132,14 +153,7 @@ impl RegistryClient {
                 reference: host.to_owned(),
                 reason: e.to_string(),
             })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::Internal(format!("building HTTP client: {}", describe_reqwest(e)))
-            })?;
+        let http = shared_http()?;
         Ok(Self {
             host: host.to_owned(),
             base,

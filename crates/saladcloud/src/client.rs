@@ -72,6 +72,9 @@ pub struct ClientConfig {
     pub rate_limit_per_minute: u32,
     /// Rate-limit window (60 s; shorter only in tests).
     pub rate_limit_window: Duration,
+    /// A connection pool shared with the clients of other API keys (see
+    /// [`Client::connection_pool`]); `None` gives this client a pool of its own.
+    pub connection_pool: Option<reqwest::Client>,
 }
 
 impl ClientConfig {
@@ -85,7 +88,14 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
             rate_limit_window: Duration::from_secs(60),
+            connection_pool: None,
         }
+    }
+
+    /// Shares `pool` (from [`Client::connection_pool`]) instead of opening a pool of its own.
+    pub fn with_connection_pool(mut self, pool: reqwest::Client) -> Self {
+        self.connection_pool = Some(pool);
+        self
     }
 
     /// Sets the base URL.
@@ -216,16 +226,10 @@ impl Client {
             )
         })?;
         key_header.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            // One key may send 240 requests a minute (4 a second): a few warm connections serve
-            // that. Without a cap, a burst (1,000 resources polled at once after a restart) leaves
-            // hundreds of idle HTTP/1 connections, each holding buffers and a task, for 90 s.
-            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = match config.connection_pool {
+            Some(pool) => pool,
+            None => Self::connection_pool(&config.user_agent, IDLE_CONNECTIONS_PER_HOST)?,
+        };
         let limiter = Arc::new(RateLimiter::new(
             config.rate_limit_per_minute,
             config.rate_limit_window,
@@ -240,6 +244,24 @@ impl Client {
             limiter,
             observer: None,
         })
+    }
+
+    /// An HTTP connection pool for clients of this crate: one per process serves every API key
+    /// (each client keeps its own key, rate limiter and timeout), so that 50 keys do not mean 50
+    /// pools, 50 TLS root stores and their idle connections. `idle_per_host` caps the idle
+    /// connections kept: a burst (1,000 resources polled at once after a restart) would
+    /// otherwise leave hundreds of idle HTTP/1 connections, each holding buffers and a task,
+    /// for 90 s.
+    pub fn connection_pool(
+        user_agent: &str,
+        idle_per_host: usize,
+    ) -> Result<reqwest::Client, Error> {
+        reqwest::Client::builder()
+            .user_agent(user_agent)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(idle_per_host)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
     }
 
     /// Adds an observer called after every HTTP attempt.
@@ -799,6 +821,7 @@ impl Client {
         let mut builder = self
             .http
             .request(req.method.clone(), url)
+            .timeout(self.timeout)
             .header(API_KEY_HEADER, self.key_header.clone())
             .header(header::ACCEPT, accept_for(&req.method));
         if let Some((body, content_type)) = &req.body {
