@@ -219,6 +219,8 @@ async fn main() -> anyhow::Result<()> {
     let names: Vec<String> = (0..RESOURCES).map(|i| format!("sd-{i:04}")).collect();
     let mut setup_peak = 0f64;
     let mut progress = 0;
+    let mut told_late = false;
+    let mut last_ready: Vec<String> = Vec::new();
     let ready_after = loop {
         if let Some(status) = operator.exited() {
             bail!("the operator exited during setup: {status}");
@@ -231,6 +233,27 @@ async fn main() -> anyhow::Result<()> {
         if n == RESOURCES {
             break started.elapsed();
         }
+        last_ready = names
+            .iter()
+            .filter(|n| !kube.sdd(NS, n).is_some_and(|s| ready(&s)))
+            .take(2)
+            .cloned()
+            .collect();
+        if !told_late && started.elapsed() > Duration::from_secs(20) {
+            told_late = true;
+            let late: Vec<String> = names
+                .iter()
+                .filter_map(|n| kube.sdd(NS, n).filter(|s| !ready(s)))
+                .take(3)
+                .map(|s| {
+                    format!(
+                        "{} {}: {}",
+                        s["metadata"]["name"], s["status"]["phase"], s["status"]["message"]
+                    )
+                })
+                .collect();
+            eprintln!("{n} Ready after 20 s; not yet: {late:?}");
+        }
         if n * 10 / RESOURCES > progress {
             progress = n * 10 / RESOURCES;
             eprintln!("{:5.1} s: {n} Ready", started.elapsed().as_secs_f64());
@@ -241,6 +264,24 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let at_ready = operator.status_mib("VmRSS:");
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        for name in &last_ready {
+            let writes: Vec<String> = kube
+                .log()
+                .iter()
+                .filter(|s| s.path.contains(&format!("/{name}")))
+                .map(|s| {
+                    format!(
+                        "{:.1}s {} {}",
+                        (s.at - started).as_secs_f64(),
+                        s.method,
+                        s.path.rsplit('/').next().unwrap_or_default()
+                    )
+                })
+                .collect();
+            eprintln!("{name}: {writes:?}");
+        }
+    }
     println!(
         "setup: {RESOURCES} resources Ready {:.1} s after the operator started; operator VmRSS {at_ready:.1} MiB (peak so far {setup_peak:.1} MiB)",
         ready_after.as_secs_f64()
@@ -269,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         requests as f64 / RESOURCES as f64 / minutes
     );
     let summary = json!({
-        "operator_process": binary.file_name().map(|n| n.to_string_lossy().to_string()),
+        "operator_build": if binary.to_string_lossy().contains("musl") { "static musl (the image's)" } else { "glibc" },
         "operator_args": extra_args,
         "resources": RESOURCES,
         "unrelated_secrets": unrelated,

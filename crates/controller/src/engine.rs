@@ -291,6 +291,17 @@ impl Engine {
             Ok(g) => g,
             Err(f) => return fail(f),
         };
+        if let Some(wait) = gathered.deferred {
+            return Reconciled {
+                status: prev.clone(),
+                events: Vec::new(),
+                requeue_after: wait + Duration::from_millis(rand::random_range(0..1000)),
+                release_finalizer: false,
+                plan: None,
+                failure: None,
+                endpoint: None,
+            };
+        }
         let decision = match decide::decide(sdd, &gathered.observation, mode) {
             Ok(d) => d,
             Err(f) => return fail(f),

@@ -33,6 +33,8 @@ struct State {
     queues: BTreeMap<String, u32>,
     /// Jobs by id: (queue, input, state).
     jobs: BTreeMap<String, (String, serde_json::Value, JobFacts)>,
+    /// What [`ContainerGroups::budget_free_in`] answers.
+    budget_free_in: std::time::Duration,
 }
 
 /// The fake. Clones share one world.
@@ -121,6 +123,11 @@ impl FakeSalad {
     /// Operations called so far, in order (`create`, `update`, `list`, …).
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The API key's rate budget is spent for `wait` (zero: free again).
+    pub fn spend_budget_for(&self, wait: std::time::Duration) {
+        self.state.lock().unwrap().budget_free_in = wait;
     }
 
     /// Marks `name` as used before (SaladCloud never gives a name twice).
@@ -428,6 +435,10 @@ fn instances(g: &ContainerGroup) -> Vec<ContainerGroupInstance> {
 }
 
 impl ContainerGroups for FakeSalad {
+    fn budget_free_in(&self) -> std::time::Duration {
+        self.state.lock().unwrap().budget_free_in
+    }
+
     fn gpu_classes<'a>(
         &'a self,
         names: &'a [String],

@@ -24,6 +24,11 @@ pub type SaladResult<T> = Result<T, saladcloud::Error>;
 /// The container groups of one project of one organization, and that organization's GPU
 /// classes: everything the engine asks SaladCloud.
 pub trait ContainerGroups: Send + Sync {
+    /// How long a request would wait for the API key's rate budget if sent now.
+    fn budget_free_in(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The organization's GPU classes named (by name or id), in order.
     fn gpu_classes<'a>(
         &'a self,
@@ -200,6 +205,10 @@ struct ClientScope {
 }
 
 impl ContainerGroups for ClientScope {
+    fn budget_free_in(&self) -> std::time::Duration {
+        self.client.budget_free_in()
+    }
+
     fn gpu_classes<'a>(
         &'a self,
         names: &'a [String],

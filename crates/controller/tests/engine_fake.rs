@@ -2,6 +2,7 @@
 //! simulator, no registry, no network. Each test says which behaviour it holds.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use salad_sd_api::condition::{READY, RECONCILING, STALLED};
 use salad_sd_api::{Phase, StableDiffusionDeployment};
@@ -393,6 +394,45 @@ async fn a_replica_change_is_patched_in_place() {
         r.status.conditions
     );
     assert_eq!(fake.groups()[0].replicas, 2);
+}
+
+#[tokio::test]
+async fn a_spent_rate_budget_defers_the_reconcile_instead_of_waiting_in_it() {
+    let fake = FakeSalad::new();
+    let mut sdd = seed();
+    let engine = engine(&fake, &sdd).await;
+    reconcile(&engine, &mut sdd).await;
+    fake.settle();
+    let ready = reconcile(&engine, &mut sdd).await;
+    let calls_before = fake.calls().len();
+    fake.spend_budget_for(Duration::from_secs(40));
+    let deferred = reconcile(&engine, &mut sdd).await;
+    assert_eq!(fake.calls().len(), calls_before, "no SaladCloud request");
+    assert_eq!(
+        deferred.status, ready.status,
+        "the status is kept as it was"
+    );
+    assert!(deferred.events.is_empty());
+    assert!(
+        (Duration::from_secs(40)..Duration::from_secs(41)).contains(&deferred.requeue_after),
+        "looks again when the budget frees: {:?}",
+        deferred.requeue_after
+    );
+    // A budget that frees within the wait allowed inside a reconcile is waited for.
+    fake.spend_budget_for(Duration::from_secs(1));
+    reconcile(&engine, &mut sdd).await;
+    assert!(fake.calls().len() > calls_before, "read SaladCloud again");
+    // A resource never reconciled before is not deferred: it has no status to keep.
+    let mut fresh = seed();
+    fresh.metadata.name = Some("fresh".into());
+    fresh.metadata.uid = Some("0b3a9a54-1f2e-4c3d-9e8f-7a6b5c4d3e2f".into());
+    fake.spend_budget_for(Duration::from_secs(40));
+    let calls = fake.calls().len();
+    reconcile(&engine, &mut fresh).await;
+    assert!(
+        fake.calls().len() > calls,
+        "a first reconcile reads SaladCloud"
+    );
 }
 
 fn queued(min_replicas: i32) -> StableDiffusionDeployment {

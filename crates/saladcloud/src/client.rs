@@ -270,6 +270,11 @@ impl Client {
         self
     }
 
+    /// How long a request of this key would wait for the rate budget if it were sent now.
+    pub fn budget_free_in(&self) -> Duration {
+        self.limiter.free_in()
+    }
+
     /// Counters of the rate limiter shared by every client with this API key.
     pub fn rate_limiter_stats(&self) -> RateLimiterStats {
         self.limiter.stats()

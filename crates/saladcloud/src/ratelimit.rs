@@ -127,6 +127,28 @@ impl RateLimiter {
         }
     }
 
+    /// How long a request would wait for a permit if it asked now (zero when one is free).
+    /// Requests already waiting for theirs are not counted: a lower bound.
+    pub fn free_in(&self) -> Duration {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let window = self.window;
+        let in_window: Vec<Option<Instant>> = st
+            .slots
+            .iter()
+            .map(|(_, done)| *done)
+            .filter(|done| done.is_none_or(|t| now.duration_since(t) < window))
+            .collect();
+        if in_window.len() < self.budget as usize {
+            return Duration::ZERO;
+        }
+        in_window
+            .iter()
+            .filter_map(|done| done.map(|t| (t + window).saturating_duration_since(now)))
+            .min()
+            .unwrap_or(IN_FLIGHT_RECHECK)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> RateLimiterStats {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,6 +195,31 @@ mod tests {
             Duration::from_secs(260),
             "finished at 200 s, plus one window"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn free_in_says_when_a_spent_budget_frees() {
+        let window = Duration::from_secs(60);
+        let limiter = RateLimiter::new(2, window);
+        assert_eq!(limiter.free_in(), Duration::ZERO);
+        drop(limiter.acquire().await);
+        assert_eq!(limiter.free_in(), Duration::ZERO, "one of two left");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let running = limiter.acquire().await;
+        assert_eq!(
+            limiter.free_in(),
+            Duration::from_secs(50),
+            "the first permit leaves the window 60 s after it finished"
+        );
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert_eq!(limiter.free_in(), Duration::ZERO);
+        drop(limiter.acquire().await);
+        assert_eq!(
+            limiter.free_in(),
+            Duration::from_secs(60),
+            "spent again; the running request counts until it finishes"
+        );
+        drop(running);
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,7 +23,14 @@ pub struct Gathered {
     pub observation: Observation,
     /// The resource's SaladCloud project, when the API key was read.
     pub scope: Option<Arc<dyn ContainerGroups>>,
+    /// Nothing was read: the API key's rate budget is spent for this long, and a resource with
+    /// a status keeps it and looks again then, rather than hold one of the operator's
+    /// reconcile slots (and so other keys' resources) while it waits.
+    pub deferred: Option<std::time::Duration>,
 }
+
+/// A wait for the rate budget longer than this is not waited out inside a reconcile.
+pub const DEFER_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Engine {
     /// Reads `sdd`'s world.
@@ -39,6 +46,7 @@ impl Engine {
                 return Ok(Gathered {
                     observation: Observation::Nothing,
                     scope: None,
+                    deferred: None,
                 });
             }
             Reads::ForDeletion => secrets::resolve_api_key(spec, store).await,
@@ -50,6 +58,7 @@ impl Engine {
                 return Ok(Gathered {
                     observation: Observation::ApiKeyMissing(e),
                     scope: None,
+                    deferred: None,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -60,6 +69,14 @@ impl Engine {
             &spec.saladcloud.organization,
             &spec.saladcloud.project,
         )?;
+        let budget_wait = scope.budget_free_in();
+        if budget_wait > DEFER_AFTER && sdd.status.is_some() && reads == Reads::Everything {
+            return Ok(Gathered {
+                observation: Observation::Nothing,
+                scope: None,
+                deferred: Some(budget_wait),
+            });
+        }
 
         // GPU classes first: one cached list per organization, so after a restart the lookup is
         // not queued behind every resource's poll in the shared rate limiter.
@@ -96,6 +113,7 @@ impl Engine {
                 queue,
             })),
             scope: Some(scope),
+            deferred: None,
         })
     }
 }
