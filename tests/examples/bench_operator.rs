@@ -22,7 +22,9 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use salad_sd_api::names::{API_KEY_FINALIZER, FINALIZER};
 use salad_sd_e2e::kubeapi::MockKubeApi;
-use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
+use salad_sd_testkit::{
+    LocalRegistry, ModelServer, ModelServerOptions, bench_resource, push_tiny_base_image,
+};
 use saladcloud_sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 
@@ -72,30 +74,16 @@ impl Operator {
 }
 
 fn resource(i: usize, reg: &str, model_url: &str) -> Value {
-    json!({
-        "apiVersion": "salad-sd.dev/v1alpha1",
-        "kind": "StableDiffusionDeployment",
-        "metadata": {
-            "name": format!("sd-{i:04}"),
-            "namespace": NS,
-            "uid": format!("{:08x}-7c3d-4e5f-8a9b-0c1d2e3f4a5b", 0x1000_0000 + i),
-            "generation": 1,
-            "creationTimestamp": "2026-12-01T00:00:00Z",
-            "finalizers": [FINALIZER],
-        },
-        "spec": {
-            "saladcloud": {
-                "organization": "bench-org",
-                "project": format!("proj-{:03}", i / PER_PROJECT),
-                "apiKeySecretRef": { "name": format!("salad-key-{:02}", i % KEYS), "key": "apiKey" }
-            },
-            "server": { "kind": "SDNext", "baseImage": format!("{reg}/base/sdnext:tiny") },
-            "models": [{ "name": "tiny.safetensors", "kind": "Checkpoint", "source": { "url": model_url } }],
-            "image": { "repository": format!("{reg}/sd/bench") },
-            "replicas": 1,
-            "resources": { "memory": "8Gi", "gpuClasses": ["RTX 3060 Ti (8 GB)"] }
-        }
-    })
+    let mut sdd = bench_resource(i, reg, model_url, KEYS, PER_PROJECT);
+    let metadata = &mut sdd["metadata"];
+    metadata["uid"] = json!(format!(
+        "{:08x}-7c3d-4e5f-8a9b-0c1d2e3f4a5b",
+        0x1000_0000 + i
+    ));
+    metadata["generation"] = json!(1);
+    metadata["creationTimestamp"] = json!("2026-12-01T00:00:00Z");
+    metadata["finalizers"] = json!([FINALIZER]);
+    sdd
 }
 
 fn ready(sdd: &Value) -> bool {

@@ -205,36 +205,35 @@ impl MockKubeApi {
 
     /// Adds (or replaces) a resource.
     pub fn put_sdd(&self, sdd: Value) {
-        let ns = sdd["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = sdd["metadata"]["name"].as_str().unwrap_or_default();
-        let k = key(ns, name);
-        let mut st = self.state.lock().unwrap();
-        let kind = if st.sdds.contains_key(&k) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        let mut sdd = sdd;
-        st.changed(Collection::Sdds, kind, &mut sdd);
-        st.sdds.insert(k, sdd);
+        self.put(Collection::Sdds, sdd);
     }
 
     /// Adds (or replaces) a Secret.
     pub fn put_secret(&self, secret: Value) {
-        let ns = secret["metadata"]["namespace"]
+        self.put(Collection::Secrets, secret);
+    }
+
+    fn put(&self, collection: Collection, mut object: Value) {
+        let ns = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default");
-        let name = secret["metadata"]["name"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
         let k = key(ns, name);
         let mut st = self.state.lock().unwrap();
-        let kind = if st.secrets.contains_key(&k) {
+        let stored = match collection {
+            Collection::Sdds => &st.sdds,
+            Collection::Secrets => &st.secrets,
+        };
+        let kind = if stored.contains_key(&k) {
             "MODIFIED"
         } else {
             "ADDED"
         };
-        let mut secret = secret;
-        st.changed(Collection::Secrets, kind, &mut secret);
-        st.secrets.insert(k, secret);
+        st.changed(collection, kind, &mut object);
+        match collection {
+            Collection::Sdds => st.sdds.insert(k, object),
+            Collection::Secrets => st.secrets.insert(k, object),
+        };
     }
 
     /// The resource as stored (with the status the operator applied).

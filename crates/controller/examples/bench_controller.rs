@@ -45,7 +45,9 @@ use salad_sd_controller::harness::EngineBuilder;
 use salad_sd_controller::operator::{references_secret, secrets_metadata};
 use salad_sd_controller::report::same_ignoring_times;
 use salad_sd_controller::secrets::SecretStore;
-use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
+use salad_sd_testkit::{
+    LocalRegistry, ModelServer, ModelServerOptions, bench_resource, push_tiny_base_image,
+};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
@@ -504,24 +506,9 @@ async fn run_resource(name: String, cluster: Arc<Cluster>, engine: Arc<Engine>, 
 }
 
 fn resource(i: usize, reg: &str, model_url: &str) -> StableDiffusionDeployment {
-    let mut obj: StableDiffusionDeployment = serde_json::from_value(json!({
-        "apiVersion": "salad-sd.dev/v1alpha1",
-        "kind": "StableDiffusionDeployment",
-        "metadata": { "name": format!("sd-{i:04}"), "namespace": "bench" },
-        "spec": {
-            "saladcloud": {
-                "organization": "bench-org",
-                "project": format!("proj-{:03}", i / PER_PROJECT),
-                "apiKeySecretRef": { "name": format!("salad-key-{:02}", i % SETUP_KEYS), "key": "apiKey" }
-            },
-            "server": { "kind": "SDNext", "baseImage": format!("{reg}/base/sdnext:tiny") },
-            "models": [{ "name": "tiny.safetensors", "kind": "Checkpoint", "source": { "url": model_url } }],
-            "image": { "repository": format!("{reg}/sd/bench") },
-            "replicas": 1,
-            "resources": { "memory": "8Gi", "gpuClasses": ["RTX 3060 Ti (8 GB)"] }
-        }
-    }))
-    .expect("valid resource");
+    let mut obj: StableDiffusionDeployment =
+        serde_json::from_value(bench_resource(i, reg, model_url, SETUP_KEYS, PER_PROJECT))
+            .expect("valid resource");
     obj.metadata.uid = Some(format!(
         "{:08x}-7c3d-4e5f-8a9b-0c1d2e3f4a5b",
         0x1000_0000 + i

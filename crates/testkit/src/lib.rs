@@ -6,12 +6,14 @@
 //! Errors are plain [`std::io::Error`]s: nothing here is retried or shown to a user.
 
 mod base_image;
+mod bench;
 mod job_queue;
 mod model_server;
 mod ranged_server;
 mod registry;
 
 pub use base_image::{list_tags, push_tiny_base_image};
+pub use bench::bench_resource;
 pub use job_queue::{JobQueue, JobResult, WORKER_SCRIPT, worker_archive};
 pub use model_server::{
     Misbehavior, ModelServer, ModelServerOptions, generated_content, generated_sha256,
