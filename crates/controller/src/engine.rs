@@ -31,6 +31,7 @@ use act::Hands;
 use observe::Gathered;
 
 pub use crate::report::{Event, EventType, Reconciled};
+pub use observe::DEFER_AFTER;
 
 /// Engine settings.
 #[derive(Clone, Debug)]

@@ -60,9 +60,9 @@ pub struct OperatorConfig {
 /// restart, a rotated shared Secret) run 1,000 reconciles at once: as many HTTP connections
 /// to the API server, registry and SaladCloud, and their buffers, which the allocator keeps
 /// after the burst. A reconcile takes milliseconds (builds run in the background), so 32 at
-/// once still converges 1,000 resources in seconds; one waiting on a key's exhausted
-/// SaladCloud budget holds its slot while it waits, so keys that share a cluster share the
-/// slots too.
+/// once still converges 1,000 resources in seconds. A resource whose API key's budget is spent
+/// for longer than [`crate::engine::DEFER_AFTER`] does not wait in its slot: it keeps its
+/// status and comes back when the budget frees.
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 /// Leader-election settings.

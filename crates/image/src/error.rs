@@ -245,6 +245,23 @@ fn retryable_status(status: u16) -> bool {
 }
 
 /// Formats an error chain without URLs (reqwest puts full URLs, query strings included, in Display).
+/// The client in `cell`, built by `builder` the first time: one per process for what shares
+/// its settings, so that every builder shares a connection pool and TLS roots (a client per
+/// look-up cost a root store and a pool each, hundreds at once after a restart).
+pub(crate) fn shared_client(
+    cell: &'static std::sync::OnceLock<reqwest::Client>,
+    builder: impl FnOnce() -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, Error> {
+    if let Some(http) = cell.get() {
+        return Ok(http.clone());
+    }
+    let http = builder()
+        .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Internal(format!("building HTTP client: {}", describe_reqwest(e))))?;
+    Ok(cell.get_or_init(|| http).clone())
+}
+
 pub(crate) fn describe_reqwest(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut out = err.to_string();

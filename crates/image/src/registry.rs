@@ -111,22 +111,15 @@ pub(crate) enum Mount {
     Session(Url),
 }
 
-/// The process's one HTTP client for registries: every builder and registry host shares its
-/// connection pool and TLS roots (a client of its own per look-up cost a root store and a
-/// pool each, hundreds at once when 1,000 resources are looked at after a restart).
+/// The process's one HTTP client for registries, shared by every builder and registry host.
 fn shared_http() -> Result<reqwest::Client> {
     static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(http) = HTTP.get() {
-        return Ok(http.clone());
-    }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
-        .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Internal(format!("building HTTP client: {}", describe_reqwest(e))))?;
-    Ok(HTTP.get_or_init(|| http).clone())
+    crate::error::shared_client(&HTTP, || {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+    })
 }
 
 /// Idle connections kept per registry host: enough for the builds running at once.

@@ -145,8 +145,8 @@ pub(crate) fn display_url(url: &str) -> String {
     }
 }
 
-/// The process's HTTP clients for model sources, one per address policy: every builder shares
-/// a connection pool and TLS roots instead of building its own per look-up.
+/// The process's HTTP clients for model sources, one per address policy, shared by every
+/// builder.
 fn shared_http(allow_private_sources: bool) -> Result<reqwest::Client> {
     static GUARDED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     static OPEN: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
@@ -155,23 +155,19 @@ fn shared_http(allow_private_sources: bool) -> Result<reqwest::Client> {
     } else {
         &GUARDED
     };
-    if let Some(http) = cell.get() {
-        return Ok(http.clone());
-    }
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
-        .pool_max_idle_per_host(8)
-        .user_agent(concat!("salad-sd-image/", env!("CARGO_PKG_VERSION")));
-    if !allow_private_sources {
-        // A proxy would resolve names itself and bypass the address check.
-        b = b.no_proxy().dns_resolver(Arc::new(GuardedResolver));
-    }
-    let http = b
-        .build()
-        .map_err(|e| Error::Internal(format!("building HTTP client: {}", describe_reqwest(e))))?;
-    Ok(cell.get_or_init(|| http).clone())
+    crate::error::shared_client(cell, || {
+        let b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(8);
+        if allow_private_sources {
+            b
+        } else {
+            // A proxy would resolve names itself and bypass the address check.
+            b.no_proxy().dns_resolver(Arc::new(GuardedResolver))
+        }
+    })
 }
 
 impl SourceFetcher {

@@ -133,20 +133,22 @@ impl RateLimiter {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let window = self.window;
-        let in_window: Vec<Option<Instant>> = st
-            .slots
-            .iter()
-            .map(|(_, done)| *done)
-            .filter(|done| done.is_none_or(|t| now.duration_since(t) < window))
-            .collect();
-        if in_window.len() < self.budget as usize {
+        let mut in_window = 0;
+        let mut first_out: Option<Instant> = None;
+        for (_, done) in &st.slots {
+            match done {
+                Some(t) if now.duration_since(*t) >= window => {}
+                Some(t) => {
+                    in_window += 1;
+                    first_out = Some(first_out.map_or(*t + window, |f| f.min(*t + window)));
+                }
+                None => in_window += 1,
+            }
+        }
+        if in_window < self.budget as usize {
             return Duration::ZERO;
         }
-        in_window
-            .iter()
-            .filter_map(|done| done.map(|t| (t + window).saturating_duration_since(now)))
-            .min()
-            .unwrap_or(IN_FLIGHT_RECHECK)
+        first_out.map_or(IN_FLIGHT_RECHECK, |t| t.saturating_duration_since(now))
     }
 
     /// Current counters.
