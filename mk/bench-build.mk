@@ -1,7 +1,10 @@
 .PHONY: bench-build
 ## Image builder benchmark: 2 GiB synthetic model into a local registry vs `curl -T`; the same
 ## model from a source capped at BENCH_CAP_MIB_S (50) MiB/s per connection (parallel ranges);
-## three new models (BENCH_THREE_MIB=1024, 512, 256 MiB) at once vs the largest alone (one JSON line).
+## three new models (BENCH_THREE_MIB=1024, 512, 256 MiB) at once vs the largest alone, and vs
+## plain curl uploads of the same sizes (the registry's ceiling); the three again from a source
+## capped at BENCH_SLOW_CAP_MIB_S (10) MiB/s per connection (one JSON line). The sources run in a
+## child process, the registry on tmpfs when it has room.
 ## BENCH_MODEL_MIB=2048 BENCH_SMALL_MIB=256 BENCH_SECOND_MIB=64 can be overridden.
 bench-build:
 	@scripts/bench-build.sh

@@ -2,14 +2,22 @@
 //! time with a plain `curl -T` upload of the same bytes. Prints one JSON line at the end.
 //!
 //! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N] [--chunked]
-//! [--cap-mib-s N] [--three-mib N]`; `--chunked` uploads with 8 MiB `Content-Range` PATCHes
+//! [--cap-mib-s N] [--three-mib N] [--slow-cap-mib-s N] [--segment-kib N] [--buffer-mib N]
+//! [--connections N]`; the last three override the builder's download defaults; `--chunked` uploads with 8 MiB `Content-Range` PATCHes
 //! instead of one streaming PATCH. It also builds the big model from a source that caps each
 //! connection at `--cap-mib-s` MiB/s (default 50; the builder's parallel ranges against the plain
 //! upload), and three new models (`--three-mib`, 512, 256 MiB) of one image at once against the
-//! largest alone.
+//! largest alone, with plain `curl -T` uploads of the same three sizes (alone and at once) as the
+//! registry's own ceiling; and the three models again from a source capped at `--slow-cap-mib-s`
+//! (default 10) per connection, where the downloads and not the registry are the bottleneck.
+//!
+//! The model sources run in a child process (`--serve-sources`), so the builder's peak RSS counts
+//! only the builder; the registry keeps its blobs on tmpfs (`/dev/shm`) when it has room, so the
+//! figures measure the builder and not this machine's disk write-back (`--registry-dir` chooses).
 
-use std::io::Write;
-use std::process::Command;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -97,14 +105,14 @@ fn gzip_probe(size: u64, level: Option<u32>) -> (f64, u64) {
     (size as f64 / (1 << 20) as f64 / secs, len as u64)
 }
 
-async fn curl_upload(reg: &LocalRegistry, file: &std::path::Path, digest: &str) -> Res<f64> {
-    let start = Instant::now();
+/// Opens an upload session of `repo` (`POST …/blobs/uploads/`) and returns its `Location`.
+fn curl_session(reg: &LocalRegistry, repo: &str) -> Res<String> {
     let out = Command::new("curl")
         .args(["-sS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("{}/v2/bench/curl/blobs/uploads/", reg.url()))
+        .arg(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
         .output()?;
     let headers = String::from_utf8_lossy(&out.stdout);
-    let loc = headers
+    Ok(headers
         .lines()
         .find_map(|l| {
             l.strip_prefix("Location: ")
@@ -112,9 +120,13 @@ async fn curl_upload(reg: &LocalRegistry, file: &std::path::Path, digest: &str) 
         })
         .ok_or("no Location from POST")?
         .trim()
-        .to_owned();
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let status = Command::new("curl")
+        .to_owned())
+}
+
+/// `curl -T file` into an open upload session, finishing it with `digest`.
+fn curl_put(location: &str, file: &Path, digest: &str) -> Res<Child> {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    Ok(Command::new("curl")
         .args([
             "-sS",
             "-f",
@@ -125,28 +137,317 @@ async fn curl_upload(reg: &LocalRegistry, file: &std::path::Path, digest: &str) 
             "-T",
         ])
         .arg(file)
-        .arg(format!("{loc}{sep}digest={digest}"))
-        .status()?;
-    if !status.success() {
-        return Err("curl -T upload failed".into());
+        .arg(format!("{location}{sep}digest={digest}"))
+        .spawn()?)
+}
+
+/// Seconds for plain `curl -T` uploads of `files` (path, digest) at once, sessions opened first.
+fn curl_uploads(reg: &LocalRegistry, files: &[(PathBuf, String)]) -> Res<f64> {
+    let sessions = files
+        .iter()
+        .map(|_| curl_session(reg, "bench/curl"))
+        .collect::<Res<Vec<_>>>()?;
+    let start = Instant::now();
+    let children = sessions
+        .iter()
+        .zip(files)
+        .map(|(loc, (file, digest))| curl_put(loc, file, digest))
+        .collect::<Res<Vec<_>>>()?;
+    for mut c in children {
+        if !c.wait()?.success() {
+            return Err("curl -T upload failed".into());
+        }
     }
-    Ok(start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    for (_, digest) in files {
+        forget_blob(reg, digest);
+    }
+    Ok(secs)
+}
+
+/// Removes a blob's bytes from the throwaway registry's storage, so the curl references do not
+/// fill tmpfs (nothing refers to them).
+fn forget_blob(reg: &LocalRegistry, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    let dir = reg
+        .dir()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes `size` bytes of generated content (seed) to `path` (page-cached), returns the digest.
+async fn write_generated(path: &Path, size: u64, seed: u64) -> Res<String> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut h = Sha256::new();
+    let mut s = generated_content(size, seed).boxed();
+    while let Some(c) = s.next().await {
+        h.update(&c);
+        f.write_all(&c)?;
+    }
+    f.flush()?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Sizes of the benchmark's models, from the command line.
+struct Sizes {
+    model: u64,
+    small: u64,
+    second: u64,
+    three: [u64; 3],
+    cap_mib_s: u64,
+    slow_cap_mib_s: u64,
+}
+
+impl Sizes {
+    fn from_args() -> Self {
+        Self {
+            model: arg("--model-mib", 2048) << 20,
+            small: arg("--small-mib", 256) << 20,
+            second: arg("--second-mib", 64) << 20,
+            three: [arg("--three-mib", 1024) << 20, 512 << 20, 256 << 20],
+            cap_mib_s: arg("--cap-mib-s", 50),
+            slow_cap_mib_s: arg("--slow-cap-mib-s", 10),
+        }
+    }
+
+    /// Files of the plain source: path, size, seed of the generated content.
+    fn plain(&self) -> Vec<(String, u64, u64)> {
+        vec![
+            ("/small".into(), self.small, 1),
+            ("/big".into(), self.model, 2),
+            ("/b1".into(), self.second, 3),
+            ("/b2".into(), self.second, 4),
+        ]
+    }
+
+    /// Files of the capped sources: the big model, and the three models under `/alone-{i}`
+    /// (for the largest-alone build) and `/three-{i}` (the three-at-once build), each with its
+    /// own content (seeds from `seed`), so that no build reuses another's layer.
+    fn capped(&self, seed: u64) -> Vec<(String, u64, u64)> {
+        let mut files = vec![("/big".into(), self.model, 2)];
+        for (i, size) in self.three.iter().enumerate() {
+            files.push((format!("/alone-{i}"), *size, seed + i as u64));
+            files.push((format!("/three-{i}"), *size, seed + 10 + i as u64));
+        }
+        files
+    }
+
+    /// Bytes the registry stores over the run (the curl references are removed after each).
+    fn registry_bytes(&self) -> u64 {
+        2 * self.model + self.small + 2 * self.second + 4 * self.three.iter().sum::<u64>()
+    }
+}
+
+const CAPPED_SEEDS: u64 = 30;
+const SLOW_SEEDS: u64 = 60;
+const CURL_SEEDS: u64 = 90;
+
+/// `--serve-sources`: the plain and the capped model source, until stdin closes. Prints their
+/// base URLs as one JSON line, then one JSON line of counters per `stats` line read.
+async fn serve_sources() -> Res<()> {
+    let sizes = Sizes::from_args();
+    let models = ModelServer::start(ModelServerOptions::default()).await?;
+    for (path, size, seed) in sizes.plain() {
+        models.add_generated(&path, size, seed);
+    }
+    let capped_at = |mib_s: u64| {
+        RangedServer::start(RangedServerOptions {
+            bytes_per_sec: Some(mib_s << 20),
+            ..Default::default()
+        })
+    };
+    let (capped, slow) = (
+        capped_at(sizes.cap_mib_s).await?,
+        capped_at(sizes.slow_cap_mib_s).await?,
+    );
+    for (path, size, seed) in sizes.capped(CAPPED_SEEDS) {
+        capped.add_generated(&path, size, seed);
+    }
+    for (path, size, seed) in sizes.capped(SLOW_SEEDS) {
+        slow.add_generated(&path, size, seed);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "models": models.url("/").trim_end_matches('/'),
+            "capped": capped.url(""),
+            "slow": slow.url(""),
+        })
+    );
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.map(|l| tx.send(l)).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        if line.trim() == "stats" {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "big_served": models.bytes_served("/big"),
+                    "capped_requests": capped.requests().len(),
+                    "capped_max_concurrent": capped.max_concurrent(),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The model sources' process, seen from the benchmark. Killed on drop.
+struct Sources {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: std::io::BufReader<ChildStdout>,
+    models: String,
+    capped: String,
+    slow: String,
+}
+
+impl Sources {
+    fn start() -> Res<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(std::env::args().skip(1))
+            .arg("--serve-sources")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let urls: serde_json::Value = serde_json::from_str(&line)?;
+        let url = |k: &str| urls[k].as_str().map(str::to_owned).ok_or("no source URL");
+        Ok(Self {
+            models: url("models")?,
+            capped: url("capped")?,
+            slow: url("slow")?,
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn stats(&mut self) -> Res<serde_json::Value> {
+        writeln!(self.stdin, "stats")?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn stat(&mut self, key: &str) -> Res<u64> {
+        self.stats()?[key]
+            .as_u64()
+            .ok_or_else(|| format!("no {key} from the sources").into())
+    }
+}
+
+impl Drop for Sources {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seconds of the largest of the three models alone, then of all three (fresh content) at
+/// once, from the source at `url` (seeds from `seed`, as [`Sizes::capped`]).
+async fn three_models(
+    builder: &Builder,
+    reg: &LocalRegistry,
+    base: &str,
+    sizes: &Sizes,
+    url: &str,
+    seed: u64,
+) -> Res<(f64, f64)> {
+    let model = |i: usize, kind: &str, seed: u64| {
+        layer(
+            &format!("m{i}"),
+            format!("{url}/{kind}-{i}"),
+            generated_sha256(sizes.three[i], seed + i as u64),
+            &format!("/webui/data/models/Lora/m{i}.safetensors"),
+        )
+    };
+    let t = Instant::now();
+    builder
+        .build(
+            &recipe(base, vec![model(0, "alone", seed)]),
+            &format!("{}/bench/largest-{seed}", reg.host_port()),
+        )
+        .await?;
+    let largest_s = t.elapsed().as_secs_f64();
+    let three = (0..3).map(|i| model(i, "three", seed + 10)).collect();
+    let t = Instant::now();
+    builder
+        .build(
+            &recipe(base, three),
+            &format!("{}/bench/three-{seed}", reg.host_port()),
+        )
+        .await?;
+    Ok((largest_s, t.elapsed().as_secs_f64()))
+}
+
+/// Where the registry keeps its blobs: `--registry-dir`, else tmpfs when it has room for the
+/// run, else the system's temp directory.
+fn registry_parent(need: u64) -> PathBuf {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--registry-dir")
+        .and_then(|i| args.get(i + 1))
+    {
+        return dir.into();
+    }
+    let shm = Path::new("/dev/shm");
+    let free = || -> Option<u64> {
+        let c = std::ffi::CString::new("/dev/shm").ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid C string and `st` a writable statvfs.
+        (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+            .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    };
+    if shm.is_dir() && free().is_some_and(|f| f > need + (1 << 30)) {
+        shm.into()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Res<()> {
-    let model_mib = arg("--model-mib", 2048);
-    let small_mib = arg("--small-mib", 256);
-    let second_mib = arg("--second-mib", 64);
-    let (model, small, second) = (model_mib << 20, small_mib << 20, second_mib << 20);
+    if std::env::args().any(|a| a == "--serve-sources") {
+        return serve_sources().await;
+    }
+    let sizes = Sizes::from_args();
+    let Sizes {
+        model,
+        small,
+        second,
+        three: three_sizes,
+        cap_mib_s,
+        slow_cap_mib_s: slow_cap,
+    } = sizes;
+    let mib = |b: u64| b >> 20;
+    let (model_mib, small_mib) = (mib(model), mib(small));
 
-    let dir = tempfile::tempdir()?;
+    let registry_parent = registry_parent(sizes.registry_bytes());
+    let dir = tempfile::tempdir_in(&registry_parent)?;
+    let files = tempfile::tempdir()?;
     let reg = LocalRegistry::start(&dir.path().join("registry")).await?;
-    let models = ModelServer::start(ModelServerOptions::default()).await?;
-    models.add_generated("/small", small, 1);
-    models.add_generated("/big", model, 2);
-    models.add_generated("/b1", second, 3);
-    models.add_generated("/b2", second, 4);
+    let mut sources = Sources::start()?;
+    let plain_url = |path: &str| format!("{}{path}", sources.models);
+    let capped_url = |path: &str| format!("{}{path}", sources.capped);
+    let (small_url, big_url, b1_url, b2_url) = (
+        plain_url("/small"),
+        plain_url("/big"),
+        plain_url("/b1"),
+        plain_url("/b2"),
+    );
+    let capped_big = capped_url("/big");
     let base = format!("{}/bench/base:v1", reg.host_port());
     push_tiny_base_image(&reg.host_port(), "bench/base:v1", false).await?;
     eprintln!("hashing synthetic models (not timed)…");
@@ -165,6 +466,18 @@ async fn main() -> Res<()> {
         },
         ..Default::default()
     };
+    // The builder's defaults unless asked otherwise (to explore the memory/bandwidth trade).
+    let opts = BuilderOptions {
+        download_segment_bytes: arg("--segment-kib", opts.download_segment_bytes >> 10) << 10,
+        download_buffer_bytes: arg("--buffer-mib", opts.download_buffer_bytes >> 20) << 20,
+        download_connections: arg("--connections", opts.download_connections as u64) as usize,
+        ..opts
+    };
+    let (segment_bytes, buffer_bytes, connections) = (
+        opts.download_segment_bytes,
+        opts.download_buffer_bytes,
+        opts.download_connections,
+    );
     let builder = Builder::new(opts)?;
     let ckpt = "/webui/data/models/Stable-diffusion/model.safetensors";
     let lora = "/webui/data/models/Lora/lora.safetensors";
@@ -173,10 +486,7 @@ async fn main() -> Res<()> {
     let t = Instant::now();
     builder
         .build(
-            &recipe(
-                &base,
-                vec![layer("small", models.url("/small"), small_sha, ckpt)],
-            ),
+            &recipe(&base, vec![layer("small", small_url, small_sha, ckpt)]),
             &format!("{}/bench/flat", reg.host_port()),
         )
         .await?;
@@ -187,26 +497,16 @@ async fn main() -> Res<()> {
     );
 
     // Plain curl -T of the same bytes as the big model, from a page-cached temp file.
-    let file = dir.path().join("model.bin");
-    let digest = {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
-        let mut h = Sha256::new();
-        let mut s = generated_content(model, 2).boxed();
-        while let Some(c) = s.next().await {
-            h.update(&c);
-            f.write_all(&c)?;
-        }
-        f.flush()?;
-        format!("sha256:{}", hex::encode(h.finalize()))
-    };
-    let curl_s = curl_upload(&reg, &file, &digest).await?;
+    let file = files.path().join("model.bin");
+    let digest = write_generated(&file, model, 2).await?;
+    let curl_s = curl_uploads(&reg, &[(file.clone(), digest)])?;
     std::fs::remove_file(&file)?;
     eprintln!("curl -T {model_mib} MiB: {curl_s:.2} s");
 
     let target = format!("{}/bench/app", reg.host_port());
     let r_big = recipe(
         &base,
-        vec![layer("big", models.url("/big"), big_sha.clone(), ckpt)],
+        vec![layer("big", big_url.clone(), big_sha.clone(), ckpt)],
     );
     let t = Instant::now();
     let img = builder.build(&r_big, &target).await?;
@@ -225,16 +525,16 @@ async fn main() -> Res<()> {
         recipe(
             &base,
             vec![
-                layer("big", models.url("/big"), big_sha.clone(), ckpt),
-                layer("lora", models.url(b), sha.to_owned(), lora),
+                layer("big", big_url.clone(), big_sha.clone(), ckpt),
+                layer("lora", b.to_owned(), sha.to_owned(), lora),
             ],
         )
     };
-    builder.build(&two("/b1", &b1_sha), &target).await?;
-    let big_served = models.bytes_served("/big");
-    let changed = builder.build(&two("/b2", &b2_sha), &target).await?;
+    builder.build(&two(&b1_url, &b1_sha), &target).await?;
+    let big_served = sources.stat("big_served")?;
+    let changed = builder.build(&two(&b2_url, &b2_sha), &target).await?;
     assert_eq!(
-        models.bytes_served("/big"),
+        sources.stat("big_served")?,
         big_served,
         "the unchanged model was downloaded again"
     );
@@ -246,68 +546,47 @@ async fn main() -> Res<()> {
     // A source that caps each connection (a CDN edge, a slow peering link): the big model over
     // parallel ranges, against the plain upload of the same bytes; then three new models of
     // one image at once, against the largest alone.
-    let cap_mib_s = arg("--cap-mib-s", 50);
-    let capped = RangedServer::start(RangedServerOptions {
-        bytes_per_sec: Some(cap_mib_s << 20),
-        ..Default::default()
-    })
-    .await?;
-    capped.add_generated("/big", model, 2);
     let t = Instant::now();
     builder
         .build(
-            &recipe(
-                &base,
-                vec![layer("big", capped.url("/big"), big_sha.clone(), ckpt)],
-            ),
+            &recipe(&base, vec![layer("big", capped_big, big_sha.clone(), ckpt)]),
             &format!("{}/bench/capped", reg.host_port()),
         )
         .await?;
     let capped_s = t.elapsed().as_secs_f64();
     let rss_capped = vm_hwm_mib();
+    let capped_ranges = sources.stat("capped_requests")?;
     eprintln!(
-        "build {model_mib} MiB from a source capped at {cap_mib_s} MiB/s per connection: {capped_s:.2} s ({} ranges, at most {} at once), VmHWM {rss_capped:.1} MiB",
-        capped.requests().len(),
-        capped.max_concurrent()
+        "build {model_mib} MiB from a source capped at {cap_mib_s} MiB/s per connection: {capped_s:.2} s ({capped_ranges} ranges, at most {} at once), VmHWM {rss_capped:.1} MiB",
+        sources.stat("capped_max_concurrent")?
     );
-    let three_mib = [arg("--three-mib", 1024), 512, 256];
-    let mut three = Vec::new();
-    for (i, mib) in three_mib.iter().enumerate() {
-        let path = format!("/three-{i}");
-        capped.add_generated(&path, mib << 20, 30 + i as u64);
-        three.push(layer(
-            &format!("m{i}"),
-            capped.url(&path),
-            generated_sha256(mib << 20, 30 + i as u64),
-            &format!("/webui/data/models/Lora/m{i}.safetensors"),
-        ));
-    }
-    let t = Instant::now();
-    builder
-        .build(
-            &recipe(&base, vec![three[0].clone()]),
-            &format!("{}/bench/largest", reg.host_port()),
-        )
-        .await?;
-    let largest_s = t.elapsed().as_secs_f64();
-    // Fresh names, so nothing is reused from the largest-alone build.
-    for (i, l) in three.iter_mut().enumerate() {
-        let path = format!("/three-b{i}");
-        capped.add_generated(&path, three_mib[i] << 20, 40 + i as u64);
-        l.source.url = capped.url(&path);
-        l.source.sha256 = Some(generated_sha256(three_mib[i] << 20, 40 + i as u64));
-    }
-    let t = Instant::now();
-    builder
-        .build(
-            &recipe(&base, three),
-            &format!("{}/bench/three", reg.host_port()),
-        )
-        .await?;
-    let three_s = t.elapsed().as_secs_f64();
+    let (capped_root, slow_root) = (sources.capped.clone(), sources.slow.clone());
+    let (largest_s, three_s) =
+        three_models(&builder, &reg, &base, &sizes, &capped_root, CAPPED_SEEDS).await?;
     let rss_three = vm_hwm_mib();
+    let three_mib = three_sizes.map(mib);
     eprintln!(
         "three new models ({three_mib:?} MiB) at once: {three_s:.2} s; the largest alone {largest_s:.2} s; VmHWM {rss_three:.1} MiB"
+    );
+    let (slow_largest_s, slow_three_s) =
+        three_models(&builder, &reg, &base, &sizes, &slow_root, SLOW_SEEDS).await?;
+    let rss_slow = vm_hwm_mib();
+    eprintln!(
+        "from a source capped at {slow_cap} MiB/s per connection: three at once {slow_three_s:.2} s; the largest alone {slow_largest_s:.2} s; VmHWM {rss_slow:.1} MiB"
+    );
+    drop(sources);
+
+    // The registry's own ceiling for the three-model case: plain uploads of the same sizes.
+    let mut three_files = Vec::new();
+    for (i, size) in three_sizes.iter().enumerate() {
+        let path = files.path().join(format!("three-{i}.bin"));
+        let digest = write_generated(&path, *size, CURL_SEEDS + i as u64).await?;
+        three_files.push((path, digest));
+    }
+    let largest_curl_s = curl_uploads(&reg, &three_files[..1])?;
+    let three_curl_s = curl_uploads(&reg, &three_files)?;
+    eprintln!(
+        "curl -T of the same sizes: the largest alone {largest_curl_s:.2} s, all three at once {three_curl_s:.2} s"
     );
 
     let probe = 256u64 << 20;
@@ -323,28 +602,42 @@ async fn main() -> Res<()> {
         pct(fast_size)
     );
 
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
     let out = serde_json::json!({
+        "registry_storage": registry_parent.display().to_string(),
         "model_bytes": model,
-        "build_s": (build_s * 1000.0).round() / 1000.0,
-        "curl_upload_s": (curl_s * 1000.0).round() / 1000.0,
-        "ratio": (build_s / curl_s * 1000.0).round() / 1000.0,
-        "peak_rss_mib": (rss * 10.0).round() / 10.0,
-        "peak_rss_small_mib": (rss_small * 10.0).round() / 10.0,
+        "build_s": r3(build_s),
+        "curl_upload_s": r3(curl_s),
+        "ratio": r3(build_s / curl_s),
+        "peak_rss_mib": r1(rss),
+        "peak_rss_small_mib": r1(rss_small),
         "small_model_bytes": small,
-        "rebuild_s": (rebuild_s * 1000.0).round() / 1000.0,
+        "rebuild_s": r3(rebuild_s),
         "rebuild_uploaded_bytes": again.bytes_uploaded,
         "one_changed_uploaded_bytes": changed.bytes_uploaded,
         "one_changed_layer_bytes": changed.layers[1].size,
+        "download_segment_bytes": segment_bytes,
+        "download_buffer_bytes": buffer_bytes,
+        "download_connections": connections,
         "capped_source_mib_s_per_connection": cap_mib_s,
-        "capped_build_s": (capped_s * 1000.0).round() / 1000.0,
-        "capped_ratio_to_curl_upload": (capped_s / curl_s * 1000.0).round() / 1000.0,
-        "capped_ranges": capped.requests().len(),
-        "peak_rss_after_capped_mib": (rss_capped * 10.0).round() / 10.0,
+        "capped_build_s": r3(capped_s),
+        "capped_ratio_to_curl_upload": r3(capped_s / curl_s),
+        "capped_ranges": capped_ranges,
+        "peak_rss_after_capped_mib": r1(rss_capped),
         "three_models_mib": three_mib,
-        "three_models_s": (three_s * 1000.0).round() / 1000.0,
-        "largest_alone_s": (largest_s * 1000.0).round() / 1000.0,
-        "three_ratio_to_largest": (three_s / largest_s * 1000.0).round() / 1000.0,
-        "peak_rss_after_three_mib": (rss_three * 10.0).round() / 10.0,
+        "three_models_s": r3(three_s),
+        "largest_alone_s": r3(largest_s),
+        "three_ratio_to_largest": r3(three_s / largest_s),
+        "curl_three_s": r3(three_curl_s),
+        "curl_largest_alone_s": r3(largest_curl_s),
+        "curl_three_ratio_to_largest": r3(three_curl_s / largest_curl_s),
+        "peak_rss_after_three_mib": r1(rss_three),
+        "slow_source_mib_s_per_connection": slow_cap,
+        "slow_three_models_s": r3(slow_three_s),
+        "slow_largest_alone_s": r3(slow_largest_s),
+        "slow_three_ratio_to_largest": r3(slow_three_s / slow_largest_s),
+        "peak_rss_after_slow_mib": r1(rss_slow),
         "gzip_stored_writer_mib_s": stored_mibs.round(),
         "gzip_stored_writer_overhead_pct": pct(stored_size),
         "gzip_flate2_level0_mib_s": none_mibs.round(),

@@ -58,10 +58,11 @@ pub struct BuilderOptions {
     /// Ranged requests in flight per model download, when the source takes ranges (default 8;
     /// 1: one plain GET). One slow connection then does not hold a build back.
     pub download_connections: usize,
-    /// Bytes per ranged request (default 2 MiB).
+    /// Bytes per ranged request (default 1 MiB).
     pub download_segment_bytes: u64,
-    /// Bytes of downloaded ranges held in memory at once, across all concurrent layers
-    /// (default 16 MiB): the bound that keeps the builder's memory flat.
+    /// Bytes of ranges in memory at once (downloading, waiting for their turn, or in the layer
+    /// pipeline), across all concurrent layers (default 24 MiB: room for 3 layers at 8
+    /// connections each): the bound that keeps the builder's memory flat.
     pub download_buffer_bytes: u64,
     /// Model layers of one image built at once (default 3).
     pub layer_concurrency: usize,
@@ -78,8 +79,8 @@ impl Default for BuilderOptions {
             max_source_bytes: 64 << 30,
             max_unpacked_bytes: 8 << 30,
             download_connections: 8,
-            download_segment_bytes: 2 << 20,
-            download_buffer_bytes: 16 << 20,
+            download_segment_bytes: 1 << 20,
+            download_buffer_bytes: 24 << 20,
             layer_concurrency: 3,
         }
     }

@@ -5,7 +5,7 @@
 //!               ──► [blocking thread: deterministic tar ─► sha256(diff_id) ─► gzip (stored blocks)]
 //!               ──► [upload body: sha256(layer), byte count] ──► registry PATCH
 //! ```
-//! Each arrow is a bounded channel of ≤1 MiB chunks, so memory stays flat whatever the model size.
+//! Each arrow is a bounded channel of ≤256 KiB chunks, so memory stays flat whatever the model size.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -28,7 +28,7 @@ use crate::source::Download;
 pub(crate) const OWNER_ID: u64 = 1000;
 /// Fixed mtime of every entry: 2000-01-01T00:00:00Z.
 pub(crate) const MTIME: u64 = 946_684_800;
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 const PROGRESS_EVERY: u64 = 32 << 20;
 
 /// Limits applied while streaming.
@@ -282,7 +282,7 @@ impl Read for ChannelReader {
     }
 }
 
-/// Collects output into ≤1 MiB chunks for the upload channel.
+/// Collects output into ≤256 KiB chunks for the upload channel.
 struct ChunkSender {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: BytesMut,

@@ -40,9 +40,9 @@ pub(crate) struct SourceFetcher {
     http: reqwest::Client,
     policy: SourcePolicy,
     ranged: Ranged,
-    /// Segments held in memory across all downloads of this builder (their bytes, in
-    /// segments), so that concurrent layers share one bound instead of multiplying it.
-    budget: Arc<tokio::sync::Semaphore>,
+    /// Room for ranges in memory across all downloads of this builder, so that concurrent
+    /// layers share one bound instead of multiplying it.
+    budget: Arc<RangeBudget>,
 }
 
 /// How a large download is split: `connections` ranged requests in flight, each for `segment`
@@ -173,12 +173,11 @@ fn shared_http(allow_private_sources: bool) -> Result<reqwest::Client> {
 impl SourceFetcher {
     pub(crate) fn new(policy: SourcePolicy, ranged: Ranged) -> Result<Self> {
         let http = shared_http(policy.allow_private_sources)?;
-        let permits = (ranged.budget / ranged.segment.max(1)).max(1) as usize;
         Ok(Self {
             http,
             policy,
+            budget: Arc::new(RangeBudget::new(ranged)),
             ranged,
-            budget: Arc::new(tokio::sync::Semaphore::new(permits)),
         })
     }
 
@@ -410,17 +409,85 @@ impl SourceFetcher {
     }
 }
 
-/// A downloaded range and its room in the budget, given back when the last chunk was taken.
-struct Held {
-    chunks: std::vec::IntoIter<bytes::Bytes>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+/// The builder's room for downloaded ranges: `budget / segment` buffers of one segment each.
+/// A buffer is reused while downloads run (no allocator churn, and the budget is the memory,
+/// whatever the allocator keeps); when the last one comes back, the idle builder frees them.
+struct RangeBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total: usize,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
-impl Iterator for Held {
-    type Item = bytes::Bytes;
-    fn next(&mut self) -> Option<bytes::Bytes> {
-        self.chunks.next()
+impl RangeBudget {
+    fn new(ranged: Ranged) -> Self {
+        let total = (ranged.budget / ranged.segment.max(1)).max(1) as usize;
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+            free: std::sync::Mutex::new(Vec::new()),
+        }
     }
+
+    /// Waits for room (first come, first served) and returns it with an empty buffer.
+    async fn acquire(self: Arc<Self>) -> std::io::Result<RangeBuf> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let bytes = self
+            .free
+            .lock()
+            .expect("range buffers lock")
+            .pop()
+            .unwrap_or_default();
+        Ok(RangeBuf {
+            bytes,
+            budget: self,
+            _permit: permit,
+        })
+    }
+}
+
+/// A downloaded range in one buffer, holding its room in the budget until the pipeline has
+/// dropped the last slice of it (so bytes waiting in the layer's channels count too).
+struct RangeBuf {
+    bytes: Vec<u8>,
+    budget: Arc<RangeBudget>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for RangeBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for RangeBuf {
+    fn drop(&mut self) {
+        let mut free = self.budget.free.lock().expect("range buffers lock");
+        // This range's permit is released right after: all others are free, nothing runs.
+        if self.budget.permits.available_permits() + 1 >= self.budget.total {
+            free.clear();
+        } else {
+            let mut bytes = std::mem::take(&mut self.bytes);
+            bytes.clear();
+            free.push(bytes);
+        }
+    }
+}
+
+/// Slices of a range handed to the pipeline (the layer channels hold a few of them).
+const SLICE: usize = 256 << 10;
+
+/// A range's bytes as pipeline-sized slices of its one buffer.
+fn slices(range: RangeBuf) -> impl Iterator<Item = bytes::Bytes> {
+    let whole = bytes::Bytes::from_owner(range);
+    let len = whole.len();
+    (0..len)
+        .step_by(SLICE)
+        .map(move |at| whole.slice(at..(at + SLICE).min(len)))
 }
 
 /// A task that is aborted when its handle is dropped.
@@ -469,15 +536,15 @@ struct Segment {
 
 impl Segment {
     /// The download of `total` bytes whose first range (`0..=first_end`) `first` is answering:
-    /// the other ranges are requested `ranged.connections` at a time and yielded in order, so
-    /// at most `connections + 1` segments are in memory.
+    /// the other ranges are requested `ranged.connections` at a time and yielded in order; the
+    /// bytes of all ranges, wherever they are in the pipeline, stay within the builder's budget.
     fn download(
         self,
         first: reqwest::Response,
         first_end: u64,
         total: u64,
         ranged: Ranged,
-        budget: Arc<tokio::sync::Semaphore>,
+        budget: Arc<RangeBudget>,
     ) -> Download {
         let mut ranges = vec![(0, first_end)];
         let mut start = first_end + 1;
@@ -487,29 +554,22 @@ impl Segment {
             start = end + 1;
         }
         let mut first = Some(first);
-        // Each range is a task, so its connection keeps reading while the pipeline is busy
-        // with the range before it; dropping the download aborts the ranges in flight.
+        // Room in the budget is taken in range order, so a download's next range is never
+        // waiting behind its own later ones (nor is the budget held only by ranges that cannot
+        // be consumed yet). Each range is then a task, so its connection keeps reading while
+        // the pipeline is busy with the range before it; dropping the download aborts them.
         let stream = futures::stream::iter(ranges)
-            .map(move |(a, b)| {
+            .then(move |range| {
+                let budget = budget.clone();
+                async move { (range, budget.acquire().await) }
+            })
+            .map(move |((a, b), room)| {
                 let open = first.take();
-                let (segment, budget) = (self.clone(), budget.clone());
-                // The first range is already open; every other one waits for room in the
-                // budget (first come, first served, so each download's next range is ahead of
-                // its later ones) and keeps it until its bytes have gone down the pipeline.
+                let segment = self.clone();
                 let task = AbortOnDrop(tokio::spawn(async move {
-                    let permit = match open {
-                        Some(_) => None,
-                        None => Some(
-                            budget
-                                .acquire_owned()
-                                .await
-                                .map_err(std::io::Error::other)?,
-                        ),
-                    };
-                    segment.fetch(a, b, open).await.map(|chunks| Held {
-                        chunks: chunks.into_iter(),
-                        _permit: permit,
-                    })
+                    let mut room = room?;
+                    segment.fetch(a, b, open, &mut room.bytes).await?;
+                    Ok(room)
                 }));
                 async move {
                     match task.await {
@@ -519,7 +579,7 @@ impl Segment {
                 }
             })
             .buffered(ranged.connections)
-            .map_ok(|held| futures::stream::iter(held.map(Ok)))
+            .map_ok(|range| futures::stream::iter(slices(range).map(Ok)))
             .try_flatten()
             .boxed();
         Download {
@@ -528,16 +588,17 @@ impl Segment {
         }
     }
 
-    /// Bytes `start..=end`, from `open` (already requested) or a new request; a range that
-    /// breaks is asked for again from where it stopped.
+    /// Bytes `start..=end` into `bytes` (empty), from `open` (already requested) or a new
+    /// request; a range that breaks is asked for again from where it stopped.
     async fn fetch(
         self,
         start: u64,
         end: u64,
         mut open: Option<reqwest::Response>,
-    ) -> std::io::Result<Vec<bytes::Bytes>> {
+        bytes: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         let want = end - start + 1;
-        let mut chunks = Vec::new();
+        bytes.reserve_exact(want as usize);
         let mut got = 0u64;
         let mut failures = 0;
         let mut last_error = String::new();
@@ -601,7 +662,7 @@ impl Segment {
                                 self.shown
                             )));
                         }
-                        chunks.push(chunk);
+                        bytes.extend_from_slice(&chunk);
                     }
                     Err(e) => {
                         failures += 1;
@@ -617,7 +678,7 @@ impl Segment {
                 last_error = format!("the response ended after {} bytes", got - before);
             }
         }
-        Ok(chunks)
+        Ok(())
     }
 }
 
@@ -661,6 +722,60 @@ mod tests {
         ] {
             assert!(!is_internal(s.parse().unwrap()), "{s} should be public");
         }
+    }
+
+    #[tokio::test]
+    async fn range_buffers_are_reused_while_busy_and_freed_when_idle() {
+        let budget = Arc::new(RangeBudget::new(Ranged {
+            connections: 2,
+            segment: 4,
+            budget: 8,
+        }));
+        let mut a = budget.clone().acquire().await.unwrap();
+        a.bytes.extend_from_slice(b"abcd");
+        let b = budget.clone().acquire().await.unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(50), budget.clone().acquire());
+        assert!(third.await.is_err(), "a third range waits for room");
+        drop(a);
+        assert_eq!(
+            budget.free.lock().unwrap().len(),
+            1,
+            "kept for the next range"
+        );
+        let c = budget.clone().acquire().await.unwrap();
+        assert!(c.bytes.is_empty(), "a reused buffer comes back empty");
+        assert!(c.bytes.capacity() >= 4, "and keeps its allocation");
+        drop(b);
+        drop(c);
+        assert!(
+            budget.free.lock().unwrap().is_empty(),
+            "an idle builder holds no range buffers"
+        );
+    }
+
+    #[tokio::test]
+    async fn slices_hold_the_room_until_the_last_is_dropped() {
+        let budget = Arc::new(RangeBudget::new(Ranged {
+            connections: 1,
+            segment: 1 << 20,
+            budget: 1 << 20,
+        }));
+        let mut range = budget.clone().acquire().await.unwrap();
+        range.bytes.resize(SLICE + 10, 7);
+        let mut parts: Vec<bytes::Bytes> = slices(range).collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [SLICE, 10]
+        );
+        assert_eq!(budget.permits.available_permits(), 0);
+        parts.remove(0);
+        assert_eq!(
+            budget.permits.available_permits(),
+            0,
+            "one slice still waits"
+        );
+        parts.clear();
+        assert_eq!(budget.permits.available_permits(), 1, "room given back");
     }
 
     #[test]

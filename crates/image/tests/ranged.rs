@@ -248,3 +248,54 @@ async fn new_model_layers_of_one_image_are_built_at_once() {
     .await
     .expect("within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ranged_models_share_a_budget_of_one_range_without_deadlock() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // Room for a single range in the whole builder, four connections per model, three
+        // ranged models at once: each must still finish (a download's next range is never
+        // stuck behind its own later ones), byte for byte.
+        let (_d, reg, src, base) = world(RangedServerOptions {
+            bytes_per_sec: Some(64 * MIB),
+            ..Default::default()
+        })
+        .await;
+        let mut layers = Vec::new();
+        for i in 0..3u64 {
+            let path = format!("/m{i}.safetensors");
+            src.add_generated(&path, 6 * MIB + i * 12_345, 50 + i);
+            layers.push(layer(
+                &format!("m{i}.safetensors"),
+                src.url(&path),
+                generated_sha256(6 * MIB + i * 12_345, 50 + i),
+            ));
+        }
+        let builder = Builder::new(BuilderOptions {
+            download_connections: 4,
+            download_buffer_bytes: MIB,
+            ..options(&reg)
+        })
+        .unwrap();
+        let built = builder
+            .build(
+                &recipe(base, layers),
+                &format!("{}/sd/tight", reg.host_port()),
+            )
+            .await
+            .expect("build");
+        assert_eq!(built.layers.len(), 3);
+        assert_eq!(
+            src.bytes_served(),
+            (0..3).map(|i| 6 * MIB + i * 12_345).sum::<u64>(),
+            "every byte fetched once"
+        );
+        // Each download's first range is asked for before it waits for room.
+        assert!(
+            src.max_concurrent() <= 1 + 3,
+            "at most one range besides the three first ones streamed at once, saw {}",
+            src.max_concurrent()
+        );
+    })
+    .await
+    .expect("within 60 s (a deadlock would hang)");
+}
