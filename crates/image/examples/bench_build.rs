@@ -52,6 +52,36 @@ fn vm_hwm_mib() -> f64 {
         .unwrap_or(-1.0)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / per_s
+}
+
+/// CPU seconds of the builder (this process), the model sources and the registry.
+#[derive(Clone, Copy)]
+struct Cpu([f64; 3]);
+
+impl Cpu {
+    fn now(pids: [u32; 3]) -> Self {
+        Self(pids.map(cpu_s))
+    }
+
+    /// `{"builder": s, "sources": s, "registry": s}` used since `self`.
+    fn since(self, pids: [u32; 3]) -> serde_json::Value {
+        let now = Cpu::now(pids).0;
+        let d = |i: usize| ((now[i] - self.0[i]) * 100.0).round() / 100.0;
+        serde_json::json!({"builder": d(0), "sources": d(1), "registry": d(2)})
+    }
+}
+
 fn layer(name: &str, url: String, sha256: String, path: &str) -> LayerSpec {
     LayerSpec {
         name: name.into(),
@@ -439,6 +469,7 @@ async fn main() -> Res<()> {
     let files = tempfile::tempdir()?;
     let reg = LocalRegistry::start(&dir.path().join("registry")).await?;
     let mut sources = Sources::start()?;
+    let pids = [std::process::id(), sources.child.id(), reg.pid()];
     let plain_url = |path: &str| format!("{}{path}", sources.models);
     let capped_url = |path: &str| format!("{}{path}", sources.capped);
     let (small_url, big_url, b1_url, b2_url) = (
@@ -499,7 +530,9 @@ async fn main() -> Res<()> {
     // Plain curl -T of the same bytes as the big model, from a page-cached temp file.
     let file = files.path().join("model.bin");
     let digest = write_generated(&file, model, 2).await?;
+    let cpu = Cpu::now(pids);
     let curl_s = curl_uploads(&reg, &[(file.clone(), digest)])?;
+    let curl_cpu = cpu.since(pids);
     std::fs::remove_file(&file)?;
     eprintln!("curl -T {model_mib} MiB: {curl_s:.2} s");
 
@@ -508,9 +541,10 @@ async fn main() -> Res<()> {
         &base,
         vec![layer("big", big_url.clone(), big_sha.clone(), ckpt)],
     );
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), Cpu::now(pids));
     let img = builder.build(&r_big, &target).await?;
     let build_s = t.elapsed().as_secs_f64();
+    let build_cpu = cpu.since(pids);
     let rss = vm_hwm_mib();
     eprintln!(
         "build {model_mib} MiB: {build_s:.2} s, layer {} bytes, VmHWM {rss:.1} MiB",
@@ -546,7 +580,7 @@ async fn main() -> Res<()> {
     // A source that caps each connection (a CDN edge, a slow peering link): the big model over
     // parallel ranges, against the plain upload of the same bytes; then three new models of
     // one image at once, against the largest alone.
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), Cpu::now(pids));
     builder
         .build(
             &recipe(&base, vec![layer("big", capped_big, big_sha.clone(), ckpt)]),
@@ -554,6 +588,7 @@ async fn main() -> Res<()> {
         )
         .await?;
     let capped_s = t.elapsed().as_secs_f64();
+    let capped_cpu = cpu.since(pids);
     let rss_capped = vm_hwm_mib();
     let capped_ranges = sources.stat("capped_requests")?;
     eprintln!(
@@ -610,6 +645,8 @@ async fn main() -> Res<()> {
         "build_s": r3(build_s),
         "curl_upload_s": r3(curl_s),
         "ratio": r3(build_s / curl_s),
+        "build_cpu_s": build_cpu,
+        "curl_upload_cpu_s": curl_cpu,
         "peak_rss_mib": r1(rss),
         "peak_rss_small_mib": r1(rss_small),
         "small_model_bytes": small,
@@ -623,6 +660,7 @@ async fn main() -> Res<()> {
         "capped_source_mib_s_per_connection": cap_mib_s,
         "capped_build_s": r3(capped_s),
         "capped_ratio_to_curl_upload": r3(capped_s / curl_s),
+        "capped_cpu_s": capped_cpu,
         "capped_ranges": capped_ranges,
         "peak_rss_after_capped_mib": r1(rss_capped),
         "three_models_mib": three_mib,

@@ -178,12 +178,13 @@ async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Response
     let counter = state.clone();
     let started = tokio::time::Instant::now();
     let mut sent = 0u64;
-    let pieces = content(size, seed, start, end).flat_map(|chunk| {
-        // 64 KiB pieces, so pacing is smooth.
-        let n = chunk.len().div_ceil(64 << 10);
+    // Pieces of about 5 ms at the capped rate (16–256 KiB): smooth pacing without spending
+    // the machine's CPU on wake-ups the builder under test then has to compete with.
+    let piece = rate.map_or(256 << 10, |r| (r / 200).clamp(16 << 10, 256 << 10)) as usize;
+    let pieces = content(size, seed, start, end).flat_map(move |chunk| {
+        let n = chunk.len().div_ceil(piece);
         futures::stream::iter(
-            (0..n)
-                .map(move |i| chunk.slice(i * (64 << 10)..((i + 1) * (64 << 10)).min(chunk.len()))),
+            (0..n).map(move |i| chunk.slice(i * piece..((i + 1) * piece).min(chunk.len()))),
         )
     });
     let body = pieces.then(move |piece| {

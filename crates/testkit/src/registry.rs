@@ -120,6 +120,11 @@ impl LocalRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Process id of the registry (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
