@@ -4,7 +4,8 @@
 ## three new models (BENCH_THREE_MIB=1024, 512, 256 MiB) at once vs the largest alone, and vs
 ## plain curl uploads of the same sizes (the registry's ceiling); the three again from a source
 ## capped at BENCH_SLOW_CAP_MIB_S (10) MiB/s per connection (one JSON line). The sources run in a
-## child process, the registry on tmpfs when it has room.
+## child process, the registry on tmpfs when it has room. BENCH_REGISTRY_GO_PROCS=N runs the
+## registry with GOMAXPROCS=N (0, the default: Go's own choice, one per core).
 ## BENCH_MODEL_MIB=2048 BENCH_SMALL_MIB=256 BENCH_SECOND_MIB=64 can be overridden.
 bench-build:
 	@scripts/bench-build.sh

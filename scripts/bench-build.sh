@@ -15,4 +15,5 @@ exec target/release/examples/bench_build \
   --cap-mib-s "${BENCH_CAP_MIB_S:-50}" \
   --three-mib "${BENCH_THREE_MIB:-1024}" \
   --slow-cap-mib-s "${BENCH_SLOW_CAP_MIB_S:-10}" \
+  --registry-go-procs "${BENCH_REGISTRY_GO_PROCS:-0}" \
   "$@"

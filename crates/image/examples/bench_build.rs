@@ -3,7 +3,9 @@
 //!
 //! Usage: `bench_build [--model-mib N] [--small-mib N] [--second-mib N] [--chunked]
 //! [--cap-mib-s N] [--three-mib N] [--slow-cap-mib-s N] [--segment-kib N] [--buffer-mib N]
-//! [--connections N]`; the last three override the builder's download defaults; `--chunked` uploads with 8 MiB `Content-Range` PATCHes
+//! [--connections N] [--registry-go-procs N]`; `--segment-kib`, `--buffer-mib` and
+//! `--connections` override the builder's download defaults, `--registry-go-procs` runs the
+//! registry with `GOMAXPROCS=N`; `--chunked` uploads with 8 MiB `Content-Range` PATCHes
 //! instead of one streaming PATCH. It also builds the big model from a source that caps each
 //! connection at `--cap-mib-s` MiB/s (default 50; the builder's parallel ranges against the plain
 //! upload), and three new models (`--three-mib`, 512, 256 MiB) of one image at once against the
@@ -14,6 +16,7 @@
 //! The model sources run in a child process (`--serve-sources`), so the builder's peak RSS counts
 //! only the builder; the registry keeps its blobs on tmpfs (`/dev/shm`) when it has room, so the
 //! figures measure the builder and not this machine's disk write-back (`--registry-dir` chooses).
+#![recursion_limit = "256"]
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -467,7 +470,13 @@ async fn main() -> Res<()> {
     let registry_parent = registry_parent(sizes.registry_bytes());
     let dir = tempfile::tempdir_in(&registry_parent)?;
     let files = tempfile::tempdir()?;
-    let reg = LocalRegistry::start(&dir.path().join("registry")).await?;
+    // 0: Go's default (one P per core). On a machine of a few cores shared with the builder and
+    // the sources, fewer Ps keep the registry's idle Ps from spinning while it waits on a socket.
+    let registry_go_procs = arg("--registry-go-procs", 0) as usize;
+    let reg = match registry_go_procs {
+        0 => LocalRegistry::start(&dir.path().join("registry")).await?,
+        procs => LocalRegistry::start_with_go_procs(&dir.path().join("registry"), procs).await?,
+    };
     let mut sources = Sources::start()?;
     let pids = [std::process::id(), sources.child.id(), reg.pid()];
     let plain_url = |path: &str| format!("{}{path}", sources.models);
@@ -641,6 +650,7 @@ async fn main() -> Res<()> {
     let r1 = |x: f64| (x * 10.0).round() / 10.0;
     let out = serde_json::json!({
         "registry_storage": registry_parent.display().to_string(),
+        "registry_go_procs": registry_go_procs,
         "model_bytes": model,
         "build_s": r3(build_s),
         "curl_upload_s": r3(curl_s),

@@ -18,15 +18,25 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// Starts an open registry storing its data under `dir` (use a temp dir).
     pub async fn start(dir: &Path) -> Result<Self> {
-        Self::start_inner(dir, None).await
+        Self::start_inner(dir, None, None).await
+    }
+
+    /// Starts an open registry whose Go runtime runs on at most `procs` OS threads at once
+    /// (`GOMAXPROCS`), for benchmarks on a few cores shared with the client under test.
+    pub async fn start_with_go_procs(dir: &Path, procs: usize) -> Result<Self> {
+        Self::start_inner(dir, None, Some(procs)).await
     }
 
     /// Starts a registry that requires Basic auth; `htpasswd_line` is `user:<bcrypt hash>`.
     pub async fn start_with_htpasswd(dir: &Path, htpasswd_line: &str) -> Result<Self> {
-        Self::start_inner(dir, Some(htpasswd_line)).await
+        Self::start_inner(dir, Some(htpasswd_line), None).await
     }
 
-    async fn start_inner(dir: &Path, htpasswd: Option<&str>) -> Result<Self> {
+    async fn start_inner(
+        dir: &Path,
+        htpasswd: Option<&str>,
+        go_procs: Option<usize>,
+    ) -> Result<Self> {
         if !Path::new(REGISTRY_BIN).exists() {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -63,7 +73,11 @@ impl LocalRegistry {
             let log = std::fs::File::create(dir.join("registry.log"))
                 .map_err(io("creating registry log"))?;
             let log2 = log.try_clone().map_err(io("creating registry log"))?;
-            let child = Command::new(REGISTRY_BIN)
+            let mut command = Command::new(REGISTRY_BIN);
+            if let Some(procs) = go_procs {
+                command.env("GOMAXPROCS", procs.to_string());
+            }
+            let child = command
                 .arg("serve")
                 .arg(&config_path)
                 .stdin(Stdio::null())
