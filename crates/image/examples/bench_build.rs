@@ -539,7 +539,8 @@ async fn main() -> Res<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // Plain curl -T of the same bytes as the big model, from a temp file beside the registry (tmpfs when it has room).
+    // Plain curl -T of the same bytes as the big model, from a temp file beside the registry
+    // (tmpfs when it has room).
     let file = files.path().join("model.bin");
     let digest = write_generated(&file, model, 2).await?;
     let cpu = Cpu::now(pids);

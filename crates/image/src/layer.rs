@@ -93,7 +93,7 @@ pub(crate) fn start(
         (_, len) => len,
     };
     let (tx_a, rx_a) = mpsc::channel::<io::Result<Bytes>>(8);
-    let (tx_b, mut rx_b) = mpsc::channel::<io::Result<Bytes>>(4);
+    let (tx_b, mut rx_b) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_QUEUE);
 
     let dctx = ctx.clone();
     let download_task = tokio::spawn(download_stage(
@@ -291,14 +291,17 @@ struct ChunkSender {
 const CANCELLED: &str = "upload stopped reading the layer";
 const DOWNLOAD_FAILED: &str = "download failed";
 
-/// At most this many spare chunk buffers per layer: the upload channel's, and one in the upload.
-const SPARE_CHUNKS: usize = 6;
+/// Chunks waiting for the upload.
+const UPLOAD_QUEUE: usize = 4;
+/// At most this many spare chunk buffers per layer: the upload queue's, the one in the upload and
+/// the one being filled.
+const SPARE_CHUNKS: usize = UPLOAD_QUEUE + 2;
 
 impl ChunkSender {
     fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
         Self {
             tx,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::new(),
             free: Arc::default(),
         }
     }
@@ -307,10 +310,10 @@ impl ChunkSender {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let spare = self.free.lock().expect("chunk buffers lock").pop();
-        let next = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        // The next buffer is a spare or, on the next write, a new one.
+        let next = self.free.lock().expect("chunk buffers lock").pop();
         let chunk = Bytes::from_owner(PooledChunk {
-            bytes: std::mem::replace(&mut self.buf, next),
+            bytes: std::mem::replace(&mut self.buf, next.unwrap_or_default()),
             free: Arc::downgrade(&self.free),
         });
         self.tx
@@ -347,6 +350,9 @@ impl Drop for PooledChunk {
 
 impl Write for ChunkSender {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(CHUNK);
+        }
         let n = data.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= CHUNK {
