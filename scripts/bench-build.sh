@@ -16,4 +16,5 @@ exec target/release/examples/bench_build \
   --three-mib "${BENCH_THREE_MIB:-1024}" \
   --slow-cap-mib-s "${BENCH_SLOW_CAP_MIB_S:-10}" \
   --registry-go-procs "${BENCH_REGISTRY_GO_PROCS:-0}" \
+  --rounds "${BENCH_ROUNDS:-3}" \
   "$@"

@@ -26,7 +26,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use salad_sd_image::{
     Builder, BuilderOptions, ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourcePolicy,
-    StoredGzEncoder, UploadMode,
+    UploadMode,
 };
 use salad_sd_testkit::{
     LocalRegistry, ModelServer, ModelServerOptions, RangedServer, RangedServerOptions,
@@ -109,33 +109,6 @@ fn recipe(base: &str, layers: Vec<LayerSpec>) -> Recipe {
             ..Default::default()
         },
     }
-}
-
-/// Throughput (MiB/s) and output size of a gzip encoder over `size` bytes of generated content:
-/// `level` 0–9 is flate2 (miniz_oxide), `None` is the builder's stored-block encoder.
-fn gzip_probe(size: u64, level: Option<u32>) -> (f64, u64) {
-    let chunks: Vec<bytes::Bytes> =
-        futures::executor::block_on(generated_content(size, 99).collect());
-    let out = Vec::with_capacity(size as usize + (1 << 20));
-    let start = Instant::now();
-    let len = match level {
-        Some(level) => {
-            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
-            for c in &chunks {
-                gz.write_all(c).expect("in-memory gzip");
-            }
-            gz.finish().expect("in-memory gzip").len()
-        }
-        None => {
-            let mut gz = StoredGzEncoder::new(out);
-            for c in &chunks {
-                gz.write_all(c).expect("in-memory gzip");
-            }
-            gz.finish().expect("in-memory gzip").len()
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    (size as f64 / (1 << 20) as f64 / secs, len as u64)
 }
 
 /// Opens an upload session of `repo` (`POST …/blobs/uploads/`) and returns its `Location`.
@@ -389,16 +362,17 @@ impl Drop for Sources {
     }
 }
 
-/// Seconds of the largest of the three models alone, then of all three (fresh content) at
-/// once, from the source at `url` (seeds from `seed`, as [`Sizes::capped`]).
-async fn three_models(
-    builder: &Builder,
-    reg: &LocalRegistry,
-    base: &str,
-    sizes: &Sizes,
-    url: &str,
-    seed: u64,
-) -> Res<(f64, f64)> {
+/// Seconds of the largest of the three models alone, then of all three (other content) at
+/// once, from the source at `url` (seeds from `seed`, as [`Sizes::capped`]), into repositories
+/// of their own for this `round`.
+async fn three_models(bench: &Bench<'_>, url: &str, seed: u64, round: usize) -> Res<ThreeModels> {
+    let Bench {
+        builder,
+        reg,
+        base,
+        sizes,
+        pids,
+    } = *bench;
     let model = |i: usize, kind: &str, seed: u64| {
         layer(
             &format!("m{i}"),
@@ -407,23 +381,60 @@ async fn three_models(
             &format!("/webui/data/models/Lora/m{i}.safetensors"),
         )
     };
-    let t = Instant::now();
+    // The recipes (and the sha256 of their generated content) are made before the clock starts.
+    let alone = recipe(base, vec![model(0, "alone", seed)]);
+    let (t, cpu) = (Instant::now(), Cpu::now(pids));
     builder
         .build(
-            &recipe(base, vec![model(0, "alone", seed)]),
-            &format!("{}/bench/largest-{seed}", reg.host_port()),
+            &alone,
+            &format!("{}/bench/largest-{seed}-{round}", reg.host_port()),
         )
         .await?;
     let largest_s = t.elapsed().as_secs_f64();
-    let three = (0..3).map(|i| model(i, "three", seed + 10)).collect();
-    let t = Instant::now();
+    let largest_cpu = cpu.since(pids);
+    let three = recipe(base, (0..3).map(|i| model(i, "three", seed + 10)).collect());
+    let (t, cpu) = (Instant::now(), Cpu::now(pids));
     builder
         .build(
-            &recipe(base, three),
-            &format!("{}/bench/three-{seed}", reg.host_port()),
+            &three,
+            &format!("{}/bench/three-{seed}-{round}", reg.host_port()),
         )
         .await?;
-    Ok((largest_s, t.elapsed().as_secs_f64()))
+    Ok(ThreeModels {
+        largest_s,
+        largest_cpu,
+        three_s: t.elapsed().as_secs_f64(),
+        three_cpu: cpu.since(pids),
+    })
+}
+
+/// What every timed build needs.
+#[derive(Clone, Copy)]
+struct Bench<'a> {
+    builder: &'a Builder,
+    reg: &'a LocalRegistry,
+    base: &'a str,
+    sizes: &'a Sizes,
+    /// The builder, the sources and the registry, as [`Cpu`] reads them.
+    pids: [u32; 3],
+}
+
+/// What [`three_models`] measured.
+struct ThreeModels {
+    largest_s: f64,
+    largest_cpu: serde_json::Value,
+    three_s: f64,
+    three_cpu: serde_json::Value,
+}
+
+/// Share of the machine's cores the three processes kept busy over `secs`: 1.0 is all of them.
+fn busy_share(cpu: &serde_json::Value, secs: f64) -> f64 {
+    let used: f64 = ["builder", "sources", "registry"]
+        .iter()
+        .filter_map(|k| cpu[k].as_f64())
+        .sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (used / (cores * secs) * 100.0).round() / 100.0
 }
 
 /// Where the registry keeps its blobs: `--registry-dir`, else tmpfs when it has room for the
@@ -543,31 +554,11 @@ async fn main() -> Res<()> {
     // (tmpfs when it has room).
     let file = files.path().join("model.bin");
     let digest = write_generated(&file, model, 2).await?;
-    let cpu = Cpu::now(pids);
-    let curl_s = curl_uploads(&reg, &[(file.clone(), digest)])?;
-    let curl_cpu = cpu.since(pids);
-    std::fs::remove_file(&file)?;
-    eprintln!("curl -T {model_mib} MiB: {curl_s:.2} s");
-
     let target = format!("{}/bench/app", reg.host_port());
     let r_big = recipe(
         &base,
         vec![layer("big", big_url.clone(), big_sha.clone(), ckpt)],
     );
-    let (t, cpu) = (Instant::now(), Cpu::now(pids));
-    let img = builder.build(&r_big, &target).await?;
-    let build_s = t.elapsed().as_secs_f64();
-    let build_cpu = cpu.since(pids);
-    let rss = vm_hwm_mib();
-    eprintln!(
-        "build {model_mib} MiB: {build_s:.2} s, layer {} bytes, VmHWM {rss:.1} MiB",
-        img.layers[0].size
-    );
-
-    let t = Instant::now();
-    let again = builder.build(&r_big, &target).await?;
-    let rebuild_s = t.elapsed().as_secs_f64();
-
     let two = |b: &str, sha: &str| {
         recipe(
             &base,
@@ -577,47 +568,126 @@ async fn main() -> Res<()> {
             ],
         )
     };
-    builder.build(&two(&b1_url, &b1_sha), &target).await?;
-    let big_served = sources.stat("big_served")?;
-    let changed = builder.build(&two(&b2_url, &b2_sha), &target).await?;
-    assert_eq!(
-        sources.stat("big_served")?,
-        big_served,
-        "the unchanged model was downloaded again"
-    );
-    eprintln!(
-        "one of two changed: uploaded {} bytes (changed layer {} bytes), downloaded {}",
-        changed.bytes_uploaded, changed.layers[1].size, changed.bytes_downloaded
-    );
+    // The goals' ratios compare runs a few seconds apart; a shared machine drifts by more than
+    // the margins over minutes, so each ratio is taken `--rounds` times, interleaved.
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let rounds = arg("--rounds", 3).max(1) as usize;
+    let bench = Bench {
+        builder: &builder,
+        reg: &reg,
+        base: &base,
+        sizes: &sizes,
+        pids,
+    };
+    let mut round_figures = Vec::new();
+    let mut plain = None;
+    for round in 0..rounds {
+        let cpu = Cpu::now(pids);
+        let curl_s = curl_uploads(&reg, &[(file.clone(), digest.clone())])?;
+        let curl_cpu = cpu.since(pids);
+        eprintln!("round {round}: curl -T {model_mib} MiB: {curl_s:.2} s");
 
-    // A source that caps each connection (a CDN edge, a slow peering link): the big model over
-    // parallel ranges, against the plain upload of the same bytes; then three new models of
-    // one image at once, against the largest alone.
-    let (t, cpu) = (Instant::now(), Cpu::now(pids));
-    builder
-        .build(
-            &recipe(&base, vec![layer("big", capped_big, big_sha.clone(), ckpt)]),
-            &format!("{}/bench/capped", reg.host_port()),
-        )
-        .await?;
-    let capped_s = t.elapsed().as_secs_f64();
-    let capped_cpu = cpu.since(pids);
-    let rss_capped = vm_hwm_mib();
-    let capped_ranges = sources.stat("capped_requests")?;
-    eprintln!(
-        "build {model_mib} MiB from a source capped at {cap_mib_s} MiB/s per connection: {capped_s:.2} s ({capped_ranges} ranges, at most {} at once), VmHWM {rss_capped:.1} MiB",
-        sources.stat("capped_max_concurrent")?
-    );
-    let (capped_root, slow_root) = (sources.capped.clone(), sources.slow.clone());
-    let (largest_s, three_s) =
-        three_models(&builder, &reg, &base, &sizes, &capped_root, CAPPED_SEEDS).await?;
+        if round == 0 {
+            let (t, cpu) = (Instant::now(), Cpu::now(pids));
+            let img = builder.build(&r_big, &target).await?;
+            let build_s = t.elapsed().as_secs_f64();
+            let build_cpu = cpu.since(pids);
+            let rss = vm_hwm_mib();
+            eprintln!(
+                "build {model_mib} MiB: {build_s:.2} s, layer {} bytes, VmHWM {rss:.1} MiB",
+                img.layers[0].size
+            );
+            let t = Instant::now();
+            let again = builder.build(&r_big, &target).await?;
+            let rebuild_s = t.elapsed().as_secs_f64();
+            builder.build(&two(&b1_url, &b1_sha), &target).await?;
+            let big_served = sources.stat("big_served")?;
+            let changed = builder.build(&two(&b2_url, &b2_sha), &target).await?;
+            assert_eq!(
+                sources.stat("big_served")?,
+                big_served,
+                "the unchanged model was downloaded again"
+            );
+            eprintln!(
+                "one of two changed: uploaded {} bytes (changed layer {} bytes), downloaded {}",
+                changed.bytes_uploaded, changed.layers[1].size, changed.bytes_downloaded
+            );
+            plain = Some(serde_json::json!({
+                "build_s": r3(build_s),
+                "curl_upload_s": r3(curl_s),
+                "ratio": r3(build_s / curl_s),
+                "build_cpu_s": build_cpu,
+                "curl_upload_cpu_s": curl_cpu.clone(),
+                "peak_rss_mib": r1(rss),
+                "rebuild_s": r3(rebuild_s),
+                "rebuild_uploaded_bytes": again.bytes_uploaded,
+                "one_changed_uploaded_bytes": changed.bytes_uploaded,
+                "one_changed_layer_bytes": changed.layers[1].size,
+            }));
+        }
+
+        // A source that caps each connection (a CDN edge, a slow peering link): the big model
+        // over parallel ranges, against the plain upload of the same bytes; then three new
+        // models of one image at once, against the largest alone. Each round builds into fresh
+        // repositories, so no index tag lets a layer be reused.
+        let (t, cpu) = (Instant::now(), Cpu::now(pids));
+        let ranges_before = sources.stat("capped_requests")?;
+        builder
+            .build(
+                &recipe(
+                    &base,
+                    vec![layer("big", capped_big.clone(), big_sha.clone(), ckpt)],
+                ),
+                &format!("{}/bench/capped-{round}", reg.host_port()),
+            )
+            .await?;
+        let capped_s = t.elapsed().as_secs_f64();
+        let capped_cpu = cpu.since(pids);
+        let capped_ranges = sources.stat("capped_requests")? - ranges_before;
+        eprintln!(
+            "round {round}: build {model_mib} MiB from a source capped at {cap_mib_s} MiB/s per connection: {capped_s:.2} s ({capped_ranges} ranges)"
+        );
+        if round == 0 {
+            eprintln!(
+                "  at most {} ranges at once",
+                sources.stat("capped_max_concurrent")?
+            );
+        }
+        let capped_root = sources.capped.clone();
+        let ThreeModels {
+            largest_s,
+            largest_cpu,
+            three_s,
+            three_cpu,
+        } = three_models(&bench, &capped_root, CAPPED_SEEDS, round).await?;
+        eprintln!(
+            "round {round}: three new models ({:?} MiB) at once: {three_s:.2} s; the largest alone {largest_s:.2} s",
+            three_sizes.map(mib)
+        );
+        round_figures.push(serde_json::json!({
+            "curl_upload_s": r3(curl_s),
+            "curl_upload_cpu_s": curl_cpu,
+            "capped_build_s": r3(capped_s),
+            "capped_ratio_to_curl_upload": r3(capped_s / curl_s),
+            "capped_busy_share": busy_share(&capped_cpu, capped_s),
+            "capped_cpu_s": capped_cpu,
+            "capped_ranges": capped_ranges,
+            "three_models_s": r3(three_s),
+            "three_models_cpu_s": three_cpu,
+            "three_models_busy_share": busy_share(&three_cpu, three_s),
+            "largest_alone_s": r3(largest_s),
+            "largest_alone_cpu_s": largest_cpu,
+            "largest_alone_busy_share": busy_share(&largest_cpu, largest_s),
+            "three_ratio_to_largest": r3(three_s / largest_s),
+        }));
+    }
+    std::fs::remove_file(&file)?;
     let rss_three = vm_hwm_mib();
     let three_mib = three_sizes.map(mib);
-    eprintln!(
-        "three new models ({three_mib:?} MiB) at once: {three_s:.2} s; the largest alone {largest_s:.2} s; VmHWM {rss_three:.1} MiB"
-    );
-    let (slow_largest_s, slow_three_s) =
-        three_models(&builder, &reg, &base, &sizes, &slow_root, SLOW_SEEDS).await?;
+    let slow_root = sources.slow.clone();
+    let slow = three_models(&bench, &slow_root, SLOW_SEEDS, 0).await?;
+    let (slow_largest_s, slow_three_s) = (slow.largest_s, slow.three_s);
     let rss_slow = vm_hwm_mib();
     eprintln!(
         "from a source capped at {slow_cap} MiB/s per connection: three at once {slow_three_s:.2} s; the largest alone {slow_largest_s:.2} s; VmHWM {rss_slow:.1} MiB"
@@ -637,65 +707,45 @@ async fn main() -> Res<()> {
         "curl -T of the same sizes: the largest alone {largest_curl_s:.2} s, all three at once {three_curl_s:.2} s"
     );
 
-    let probe = 256u64 << 20;
-    let pct = |n: u64| ((n as f64 / probe as f64 - 1.0) * 1e6).round() / 1e4;
-    let (stored_mibs, stored_size) = gzip_probe(probe, None);
-    let (none_mibs, none_size) = gzip_probe(probe, Some(0));
-    let (fast_mibs, fast_size) = gzip_probe(probe, Some(1));
-    eprintln!(
-        "gzip probe on {} MiB of incompressible data: stored-block writer {stored_mibs:.0} MiB/s ({:+}%), flate2 level 0 {none_mibs:.0} MiB/s ({:+}%), flate2 level 1 {fast_mibs:.0} MiB/s ({:+}%)",
-        probe >> 20,
-        pct(stored_size),
-        pct(none_size),
-        pct(fast_size)
+    // The median of the rounds' figure `key`.
+    let median = |key: &str| {
+        let mut v: Vec<f64> = round_figures
+            .iter()
+            .filter_map(|r| r[key].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = plain.expect("round 0 ran the plain build");
+    out.as_object_mut().expect("an object").extend(
+        serde_json::json!({
+            "registry_storage": registry_parent.display().to_string(),
+            "registry_go_procs": registry_go_procs,
+            "model_bytes": model,
+            "peak_rss_small_mib": r1(rss_small),
+            "small_model_bytes": small,
+            "download_segment_bytes": segment_bytes,
+            "download_buffer_bytes": buffer_bytes,
+            "download_connections": connections,
+            "rounds": round_figures,
+            "capped_source_mib_s_per_connection": cap_mib_s,
+            "capped_ratio_to_curl_upload_median": median("capped_ratio_to_curl_upload"),
+            "three_models_mib": three_mib,
+            "three_ratio_to_largest_median": median("three_ratio_to_largest"),
+            "curl_three_s": r3(three_curl_s),
+            "curl_largest_alone_s": r3(largest_curl_s),
+            "curl_three_ratio_to_largest": r3(three_curl_s / largest_curl_s),
+            "peak_rss_after_three_mib": r1(rss_three),
+            "slow_source_mib_s_per_connection": slow_cap,
+            "slow_three_models_s": r3(slow_three_s),
+            "slow_largest_alone_s": r3(slow_largest_s),
+            "slow_three_ratio_to_largest": r3(slow_three_s / slow_largest_s),
+            "peak_rss_after_slow_mib": r1(rss_slow),
+        })
+        .as_object()
+        .expect("an object")
+        .clone(),
     );
-
-    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-    let r1 = |x: f64| (x * 10.0).round() / 10.0;
-    let out = serde_json::json!({
-        "registry_storage": registry_parent.display().to_string(),
-        "registry_go_procs": registry_go_procs,
-        "model_bytes": model,
-        "build_s": r3(build_s),
-        "curl_upload_s": r3(curl_s),
-        "ratio": r3(build_s / curl_s),
-        "build_cpu_s": build_cpu,
-        "curl_upload_cpu_s": curl_cpu,
-        "peak_rss_mib": r1(rss),
-        "peak_rss_small_mib": r1(rss_small),
-        "small_model_bytes": small,
-        "rebuild_s": r3(rebuild_s),
-        "rebuild_uploaded_bytes": again.bytes_uploaded,
-        "one_changed_uploaded_bytes": changed.bytes_uploaded,
-        "one_changed_layer_bytes": changed.layers[1].size,
-        "download_segment_bytes": segment_bytes,
-        "download_buffer_bytes": buffer_bytes,
-        "download_connections": connections,
-        "capped_source_mib_s_per_connection": cap_mib_s,
-        "capped_build_s": r3(capped_s),
-        "capped_ratio_to_curl_upload": r3(capped_s / curl_s),
-        "capped_cpu_s": capped_cpu,
-        "capped_ranges": capped_ranges,
-        "peak_rss_after_capped_mib": r1(rss_capped),
-        "three_models_mib": three_mib,
-        "three_models_s": r3(three_s),
-        "largest_alone_s": r3(largest_s),
-        "three_ratio_to_largest": r3(three_s / largest_s),
-        "curl_three_s": r3(three_curl_s),
-        "curl_largest_alone_s": r3(largest_curl_s),
-        "curl_three_ratio_to_largest": r3(three_curl_s / largest_curl_s),
-        "peak_rss_after_three_mib": r1(rss_three),
-        "slow_source_mib_s_per_connection": slow_cap,
-        "slow_three_models_s": r3(slow_three_s),
-        "slow_largest_alone_s": r3(slow_largest_s),
-        "slow_three_ratio_to_largest": r3(slow_three_s / slow_largest_s),
-        "peak_rss_after_slow_mib": r1(rss_slow),
-        "gzip_stored_writer_mib_s": stored_mibs.round(),
-        "gzip_stored_writer_overhead_pct": pct(stored_size),
-        "gzip_flate2_level0_mib_s": none_mibs.round(),
-        "gzip_flate2_level1_mib_s": fast_mibs.round(),
-        "gzip_flate2_level1_size_pct": pct(fast_size),
-    });
     println!("{out}");
     Ok(())
 }

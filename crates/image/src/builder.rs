@@ -625,7 +625,7 @@ impl Builder {
         };
         self.report(&spec.name, Phase::Resolving, 0, None);
         if let Some(sha) = &spec.source.sha256
-            && let Some((digest, size, diff_id)) =
+            && let Some((digest, size, diff_id, media_type)) =
                 self.lookup_index(target, sha, &spec.content).await?
         {
             self.report(&spec.name, Phase::Reused, size, Some(size));
@@ -639,6 +639,7 @@ impl Builder {
                 },
                 diff_id,
                 path,
+                media_type,
             });
         }
         let treg = self.registry(&target.registry)?;
@@ -728,6 +729,7 @@ impl Builder {
             },
             diff_id: out.diff_id,
             path: path.to_owned(),
+            media_type: crate::DOCKER_LAYER_TAR,
         })
     }
 
@@ -737,7 +739,7 @@ impl Builder {
         target: &ImageReference,
         sha: &str,
         content: &LayerContent,
-    ) -> Result<Option<(String, u64, String)>> {
+    ) -> Result<Option<(String, u64, String, &'static str)>> {
         let treg = self.registry(&target.registry)?;
         let tag = model_index_tag(sha, content);
         let Some((body, _, _)) = treg.get_manifest(&target.repository, &tag).await? else {
@@ -746,10 +748,13 @@ impl Builder {
         let Ok(m) = serde_json::from_slice::<Value>(&body) else {
             return Ok(None);
         };
-        let (Some(digest), Some(size), Some(config)) = (
+        let (Some(digest), Some(size), Some(config), Some(media_type)) = (
             m["layers"][0]["digest"].as_str(),
             m["layers"][0]["size"].as_u64(),
             m["config"]["digest"].as_str(),
+            m["layers"][0]["mediaType"]
+                .as_str()
+                .and_then(manifest::model_layer_media_type),
         ) else {
             return Ok(None);
         };
@@ -772,7 +777,12 @@ impl Builder {
         {
             return Ok(None);
         }
-        Ok(Some((digest.to_owned(), size, diff_id.to_owned())))
+        Ok(Some((
+            digest.to_owned(),
+            size,
+            diff_id.to_owned(),
+            media_type,
+        )))
     }
 
     /// Pushes the `m-…` index tag: a one-layer manifest pointing at the model layer.

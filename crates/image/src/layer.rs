@@ -1,11 +1,16 @@
 //! The streaming layer pipeline.
 //!
 //! ```text
-//! source stream ──► [download task: sha256(file), size checks, progress]
-//!               ──► [blocking thread: deterministic tar ─► sha256(diff_id) ─► gzip (stored blocks)]
-//!               ──► [upload body: sha256(layer), byte count] ──► registry PATCH
+//! file:    source stream ──► [download task: sha256(file), size checks, progress,
+//!                             tar header before the bytes, padding and end blocks after]
+//!                        ──► [upload body: sha256(layer) = diff_id, byte count] ──► registry PATCH
+//! archive: source stream ──► [download task: sha256(file), size checks, progress]
+//!                        ──► [blocking thread: deterministic tar rewritten entry by entry]
+//!                        ──► [upload body: sha256(layer) = diff_id, byte count] ──► registry PATCH
 //! ```
-//! Each arrow is a bounded channel of ≤256 KiB chunks, so memory stays flat whatever the model size.
+//! Each arrow is a bounded channel of chunks, so memory stays flat whatever the model size. The
+//! layer is an uncompressed tar (weights do not compress), so its digest is its diff_id and a
+//! file's bytes go from the download to the upload without a copy: two sha256 passes in all.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,7 +23,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::gzip::StoredGzEncoder;
 use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, normalize_image_path};
 use crate::registry::ByteStream;
@@ -57,7 +61,8 @@ enum StageError {
 /// Handle to a running pipeline; [`Pipeline::finish`] after the upload body was consumed.
 pub(crate) struct Pipeline {
     download: tokio::task::JoinHandle<std::result::Result<(String, u64), StageError>>,
-    writer: tokio::task::JoinHandle<std::result::Result<String, StageError>>,
+    /// The archive rewriter; a file layer has none.
+    writer: Option<tokio::task::JoinHandle<std::result::Result<(), StageError>>>,
     layer: Arc<Mutex<(Sha256, u64)>>,
 }
 
@@ -92,27 +97,57 @@ pub(crate) fn start(
         }
         (_, len) => len,
     };
-    let (tx_a, rx_a) = mpsc::channel::<io::Result<Bytes>>(8);
-    let (tx_b, mut rx_b) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_QUEUE);
-
-    let dctx = ctx.clone();
-    let download_task = tokio::spawn(download_stage(
-        dctx, download, file_len, limits, progress, tx_a,
-    ));
-    let wctx = ctx.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx: rx_a,
-            cur: Bytes::new(),
-        };
-        let sink = ChunkSender::new(tx_b.clone());
-        let res = write_layer(&wctx, reader, sink, &content, file_len, limits);
-        if res.is_err() {
-            // Make the upload request fail instead of ending it cleanly with a partial layer.
-            let _ = tx_b.blocking_send(Err(io::Error::other("layer stream aborted")));
+    let (download_task, writer, mut rx_b) = match content {
+        LayerContent::File {
+            path_in_image,
+            mode,
+        } => {
+            let frame = TarFrame::for_file(&path_in_image, mode, file_len.unwrap_or(0))
+                .map_err(Error::InvalidRecipe)?;
+            let (tx_up, rx_up) = mpsc::channel::<io::Result<Bytes>>(DOWNLOAD_QUEUE);
+            let task = tokio::spawn(download_stage(
+                ctx, download, file_len, limits, progress, frame, tx_up,
+            ));
+            (task, None, rx_up)
         }
-        res
-    });
+        LayerContent::Archive {
+            dest_dir,
+            strip_components,
+        } => {
+            let (tx_a, rx_a) = mpsc::channel::<io::Result<Bytes>>(DOWNLOAD_QUEUE);
+            let (tx_up, rx_up) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_QUEUE);
+            let task = tokio::spawn(download_stage(
+                ctx.clone(),
+                download,
+                file_len,
+                limits,
+                progress,
+                TarFrame::default(),
+                tx_a,
+            ));
+            let writer = tokio::task::spawn_blocking(move || {
+                let reader = ChannelReader {
+                    rx: rx_a,
+                    cur: Bytes::new(),
+                };
+                let sink = ChunkSender::new(tx_up.clone());
+                let res = write_archive_layer(
+                    &ctx,
+                    reader,
+                    sink,
+                    &dest_dir,
+                    strip_components as usize,
+                    limits,
+                );
+                if res.is_err() {
+                    // Make the upload request fail instead of ending it cleanly with a partial layer.
+                    let _ = tx_up.blocking_send(Err(io::Error::other("layer stream aborted")));
+                }
+                res
+            });
+            (task, Some(writer), rx_up)
+        }
+    };
     let layer = Arc::new(Mutex::new((Sha256::new(), 0u64)));
     let hasher = layer.clone();
     let body = futures::stream::poll_fn(move |cx| rx_b.poll_recv(cx))
@@ -140,25 +175,27 @@ impl Pipeline {
     pub(crate) async fn finish<T>(self, upload: Result<T>) -> Result<(T, LayerOutput)> {
         let join = |e: tokio::task::JoinError| Error::Internal(format!("layer task failed: {e}"));
         let download = self.download.await.map_err(join)?;
-        let writer = self.writer.await.map_err(join)?;
+        let writer = match self.writer {
+            Some(w) => w.await.map_err(join)?,
+            None => Ok(()),
+        };
         let (file_sha256, source_bytes) = match download {
             Err(StageError::Failed(e)) => return Err(e),
             Err(StageError::Cancelled) => (String::new(), 0),
             Ok(v) => v,
         };
-        let diff = match writer {
+        match writer {
             Err(StageError::Failed(e)) => return Err(e),
-            Err(StageError::Cancelled) => None,
-            Ok(v) => Some(v),
-        };
+            Err(StageError::Cancelled) | Ok(()) => {}
+        }
         let t = upload?;
-        let diff_id =
-            diff.ok_or_else(|| Error::Internal("layer writer stopped without an error".into()))?;
         let (h, size) = std::mem::replace(
             &mut *self.layer.lock().expect("layer hash lock"),
             (Sha256::new(), 0),
         );
         let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        // An uncompressed layer is its own diff.
+        let diff_id = digest.clone();
         Ok((
             t,
             LayerOutput {
@@ -178,6 +215,7 @@ async fn download_stage(
     len: Option<u64>,
     limits: Limits,
     progress: Option<Arc<dyn ProgressSink>>,
+    frame: TarFrame,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> std::result::Result<(String, u64), StageError> {
     let mut hasher = Sha256::new();
@@ -206,6 +244,9 @@ async fn download_stage(
                 got,
             })
     };
+    if !frame.head.is_empty() && tx.send(Ok(frame.head)).await.is_err() {
+        return Err(StageError::Cancelled);
+    }
     while let Some(item) = download.stream.next().await {
         let chunk = match item {
             Ok(c) => c,
@@ -253,8 +294,43 @@ async fn download_stage(
     if let Some(e) = truncated(n) {
         return fail(e).await;
     }
+    if !frame.tail.is_empty() && tx.send(Ok(frame.tail)).await.is_err() {
+        return Err(StageError::Cancelled);
+    }
     report(n, Phase::Uploading);
     Ok((hex::encode(hasher.finalize()), n))
+}
+
+/// What a one-file tar layer has around the file's bytes, which pass between them untouched.
+#[derive(Default)]
+struct TarFrame {
+    /// The parent directory entries and the file's header (GNU long-name entries if needed).
+    head: Bytes,
+    /// Zero padding to the 512-byte block, then the two zero blocks that end the archive.
+    tail: Bytes,
+}
+
+impl TarFrame {
+    fn for_file(path_in_image: &str, mode: u32, len: u64) -> std::result::Result<Self, String> {
+        let parts = normalize_image_path(path_in_image).map_err(str::to_owned)?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut emitted = BTreeSet::new();
+        let io_err = |e: io::Error| format!("tar header for {path_in_image}: {e}");
+        emit_dirs(&mut tar, &mut emitted, &parts[..parts.len() - 1]).map_err(io_err)?;
+        // The header announces `len`; with no data the builder writes the header alone.
+        tar.append_data(
+            &mut file_header(len, mode & 0o7777),
+            parts.join("/"),
+            io::empty(),
+        )
+        .map_err(io_err)?;
+        let head = Bytes::from(tar.get_ref().clone());
+        let padding = (512 - len % 512) % 512;
+        Ok(Self {
+            head,
+            tail: Bytes::from(vec![0u8; padding as usize + 1024]),
+        })
+    }
 }
 
 /// Reads chunks from the download channel (blocking).
@@ -291,7 +367,9 @@ struct ChunkSender {
 const CANCELLED: &str = "upload stopped reading the layer";
 const DOWNLOAD_FAILED: &str = "download failed";
 
-/// Chunks waiting for the upload.
+/// Download chunks waiting for the next stage (the upload itself, for a file layer).
+const DOWNLOAD_QUEUE: usize = 8;
+/// Rewritten archive chunks waiting for the upload.
 const UPLOAD_QUEUE: usize = 4;
 /// At most this many spare chunk buffers per layer: the upload queue's, the one in the upload and
 /// the one being filled.
@@ -365,23 +443,6 @@ impl Write for ChunkSender {
     }
 }
 
-/// Hashes (and counts) everything written through it.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.hasher.update(&data[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Yields exactly `remaining` bytes, failing if the inner reader ends early.
 struct ExactReader<R> {
     inner: R,
@@ -413,8 +474,7 @@ fn is_pipeline_stop(e: &io::Error) -> bool {
 }
 
 fn classify(ctx: &Ctx, e: io::Error) -> StageError {
-    // In file mode an early end of input means the download stage failed; it reports why.
-    if is_pipeline_stop(&e) || e.kind() == io::ErrorKind::UnexpectedEof {
+    if is_pipeline_stop(&e) {
         return StageError::Cancelled;
     }
     StageError::Failed(Error::Io {
@@ -423,7 +483,7 @@ fn classify(ctx: &Ctx, e: io::Error) -> StageError {
     })
 }
 
-type TarOut = tar::Builder<HashWriter<StoredGzEncoder<ChunkSender>>>;
+type TarOut = tar::Builder<ChunkSender>;
 
 fn dir_header() -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -448,7 +508,11 @@ fn file_header(size: u64, mode: u32) -> tar::Header {
 }
 
 /// Emits `dir` and every missing parent as directory entries.
-fn emit_dirs(out: &mut TarOut, emitted: &mut BTreeSet<String>, parts: &[String]) -> io::Result<()> {
+fn emit_dirs<W: Write>(
+    out: &mut tar::Builder<W>,
+    emitted: &mut BTreeSet<String>,
+    parts: &[String],
+) -> io::Result<()> {
     for i in 1..=parts.len() {
         let dir = format!("{}/", parts[..i].join("/"));
         if emitted.insert(dir.clone()) {
@@ -458,65 +522,30 @@ fn emit_dirs(out: &mut TarOut, emitted: &mut BTreeSet<String>, parts: &[String])
     Ok(())
 }
 
-fn write_layer(
+fn write_archive_layer(
     ctx: &Ctx,
     reader: ChannelReader,
     sink: ChunkSender,
-    content: &LayerContent,
-    file_len: Option<u64>,
+    dest_dir: &str,
+    strip_components: usize,
     limits: Limits,
-) -> std::result::Result<String, StageError> {
-    // Stored deflate blocks: weights do not compress; see crate::gzip for the measurements.
-    let gz = StoredGzEncoder::new(sink);
-    let mut out = tar::Builder::new(HashWriter {
-        inner: gz,
-        hasher: Sha256::new(),
-    });
+) -> std::result::Result<(), StageError> {
+    let mut out = tar::Builder::new(sink);
     let mut emitted = BTreeSet::new();
-    match content {
-        LayerContent::File {
-            path_in_image,
-            mode,
-        } => {
-            let parts = normalize_image_path(path_in_image)
-                .map_err(|r| StageError::Failed(Error::InvalidRecipe(r.into())))?;
-            emit_dirs(&mut out, &mut emitted, &parts[..parts.len() - 1])
-                .map_err(|e| classify(ctx, e))?;
-            let len = file_len.unwrap_or(0);
-            let mut h = file_header(len, mode & 0o7777);
-            out.append_data(
-                &mut h,
-                parts.join("/"),
-                ExactReader {
-                    inner: reader,
-                    remaining: len,
-                },
-            )
-            .map_err(|e| classify(ctx, e))?;
-        }
-        LayerContent::Archive {
-            dest_dir,
-            strip_components,
-        } => {
-            let parts = normalize_image_path(dest_dir)
-                .map_err(|r| StageError::Failed(Error::InvalidRecipe(r.into())))?;
-            emit_dirs(&mut out, &mut emitted, &parts).map_err(|e| classify(ctx, e))?;
-            unpack_archive(
-                ctx,
-                reader,
-                &mut out,
-                &mut emitted,
-                &parts,
-                *strip_components as usize,
-                limits,
-            )?;
-        }
-    }
-    let hw = out.into_inner().map_err(|e| classify(ctx, e))?;
-    let diff_id = format!("sha256:{}", hex::encode(hw.hasher.finalize()));
-    let mut sink = hw.inner.finish().map_err(|e| classify(ctx, e))?;
-    sink.send_buf().map_err(|e| classify(ctx, e))?;
-    Ok(diff_id)
+    let parts = normalize_image_path(dest_dir)
+        .map_err(|r| StageError::Failed(Error::InvalidRecipe(r.into())))?;
+    emit_dirs(&mut out, &mut emitted, &parts).map_err(|e| classify(ctx, e))?;
+    unpack_archive(
+        ctx,
+        reader,
+        &mut out,
+        &mut emitted,
+        &parts,
+        strip_components,
+        limits,
+    )?;
+    let mut sink = out.into_inner().map_err(|e| classify(ctx, e))?;
+    sink.send_buf().map_err(|e| classify(ctx, e))
 }
 
 fn archive_path(p: &Path, strip: usize) -> std::result::Result<Option<Vec<String>>, String> {
@@ -657,6 +686,53 @@ fn unpack_archive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `tar` itself writes for a one-file layer (the pipeline's bytes must be these).
+    fn tar_of(path: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+        let parts = normalize_image_path(path).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut emitted = BTreeSet::new();
+        emit_dirs(&mut tar, &mut emitted, &parts[..parts.len() - 1]).unwrap();
+        let mut h = file_header(data.len() as u64, mode);
+        tar.append_data(&mut h, parts.join("/"), data).unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_file_layer_is_the_tar_that_tar_writes() {
+        let long = format!("/webui/models/{}/model.safetensors", "d".repeat(120));
+        for (path, len) in [
+            ("/m/x", 0usize),
+            ("/m/x", 1),
+            ("/webui/data/models/Stable-diffusion/a.safetensors", 511),
+            ("/a/b/c", 512),
+            ("/a/b/c", 513),
+            (long.as_str(), 70_000),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let frame = TarFrame::for_file(path, 0o644, len as u64).unwrap();
+            let framed = [&frame.head[..], &data, &frame.tail[..]].concat();
+            assert_eq!(
+                framed,
+                tar_of(path, 0o644, &data),
+                "{path} with {len} bytes"
+            );
+            let mut archive = tar::Archive::new(&framed[..]);
+            let mut files = archive.entries().unwrap().filter_map(|e| {
+                let mut e = e.unwrap();
+                (e.header().entry_type() == tar::EntryType::Regular).then(|| {
+                    let mut got = Vec::new();
+                    e.read_to_end(&mut got).unwrap();
+                    (e.path().unwrap().display().to_string(), got)
+                })
+            });
+            assert_eq!(
+                files.next(),
+                Some((path.trim_start_matches('/').to_owned(), data))
+            );
+        }
+        assert!(TarFrame::for_file("/", 0o644, 1).is_err());
+    }
 
     #[test]
     fn upload_chunks_reuse_the_buffers_the_upload_dropped() {

@@ -11,7 +11,6 @@ pub mod assemble;
 mod builder;
 mod credentials;
 mod error;
-mod gzip;
 mod layer;
 mod manifest;
 mod progress;
@@ -24,7 +23,6 @@ mod source;
 pub use builder::{Builder, BuilderOptions, BuiltImage, UploadMode};
 pub use credentials::{RegistryCredential, RegistryCredentials};
 pub use error::{Error, ErrorCategory, Result};
-pub use gzip::StoredGzEncoder;
 pub use manifest::BuiltLayer;
 pub use progress::{Phase, Progress, ProgressSink};
 pub use recipe::{ConfigEdit, LayerContent, LayerSpec, Recipe, Source, SourceAuth};
@@ -36,7 +34,11 @@ pub use source::SourcePolicy;
 pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Media type of the image config this crate pushes.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-/// Media type of the model layers this crate pushes (gzip stream with stored blocks).
+/// Media type of the model layers this crate pushes: an uncompressed tar, whose digest is its
+/// diff_id (weights do not compress, and one sha256 pass fewer is a third of a build's CPU).
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Media type of gzip layers: base layers, the assembled stand-in images, and model layers pushed
+/// by earlier builds of this crate (still reused through their `m-…` index tags).
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// Manifest layer annotation: sha256 of the model file (or archive) baked into the layer.
 pub const ANNOTATION_MODEL_SHA256: &str = "dev.salad-sd.model.sha256";

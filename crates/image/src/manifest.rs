@@ -9,12 +9,11 @@ use crate::recipe::Recipe;
 use crate::reference::ImageReference;
 use crate::{
     ANNOTATION_MODEL_PATH, ANNOTATION_MODEL_SHA256, DOCKER_CONFIG, DOCKER_LAYER_GZIP,
-    DOCKER_MANIFEST_V2, LABEL_BASE_DIGEST, LABEL_RECIPE_HASH,
+    DOCKER_LAYER_TAR, DOCKER_MANIFEST_V2, LABEL_BASE_DIGEST, LABEL_RECIPE_HASH,
 };
 
 /// Manifest layer annotation: the layer's name in the recipe.
 const ANNOTATION_MODEL_NAME: &str = "dev.salad-sd.model.name";
-const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub(crate) const DOCKER_FOREIGN_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 pub(crate) const DOCKER_FOREIGN_TAR: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
@@ -43,6 +42,15 @@ pub(crate) struct LayerDone {
     pub built: BuiltLayer,
     pub diff_id: String,
     pub path: String,
+    /// [`DOCKER_LAYER_TAR`] when built now; a reused layer keeps the type it was pushed with.
+    pub media_type: &'static str,
+}
+
+/// The media type of a model layer this crate may have pushed, in any version.
+pub(crate) fn model_layer_media_type(media_type: &str) -> Option<&'static str> {
+    [DOCKER_LAYER_TAR, DOCKER_LAYER_GZIP]
+        .into_iter()
+        .find(|t| *t == media_type)
 }
 
 /// A Docker v2 manifest with this config and these layer descriptors.
@@ -91,7 +99,7 @@ pub(crate) fn index_config(sha: &str, done: &LayerDone) -> Value {
 
 pub(crate) fn model_descriptor(d: &LayerDone) -> Value {
     json!({
-        "mediaType": DOCKER_LAYER_GZIP,
+        "mediaType": d.media_type,
         "size": d.built.size,
         "digest": d.built.digest,
         "annotations": {
@@ -249,6 +257,7 @@ mod tests {
             },
             diff_id: "sha256:2".into(),
             path: "/m/x".into(),
+            media_type: DOCKER_LAYER_TAR,
         }];
         edit_config(&mut cfg, &recipe, "h", "sha256:b", &done);
         assert_eq!(

@@ -20,6 +20,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const CKPT: &str = "/webui/data/models/Stable-diffusion/model.safetensors";
+const GZIP_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const TAR_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 const LORA: &str = "/webui/data/models/Lora/style.safetensors";
 
 async fn bounded<F: Future<Output = ()>>(f: F) {
@@ -122,11 +124,16 @@ struct TarEntry {
     sha256: String,
 }
 
-fn tar_entries(gz: &[u8]) -> (Vec<TarEntry>, String) {
+/// The entries and diff_id of a layer blob, gzip or not.
+fn tar_entries(blob: &[u8]) -> (Vec<TarEntry>, String) {
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
+    if blob.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(blob)
+            .read_to_end(&mut raw)
+            .unwrap();
+    } else {
+        raw = blob.to_vec();
+    }
     let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&raw)));
     let mut ar = tar::Archive::new(&raw[..]);
     let mut out = Vec::new();
@@ -248,12 +255,15 @@ async fn fresh_build_rebuild_and_one_model_changed() {
         );
         let mlayers = manifest["layers"].as_array().unwrap();
         assert_eq!(mlayers.len(), 4);
-        for l in mlayers {
-            assert_eq!(
-                l["mediaType"],
-                "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            );
-        }
+        let types: Vec<&str> = mlayers
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [GZIP_LAYER, GZIP_LAYER, TAR_LAYER, TAR_LAYER],
+            "the base's layers keep their type; model layers are plain tar"
+        );
         assert_eq!(
             mlayers[2]["annotations"]["dev.salad-sd.model.sha256"],
             ckpt_sha.as_str()
@@ -306,6 +316,11 @@ async fn fresh_build_rebuild_and_one_model_changed() {
         let blob = get_blob(&reg, "sd/app", mlayers[2]["digest"].as_str().unwrap()).await;
         let (entries, diff_id) = tar_entries(&blob);
         assert_eq!(diff_ids[2], diff_id.as_str());
+        assert_eq!(
+            mlayers[2]["digest"],
+            diff_id.as_str(),
+            "an uncompressed layer is its own diff"
+        );
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -376,6 +391,149 @@ async fn fresh_build_rebuild_and_one_model_changed() {
     .await;
 }
 
+/// Pushes `bytes` as a blob of `repo` (monolithic upload) and returns its digest.
+async fn push_blob(reg: &LocalRegistry, repo: &str, bytes: Vec<u8>) -> String {
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
+        .send()
+        .await
+        .unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    let loc = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{}{loc}", reg.url())
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let put = http
+        .put(format!("{loc}{sep}digest={digest}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "blob PUT -> {}", put.status());
+    digest
+}
+
+/// Earlier builds of the operator pushed model layers as gzip (stored blocks). After an upgrade, a build
+/// that needs that model again takes the old layer through its index tag, gzip and all, instead
+/// of downloading the model again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_model_layers_of_an_older_operator_are_reused_as_they_are() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = LocalRegistry::start(dir.path()).await.unwrap();
+        push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
+            .await
+            .unwrap();
+        let models = ModelServer::start(ModelServerOptions::default())
+            .await
+            .unwrap();
+        models.add_generated("/ckpt", 1 << 20, 4);
+        models.add_generated("/lora", 100_000, 5);
+        let base = format!("{}/sd/base:v1", reg.host_port());
+        let target = format!("{}/sd/app", reg.host_port());
+        let ckpt = file_layer(
+            "ckpt",
+            models.url("/ckpt"),
+            Some(generated_sha256(1 << 20, 4)),
+            CKPT,
+        );
+        let builder = Builder::new(options(&[&reg])).unwrap();
+        let first = builder
+            .build(&recipe(base.clone(), vec![ckpt.clone()]), &target)
+            .await
+            .unwrap();
+
+        // Rewrite the ckpt's index tag as the older operator left it: the same tar, gzipped.
+        let index_tag = list_tags(&reg.host_port(), "sd/app")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.starts_with("m-"))
+            .expect("the ckpt's index tag");
+        let (index, _) = get_json(format!("{}/v2/sd/app/manifests/{index_tag}", reg.url())).await;
+        let tar = get_blob(
+            &reg,
+            "sd/app",
+            index["layers"][0]["digest"].as_str().unwrap(),
+        )
+        .await;
+        let diff_id = first.layers[0].digest.clone();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let gz_size = gz.len() as u64;
+        let gz_digest = push_blob(&reg, "sd/app", gz).await;
+        let mut legacy = index.clone();
+        legacy["layers"][0]["mediaType"] = GZIP_LAYER.into();
+        legacy["layers"][0]["digest"] = gz_digest.clone().into();
+        legacy["layers"][0]["size"] = gz_size.into();
+        let put = reqwest::Client::new()
+            .put(format!("{}/v2/sd/app/manifests/{index_tag}", reg.url()))
+            .header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .body(serde_json::to_vec(&legacy).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            put.status().is_success(),
+            "manifest PUT -> {}",
+            put.status()
+        );
+
+        // A new recipe with the same ckpt and a new LoRA, by a fresh builder (the upgraded one).
+        let served = models.bytes_served("/ckpt");
+        let builder = Builder::new(options(&[&reg])).unwrap();
+        let lora = file_layer(
+            "lora",
+            models.url("/lora"),
+            Some(generated_sha256(100_000, 5)),
+            LORA,
+        );
+        let img = builder
+            .build(&recipe(base, vec![ckpt, lora]), &target)
+            .await
+            .unwrap();
+        assert_eq!(
+            models.bytes_served("/ckpt"),
+            served,
+            "the ckpt was downloaded again"
+        );
+        assert!(img.layers[0].reused && !img.layers[1].reused);
+        assert_eq!(img.layers[0].digest, gz_digest);
+        let (manifest, _) =
+            get_json(format!("{}/v2/sd/app/manifests/{}", reg.url(), img.tag)).await;
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(
+            (
+                layers[2]["mediaType"].as_str(),
+                layers[2]["digest"].as_str()
+            ),
+            (Some(GZIP_LAYER), Some(gz_digest.as_str())),
+            "the reused layer keeps the type it was pushed with"
+        );
+        assert_eq!(layers[3]["mediaType"], TAR_LAYER);
+        let config: Value = serde_json::from_slice(
+            &get_blob(
+                &reg,
+                "sd/app",
+                manifest["config"]["digest"].as_str().unwrap(),
+            )
+            .await,
+        )
+        .unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][2], diff_id.as_str());
+        assert_eq!(config["rootfs"]["diff_ids"][3], layers[3]["digest"]);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base_on_other_registry_is_copied_and_oci_base_is_converted() {
     bounded(async {
@@ -402,11 +560,9 @@ async fn base_on_other_registry_is_copied_and_oci_base_is_converted() {
         let layers = manifest["layers"].as_array().unwrap();
         assert_eq!(layers.len(), 3);
         let mut base_bytes = 0;
-        for l in layers {
-            assert_eq!(
-                l["mediaType"],
-                "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            );
+        for (i, l) in layers.iter().enumerate() {
+            let converted = if i < 2 { GZIP_LAYER } else { TAR_LAYER };
+            assert_eq!(l["mediaType"], converted);
             get_blob(&dst, "apps/sd", l["digest"].as_str().unwrap()).await;
         }
         for l in &layers[..2] {

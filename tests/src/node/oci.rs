@@ -1,7 +1,7 @@
 //! Just enough of the OCI distribution API (plain http, no auth) to push a stand-in base image
 //! and to pull a built image back, as a node's container runtime would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,17 @@ impl RunConfig {
             user: c["User"].as_str().unwrap_or("").to_owned(),
         }
     }
+}
+
+/// A pulled layer blob, with what the manifest and config say about it.
+#[derive(Clone, Debug)]
+pub struct PulledLayer {
+    /// Where the blob was saved, as pulled (compressed or not).
+    pub path: PathBuf,
+    /// The manifest's media type for it.
+    pub media_type: String,
+    /// The config's `rootfs.diff_ids` entry: sha256 of the uncompressed tar.
+    pub diff_id: String,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -198,7 +209,7 @@ impl Registry {
         repo: &str,
         reference: &str,
         dir: &Path,
-    ) -> Result<(RunConfig, Vec<std::path::PathBuf>)> {
+    ) -> Result<(RunConfig, Vec<PulledLayer>)> {
         let mut manifest: Value = serde_json::from_slice(
             &self
                 .get(
@@ -231,6 +242,10 @@ impl Registry {
                 .await?,
         )
         .map_err(|e| http_err("config json", e))?;
+        let diff_ids = config["rootfs"]["diff_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut paths = Vec::new();
         for (i, layer) in manifest["layers"]
             .as_array()
@@ -246,9 +261,17 @@ impl Registry {
             if digest(&bytes) != d {
                 return Err(http_err("layer", format!("{d} does not match its content")));
             }
-            let path = dir.join(format!("layer-{i}.tar.gz"));
+            let path = dir.join(format!("layer-{i}.blob"));
             std::fs::write(&path, bytes).map_err(|e| http_err("saving layer", e))?;
-            paths.push(path);
+            let diff_id = diff_ids
+                .get(i)
+                .and_then(Value::as_str)
+                .ok_or_else(|| http_err("config", format!("no diff_id for layer {i}")))?;
+            paths.push(PulledLayer {
+                path,
+                media_type: layer["mediaType"].as_str().unwrap_or_default().to_owned(),
+                diff_id: diff_id.to_owned(),
+            });
         }
         Ok((RunConfig::from_image_config(&config), paths))
     }

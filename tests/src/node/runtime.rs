@@ -5,6 +5,7 @@
 //! listeners are the test's loopback listeners.
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +14,9 @@ use std::time::Duration;
 use saladcloud::model::CreateContainer;
 use serde_json::json;
 
-use super::oci::RunConfig;
+use sha2::{Digest, Sha256};
+
+use super::oci::{PulledLayer, RunConfig};
 use super::{NodeError, Result};
 
 /// Docker's (and containerd's) default capability set.
@@ -127,10 +130,53 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Unpacks a gzip layer into `dir`, keeping owners and modes.
-fn unpack(layer: &Path, dir: &Path) -> Result<()> {
-    let file = File::open(layer).map_err(|e| NodeError(format!("opening layer: {e}")))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+/// How a layer's blob is compressed, as containerd decides it (`images.DiffCompression`): by the
+/// media type, except that Docker's uncompressed type is sniffed, since some producers mislabel.
+fn compression(layer: &PulledLayer, head: &[u8]) -> Result<bool> {
+    let gzip_magic = head.starts_with(&[0x1f, 0x8b]);
+    match layer.media_type.as_str() {
+        "application/vnd.docker.image.rootfs.diff.tar" => Ok(gzip_magic),
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.oci.image.layer.v1.tar+gzip" => Ok(true),
+        "application/vnd.oci.image.layer.v1.tar" => Ok(false),
+        other => Err(NodeError(format!(
+            "layer media type {other:?} is not one the test node unpacks"
+        ))),
+    }
+}
+
+/// Counts the sha256 of what the tar reader consumes: the layer's diff.
+struct DiffHasher<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for DiffHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpacks a layer into `dir`, keeping owners and modes, and checks its diff_id as containerd's
+/// applier does ("wrong diff id calculated on extraction").
+fn unpack(layer: &PulledLayer, dir: &Path) -> Result<()> {
+    let file = File::open(&layer.path).map_err(|e| NodeError(format!("opening layer: {e}")))?;
+    let mut file = BufReader::new(file);
+    let head = file
+        .fill_buf()
+        .map_err(|e| NodeError(format!("reading layer: {e}")))?;
+    let input: Box<dyn Read> = if compression(layer, head)? {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let diff = DiffHasher {
+        inner: input,
+        hasher: Sha256::new(),
+    };
+    let mut archive = tar::Archive::new(diff);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
@@ -152,6 +198,18 @@ fn unpack(layer: &Path, dir: &Path) -> Result<()> {
         entry
             .unpack_in(dir)
             .map_err(|e| NodeError(format!("unpacking {}: {e}", path.display())))?;
+    }
+    // The rest of the stream (the end blocks) is part of the diff too.
+    let mut diff = archive.into_inner();
+    std::io::copy(&mut diff, &mut std::io::sink())
+        .map_err(|e| NodeError(format!("reading layer: {e}")))?;
+    let got = format!("sha256:{}", hex::encode(diff.hasher.finalize()));
+    if got != layer.diff_id {
+        return Err(NodeError(format!(
+            "{}: wrong diff id calculated on extraction: {got}, the config says {}",
+            layer.path.display(),
+            layer.diff_id
+        )));
     }
     Ok(())
 }
@@ -209,14 +267,19 @@ pub struct Container {
 
 impl Container {
     /// Unpacks `layers` (bottom first) under `workdir`, mounts them and starts `launch`.
-    pub fn start(id: &str, layers: &[PathBuf], launch: &Launch, workdir: &Path) -> Result<Self> {
+    pub fn start(
+        id: &str,
+        layers: &[PulledLayer],
+        launch: &Launch,
+        workdir: &Path,
+    ) -> Result<Self> {
         Self::start_with(id, layers, launch, workdir, &Isolation::docker_default())
     }
 
     /// [`Container::start`] confined as `isolation` says.
     pub fn start_with(
         id: &str,
-        layers: &[PathBuf],
+        layers: &[PulledLayer],
         launch: &Launch,
         workdir: &Path,
         isolation: &Isolation,
@@ -445,5 +508,66 @@ impl Drop for Container {
         }
         runc(&["delete", "--force", &self.id]);
         let _ = Command::new("umount").arg(&self.merged).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn one_file_tar() -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        tar.append_data(&mut h, "m/x", &b"hello"[..]).unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    fn layer(dir: &Path, blob: &[u8], media_type: &str, diff_id: String) -> PulledLayer {
+        let path = dir.join("layer.blob");
+        std::fs::write(&path, blob).unwrap();
+        PulledLayer {
+            path,
+            media_type: media_type.into(),
+            diff_id,
+        }
+    }
+
+    #[test]
+    fn layers_unpack_by_media_type_and_a_wrong_diff_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = one_file_tar();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let docker_tar = "application/vnd.docker.image.rootfs.diff.tar";
+        for (blob, media_type) in [
+            (&tar, docker_tar),
+            // Mislabelled gzip under Docker's plain type is sniffed, as containerd does.
+            (&gz, docker_tar),
+            (&gz, "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            (&tar, "application/vnd.oci.image.layer.v1.tar"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            unpack(
+                &layer(dir.path(), blob, media_type, diff_id.clone()),
+                root.path(),
+            )
+            .unwrap_or_else(|e| panic!("{media_type}: {e:?}"));
+            assert_eq!(std::fs::read(root.path().join("m/x")).unwrap(), b"hello");
+        }
+        let root = tempfile::tempdir().unwrap();
+        let wrong = format!("sha256:{}", hex::encode(Sha256::digest(b"other")));
+        let err = unpack(&layer(dir.path(), &tar, docker_tar, wrong), root.path()).unwrap_err();
+        assert!(err.0.contains("wrong diff id"), "{err:?}");
+        let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+        assert!(unpack(&layer(dir.path(), &tar, zstd, diff_id), root.path()).is_err());
     }
 }
