@@ -720,6 +720,8 @@ impl Builder {
             .await?;
         c.uploaded += out.size;
         Ok(LayerDone {
+            // An uncompressed layer is its own diff.
+            diff_id: out.digest.clone(),
             built: BuiltLayer {
                 name: spec.name.clone(),
                 digest: out.digest,
@@ -727,7 +729,6 @@ impl Builder {
                 file_sha256: out.file_sha256,
                 reused: false,
             },
-            diff_id: out.diff_id,
             path: path.to_owned(),
             media_type: crate::DOCKER_LAYER_TAR,
         })

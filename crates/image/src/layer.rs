@@ -45,9 +45,9 @@ pub(crate) struct Limits {
 /// What a finished pipeline produced.
 #[derive(Clone, Debug)]
 pub(crate) struct LayerOutput {
+    /// Also the diff_id: the layer is an uncompressed tar.
     pub(crate) digest: String,
     pub(crate) size: u64,
-    pub(crate) diff_id: String,
     pub(crate) file_sha256: String,
     pub(crate) source_bytes: u64,
 }
@@ -194,14 +194,11 @@ impl Pipeline {
             (Sha256::new(), 0),
         );
         let digest = format!("sha256:{}", hex::encode(h.finalize()));
-        // An uncompressed layer is its own diff.
-        let diff_id = digest.clone();
         Ok((
             t,
             LayerOutput {
                 digest,
                 size,
-                diff_id,
                 file_sha256,
                 source_bytes,
             },

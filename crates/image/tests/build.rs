@@ -14,7 +14,7 @@ use salad_sd_image::{
 };
 use salad_sd_testkit::{
     LocalRegistry, Misbehavior, ModelServer, ModelServerOptions, generated_sha256, list_tags,
-    push_tiny_base_image,
+    push_blob, push_tiny_base_image, put_manifest,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -154,6 +154,22 @@ fn tar_entries(blob: &[u8]) -> (Vec<TarEntry>, String) {
     (out, diff_id)
 }
 
+/// A registry in `dir` with the tiny base pushed as `sd/base:v1`, and the base's digest.
+async fn registry_with_base(dir: &std::path::Path) -> (LocalRegistry, String) {
+    let reg = LocalRegistry::start(dir).await.unwrap();
+    let base_digest = push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
+        .await
+        .unwrap();
+    (reg, base_digest)
+}
+
+/// A model server with no auth.
+async fn open_model_server() -> ModelServer {
+    ModelServer::start(ModelServerOptions::default())
+        .await
+        .unwrap()
+}
+
 async fn recipe_tags(reg: &LocalRegistry, repo: &str) -> Vec<String> {
     list_tags(&reg.host_port(), repo)
         .await
@@ -188,13 +204,8 @@ impl ProgressSink for Recorder {
 async fn fresh_build_rebuild_and_one_model_changed() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let reg = LocalRegistry::start(dir.path()).await.unwrap();
-        let base_digest = push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
-            .await
-            .unwrap();
-        let models = ModelServer::start(ModelServerOptions::default())
-            .await
-            .unwrap();
+        let (reg, base_digest) = registry_with_base(dir.path()).await;
+        let models = open_model_server().await;
         models.add_generated("/ckpt", 3 << 20, 1);
         models.add_generated("/lora", 200_000, 2);
         models.add_generated("/lora2", 300_000, 3);
@@ -391,32 +402,6 @@ async fn fresh_build_rebuild_and_one_model_changed() {
     .await;
 }
 
-/// Pushes `bytes` as a blob of `repo` (monolithic upload) and returns its digest.
-async fn push_blob(reg: &LocalRegistry, repo: &str, bytes: Vec<u8>) -> String {
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
-        .send()
-        .await
-        .unwrap();
-    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-    let loc = if loc.starts_with("http") {
-        loc
-    } else {
-        format!("{}{loc}", reg.url())
-    };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = http
-        .put(format!("{loc}{sep}digest={digest}"))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "blob PUT -> {}", put.status());
-    digest
-}
-
 /// Earlier builds of the operator pushed model layers as gzip (stored blocks). After an upgrade, a build
 /// that needs that model again takes the old layer through its index tag, gzip and all, instead
 /// of downloading the model again.
@@ -424,13 +409,8 @@ async fn push_blob(reg: &LocalRegistry, repo: &str, bytes: Vec<u8>) -> String {
 async fn gzip_model_layers_of_an_older_operator_are_reused_as_they_are() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let reg = LocalRegistry::start(dir.path()).await.unwrap();
-        push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
-            .await
-            .unwrap();
-        let models = ModelServer::start(ModelServerOptions::default())
-            .await
-            .unwrap();
+        let (reg, _) = registry_with_base(dir.path()).await;
+        let models = open_model_server().await;
         models.add_generated("/ckpt", 1 << 20, 4);
         models.add_generated("/lora", 100_000, 5);
         let base = format!("{}/sd/base:v1", reg.host_port());
@@ -466,26 +446,22 @@ async fn gzip_model_layers_of_an_older_operator_are_reused_as_they_are() {
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         let gz = gz.finish().unwrap();
         let gz_size = gz.len() as u64;
-        let gz_digest = push_blob(&reg, "sd/app", gz).await;
+        let gz_digest = push_blob(&reg.host_port(), "sd/app", gz.into())
+            .await
+            .unwrap();
         let mut legacy = index.clone();
         legacy["layers"][0]["mediaType"] = GZIP_LAYER.into();
         legacy["layers"][0]["digest"] = gz_digest.clone().into();
         legacy["layers"][0]["size"] = gz_size.into();
-        let put = reqwest::Client::new()
-            .put(format!("{}/v2/sd/app/manifests/{index_tag}", reg.url()))
-            .header(
-                "Content-Type",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            )
-            .body(serde_json::to_vec(&legacy).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            put.status().is_success(),
-            "manifest PUT -> {}",
-            put.status()
-        );
+        put_manifest(
+            &reg.host_port(),
+            "sd/app",
+            &index_tag,
+            "application/vnd.docker.distribution.manifest.v2+json",
+            serde_json::to_vec(&legacy).unwrap().into(),
+        )
+        .await
+        .unwrap();
 
         // A new recipe with the same ckpt and a new LoRA, by a fresh builder (the upgraded one).
         let served = models.bytes_served("/ckpt");
@@ -544,9 +520,7 @@ async fn base_on_other_registry_is_copied_and_oci_base_is_converted() {
         push_tiny_base_image(&src.host_port(), "base/oci:v1", true)
             .await
             .unwrap();
-        let models = ModelServer::start(ModelServerOptions::default())
-            .await
-            .unwrap();
+        let models = open_model_server().await;
         models.add_generated("/m", 100_000, 9);
         let builder = Builder::new(options(&[&src, &dst])).unwrap();
         let r = recipe(
@@ -599,13 +573,8 @@ async fn base_on_other_registry_is_copied_and_oci_base_is_converted() {
 async fn bad_sources_fail_cleanly_and_leave_no_recipe_tag() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let reg = LocalRegistry::start(dir.path()).await.unwrap();
-        push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
-            .await
-            .unwrap();
-        let models = ModelServer::start(ModelServerOptions::default())
-            .await
-            .unwrap();
+        let (reg, _) = registry_with_base(dir.path()).await;
+        let models = open_model_server().await;
         models.add_generated("/good", 50_000, 1);
         for p in ["/missing", "/html", "/trunc", "/nolen"] {
             models.add_generated(p, 2 << 20, 5);
@@ -761,10 +730,7 @@ async fn registry_credentials_are_used_and_refusal_is_clear() {
 async fn auth_header_only_goes_to_the_source_host() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let reg = LocalRegistry::start(dir.path()).await.unwrap();
-        push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
-            .await
-            .unwrap();
+        let (reg, _) = registry_with_base(dir.path()).await;
         let origin = ModelServer::start(ModelServerOptions {
             root: None,
             bearer_token: Some("hf_secret".into()),
@@ -840,10 +806,7 @@ async fn chunked_upload_mode_and_archive_layers() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let files = tempfile::tempdir().unwrap();
-        let reg = LocalRegistry::start(dir.path()).await.unwrap();
-        push_tiny_base_image(&reg.host_port(), "sd/base:v1", false)
-            .await
-            .unwrap();
+        let (reg, _) = registry_with_base(dir.path()).await;
         // A GitHub-style extension archive: everything under one top directory.
         let mut tar = tar::Builder::new(Vec::new());
         for (path, data, mode) in [

@@ -291,6 +291,28 @@ pub async fn push_tiny_base_image(
         .await
 }
 
+/// Pushes `data` as a blob of `repo` on a plain-http registry (`127.0.0.1:PORT`) in one upload.
+/// Returns its digest.
+pub async fn push_blob(registry_host_port: &str, repo: &str, data: Bytes) -> Result<String> {
+    PlainRegistry::new(registry_host_port)?
+        .push_blob(repo, data)
+        .await
+}
+
+/// PUTs a manifest of `media_type` under `reference` (a tag or digest) of `repo` on a
+/// plain-http registry (`127.0.0.1:PORT`). Returns its digest.
+pub async fn put_manifest(
+    registry_host_port: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: Bytes,
+) -> Result<String> {
+    PlainRegistry::new(registry_host_port)?
+        .put_manifest(repo, reference, media_type, body)
+        .await
+}
+
 /// Tags of `repo` on a plain-http registry (`127.0.0.1:PORT`), sorted.
 pub async fn list_tags(registry_host_port: &str, repo: &str) -> Result<Vec<String>> {
     let reg = PlainRegistry::new(registry_host_port)?;

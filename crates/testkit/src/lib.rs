@@ -12,7 +12,7 @@ mod model_server;
 mod ranged_server;
 mod registry;
 
-pub use base_image::{list_tags, push_tiny_base_image};
+pub use base_image::{list_tags, push_blob, push_tiny_base_image, put_manifest};
 pub use bench::bench_resource;
 pub use job_queue::{JobQueue, JobResult, WORKER_SCRIPT, worker_archive};
 pub use model_server::{

@@ -130,9 +130,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// How a layer's blob is compressed, as containerd decides it (`images.DiffCompression`): by the
+/// Whether a layer's blob is gzip, as containerd decides it (`images.DiffCompression`): by the
 /// media type, except that Docker's uncompressed type is sniffed, since some producers mislabel.
-fn compression(layer: &PulledLayer, head: &[u8]) -> Result<bool> {
+fn is_gzip(layer: &PulledLayer, head: &[u8]) -> Result<bool> {
     let gzip_magic = head.starts_with(&[0x1f, 0x8b]);
     match layer.media_type.as_str() {
         "application/vnd.docker.image.rootfs.diff.tar" => Ok(gzip_magic),
@@ -167,7 +167,7 @@ fn unpack(layer: &PulledLayer, dir: &Path) -> Result<()> {
     let head = file
         .fill_buf()
         .map_err(|e| NodeError(format!("reading layer: {e}")))?;
-    let input: Box<dyn Read> = if compression(layer, head)? {
+    let input: Box<dyn Read> = if is_gzip(layer, head)? {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)
