@@ -1,10 +1,12 @@
 ## Run the images we build as a SaladCloud node would (runc + overlayfs, as root): one stand-in
 ## base per server kind, the group's probes, bytes written at start; and the operator image
 ## (`make image`) as its Deployment runs it (uid 65532, read-only root, no capabilities) against
-## a mocked Kubernetes API and the simulator. Skipped (not passed) where runc, overlayfs or root
+## a mocked Kubernetes API and the simulator. Debian's containerd pulls every one of those images
+## too and must unpack the root filesystem the test node unpacks, path by path; SD.Next and
+## ComfyUI also run under containerd (`ctr run`) and pass their probes. Skipped (not passed) where runc, overlayfs or root
 ## is missing; CI installs them and fails instead of skipping.
 .PHONY: test-runtime deps-runtime
-## What test-runtime needs (Debian docker-registry, runc, socat, python3.11, and for the operator
+## What test-runtime needs (Debian docker-registry, runc, containerd, socat, python3.11, and for the operator
 ## image musl-tools, ca-certificates and the Rust musl target), when missing.
 deps-runtime:
 	@scripts/ensure-deps.sh runtime

@@ -4,14 +4,15 @@
 # (runs the Argo CD health check in its test), python3 (runs the model fetcher a container
 # runs before its server, in crates/controller/tests/fetch_script.rs), and for
 # `make test-runtime` runc (runs the built images) with socat and Debian's python3.11 (copied
-# into the stand-in base images), and for `make image` musl-tools, ca-certificates and the Rust
+# into the stand-in base images), containerd (pulls and runs the same images, to hold the test
+# node to a real runtime), and for `make image` musl-tools, ca-certificates and the Rust
 # musl target.
 #
 # Usage: scripts/ensure-deps.sh [MODE]
 #   test     what `make test` needs: docker-registry, lua5.4, python3 (and python3-venv for
 #            `make sdk-check`)
-#   runtime  what `make test-runtime` needs: docker-registry, runc, socat, python3.11, and what
-#            `make image` needs (it runs the operator image too)
+#   runtime  what `make test-runtime` needs: docker-registry, runc, containerd, socat, python3.11,
+#            and what `make image` needs (it runs the operator image too)
 #   all      both (the default, as `.ci/run` and the demo call it)
 set -euo pipefail
 mode=${1:-all}
@@ -29,6 +30,8 @@ if [ "$mode" != runtime ]; then
 fi
 if [ "$mode" != test ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)
+  # containerd pulls and runs the built images beside the test node, to hold it to a real one.
+  [ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || missing+=(containerd)
   [ -x /usr/bin/socat ] || missing+=(socat)
   [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
   # `make image`: the static operator binary (musl-gcc for the C parts of aws-lc-sys) and the CA

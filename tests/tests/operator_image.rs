@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use salad_sd_api::names::{API_KEY_FINALIZER, FINALIZER};
 use salad_sd_e2e::kubeapi::MockKubeApi;
+use salad_sd_e2e::node::containerd::{self, Containerd};
 use salad_sd_e2e::node::oci::Registry;
 use salad_sd_e2e::node::runtime::{self, Container, Isolation, Launch};
 use salad_sd_image::assemble::AssembledImage;
@@ -119,7 +120,7 @@ async fn wait_until<T>(
 #[tokio::test]
 #[ignore = "runs the operator image with runc as root after make image: make test-runtime"]
 async fn the_operator_image_runs_as_its_deployment_and_hands_over_on_sigterm() {
-    if let Some(why) = runtime::unavailable() {
+    if let Some(why) = runtime::unavailable().or_else(containerd::unavailable) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the runtime test: {why}"
@@ -168,6 +169,19 @@ async fn the_operator_image_runs_as_its_deployment_and_hands_over_on_sigterm() {
         .await
         .expect("pull the operator image");
     assert_eq!(run_config.user, "65532:65532");
+    // containerd, the kubelet's image service, pulls it and unpacks the same root filesystem.
+    let (paths, differences) = Containerd::start(&dir.path().join("containerd"))
+        .and_then(|ctd| ctd.pull_and_compare(&pushed, &layers, dir.path()))
+        .expect("containerd pulls the operator image");
+    assert!(
+        differences.is_empty(),
+        "containerd unpacks the operator image differently from the test node:\n{}",
+        differences.join("\n")
+    );
+    assert!(
+        paths > 3,
+        "{paths} paths: the binary, CA certificates, /etc/passwd"
+    );
     let compressed: usize = image.layers.iter().map(|l| l.blob.len()).sum();
 
     // What the operator talks to: a Kubernetes API with one resource, SaladCloud, a model.

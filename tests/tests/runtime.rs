@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::desired::{GpuChoice, group_definition, recipe};
 use salad_sd_controller::secrets::ResolvedSecrets;
-use salad_sd_e2e::node::oci::Registry;
-use salad_sd_e2e::node::probes::{self, Outcome};
+use salad_sd_e2e::node::containerd::{self, Containerd};
+use salad_sd_e2e::node::oci::{PulledLayer, Registry};
+use salad_sd_e2e::node::probes::{self, Outcome, Target};
 use salad_sd_e2e::node::runtime::{self, Container, Launch};
 use salad_sd_e2e::node::standin::{StandIn, missing_host_programs, push_standin};
 use salad_sd_image::{Builder, BuilderOptions, SourcePolicy};
@@ -47,6 +48,18 @@ struct Case {
     upstream_launch: bool,
     /// The checkpoint is fetched by the container at start instead of baked.
     fetch: Fetch,
+    /// What runs the container.
+    runtime: Runtime,
+}
+
+/// What runs the built image. Either way, containerd pulls it too and must unpack the root
+/// filesystem the test node unpacks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Runtime {
+    /// The test node: our unpack, overlayfs, `runc` with the process [`Launch`] derives.
+    TestNode,
+    /// containerd (`ctr run`): its snapshot, its process from the image config.
+    Containerd,
 }
 
 /// How the checkpoint reaches the container.
@@ -71,10 +84,21 @@ struct Run {
     logs: String,
     /// HTTP status and body of the smoke test's request.
     smoke_answer: Option<(u16, Value)>,
+    /// Paths of the root filesystem containerd and the test node agreed on.
+    rootfs_paths: usize,
+}
+
+/// What the probes and the requests after them found.
+struct Probed {
+    startup: Outcome,
+    liveness: Option<Outcome>,
+    readiness: Option<Outcome>,
+    seen: Value,
+    smoke_answer: Option<(u16, Value)>,
 }
 
 fn skip_reason() -> Option<String> {
-    let mut why = runtime::unavailable();
+    let mut why = runtime::unavailable().or_else(containerd::unavailable);
     let missing = missing_host_programs();
     if why.is_none() && !missing.is_empty() {
         why = Some(format!(
@@ -215,68 +239,124 @@ spec:
         command.extend(image.cmd.iter().cloned());
         group.container.command = Some(command);
     }
-    let launch = Launch::of(&image, &group.container).expect("launch");
+    let ctd = Containerd::start(&dir.path().join("containerd")).expect("start containerd");
+    let reference = format!("{reg}/built/{}@{}", case.name, built.digest);
+    let rootfs_paths = assert_containerd_unpacks_the_same(&ctd, &reference, &layers, dir.path());
     let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
-    let mut container =
-        Container::start(&id, &layers, &launch, &dir.path().join("node")).expect("container");
-    let started = Instant::now();
-
-    let startup_probe = group.startup_probe.clone().expect("a startup probe");
-    let startup = probes::run(&mut container, &startup_probe, started).await;
-    let upper_files = container.upper_files();
+    let (probed, upper_files, logs) = match case.runtime {
+        Runtime::TestNode => {
+            let launch = Launch::of(&image, &group.container).expect("launch");
+            let mut container = Container::start(&id, &layers, &launch, &dir.path().join("node"))
+                .expect("container");
+            let probed = probe_and_ask(&mut container, &group, &sdd, port).await;
+            (probed, container.upper_files(), container.logs())
+        }
+        Runtime::Containerd => {
+            let mut container = ctd
+                .run(
+                    &reference,
+                    &id,
+                    &group.container.environment_variables,
+                    group.container.command.as_deref(),
+                    &dir.path().join("ctr-run.log"),
+                )
+                .expect("ctr run");
+            let probed = probe_and_ask(&mut container, &group, &sdd, port).await;
+            let upper = container
+                .upper_files()
+                .expect("the container's writable snapshot");
+            (probed, upper, container.logs())
+        }
+    };
     let upper_bytes = upper_files.iter().map(|(_, n)| n).sum();
-    let mut liveness = None;
-    let mut readiness = None;
-    let mut seen = Value::Null;
-    let mut smoke_answer = None;
-    if matches!(startup, Outcome::Passed(_)) {
-        if let Some(p) = &group.liveness_probe {
-            liveness = Some(probes::run(&mut container, p, Instant::now()).await);
-        }
-        if let Some(p) = &group.readiness_probe {
-            readiness = Some(probes::run(&mut container, p, Instant::now()).await);
-        }
-        seen = reqwest::Client::new()
-            .get(format!("http://[::1]:{port}/standin/seen"))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .expect("the server answers on [::1]")
-            .json()
-            .await
-            .expect("json");
-        // The smoke test's request, in the server's own API, sent the way the gateway would.
-        let smoke = salad_sd_controller::smoke::request(&sdd.spec, &Default::default())
-            .expect("a smoke request");
-        let answer = reqwest::Client::new()
-            .post(format!("http://[::1]:{port}{}", smoke.path))
-            .json(&smoke.body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .expect("the server answers the smoke request");
-        let status = answer.status().as_u16();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
-        smoke_answer = Some((status, body));
-    }
     let ipv4_refused = std::net::TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
         Duration::from_secs(2),
     )
     .is_err();
-    let logs = container.logs();
-    drop(container);
     Some(Run {
-        startup,
-        liveness,
-        readiness,
-        seen,
+        startup: probed.startup,
+        liveness: probed.liveness,
+        readiness: probed.readiness,
+        seen: probed.seen,
         upper_bytes,
         upper_files,
         ipv4_refused,
         logs,
-        smoke_answer,
+        smoke_answer: probed.smoke_answer,
+        rootfs_paths,
     })
+}
+
+/// containerd pulls `reference` and must unpack the root filesystem the test node unpacked from
+/// `layers`, path by path. Returns how many paths were compared.
+fn assert_containerd_unpacks_the_same(
+    ctd: &Containerd,
+    reference: &str,
+    layers: &[PulledLayer],
+    dir: &std::path::Path,
+) -> usize {
+    let (paths, differences) = ctd
+        .pull_and_compare(reference, layers, dir)
+        .unwrap_or_else(|e| panic!("containerd pulls {reference}: {e}"));
+    assert!(
+        differences.is_empty(),
+        "containerd unpacks {reference} differently from the test node:\n{}",
+        differences.join("\n")
+    );
+    paths
+}
+
+/// Runs the group's probes against `container` as its node would, then asks the server what it
+/// sees and sends the smoke test's request.
+async fn probe_and_ask(
+    container: &mut impl Target,
+    group: &saladcloud::model::ContainerGroupPrototype,
+    sdd: &StableDiffusionDeployment,
+    port: u16,
+) -> Probed {
+    let started = Instant::now();
+    let startup_probe = group.startup_probe.clone().expect("a startup probe");
+    let startup = probes::run(container, &startup_probe, started).await;
+    let mut probed = Probed {
+        startup,
+        liveness: None,
+        readiness: None,
+        seen: Value::Null,
+        smoke_answer: None,
+    };
+    if !matches!(probed.startup, Outcome::Passed(_)) {
+        return probed;
+    }
+    if let Some(p) = &group.liveness_probe {
+        probed.liveness = Some(probes::run(container, p, Instant::now()).await);
+    }
+    if let Some(p) = &group.readiness_probe {
+        probed.readiness = Some(probes::run(container, p, Instant::now()).await);
+    }
+    probed.seen = reqwest::Client::new()
+        .get(format!("http://[::1]:{port}/standin/seen"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the server answers on [::1]")
+        .json()
+        .await
+        .expect("json");
+    // The smoke test's request, in the server's own API, sent the way the gateway would.
+    let smoke = salad_sd_controller::smoke::request(&sdd.spec, &Default::default())
+        .expect("a smoke request");
+    let answer = reqwest::Client::new()
+        .post(format!("http://[::1]:{port}{}", smoke.path))
+        .json(&smoke.body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the server answers the smoke request");
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    probed.smoke_answer = Some((status, body));
+    probed
 }
 
 /// Asserts what every kind must do and prints its JSON line.
@@ -322,6 +402,8 @@ fn assert_serves(case: &Case, run: &Run) {
         "{}",
         json!({
             "kind": case.name,
+            "runtime": format!("{:?}", case.runtime),
+            "rootfs_paths_same_as_containerd": run.rootfs_paths,
             "startup_probe_passed_s": (after.as_secs_f64() * 10.0).round() / 10.0,
             "models_seen": models_seen,
             "start_upper_bytes": run.upper_bytes,
@@ -350,7 +432,14 @@ impl Case {
             server,
             upstream_launch: false,
             fetch: Fetch::Baked,
+            runtime: Runtime::TestNode,
         }
+    }
+
+    /// The same, run by containerd.
+    fn under_containerd(mut self) -> Self {
+        self.runtime = Runtime::Containerd;
+        self
     }
 
     /// The same, with the checkpoint fetched at start.
@@ -425,6 +514,40 @@ async fn comfyui_starts_and_passes_its_probes() {
         "/health passed after comfyui-api's warm-up loaded the checkpoint:\n{}",
         run.logs
     );
+    assert_prompt_answered(&case, &run);
+}
+
+/// containerd runs the image with the process it derives from the image config itself
+/// (user by name through the image's `/etc/passwd`), the group's command and variables on top,
+/// and SD.Next's exec startup probe passes through `ctr task exec`.
+#[tokio::test]
+#[ignore = "runs built images with containerd as root: make test-runtime"]
+async fn sdnext_salad_base_runs_under_containerd_too() {
+    let case = Case::ours(
+        "sdnext-salad-containerd",
+        StandIn::SdNextSalad,
+        "    kind: SDNext\n    layout: SaladBase",
+    )
+    .under_containerd();
+    let Some(run) = serves_without_copy_up(&case).await else {
+        return;
+    };
+    assert_eq!(
+        run.seen["uid"], 1000,
+        "containerd resolves the image's user webui-user to 1000"
+    );
+    assert!(run.ipv4_refused, "listens on IPv6 only");
+}
+
+/// comfyui-api's start under containerd: our fetch-less entrypoint, the warm-up, then `/prompt`.
+#[tokio::test]
+#[ignore = "runs built images with containerd as root: make test-runtime"]
+async fn comfyui_runs_under_containerd_too() {
+    let case =
+        Case::ours("comfyui-containerd", StandIn::ComfyUi, "    kind: ComfyUI").under_containerd();
+    let Some(run) = serves_without_copy_up(&case).await else {
+        return;
+    };
     assert_prompt_answered(&case, &run);
 }
 
@@ -516,6 +639,7 @@ async fn negative_control_upstream_chown_copies_the_checkpoint() {
         server: "    kind: SDNext",
         upstream_launch: true,
         fetch: Fetch::Baked,
+        runtime: Runtime::TestNode,
     };
     let Some(run) = run_case(&case).await else {
         return;

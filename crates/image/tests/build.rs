@@ -101,6 +101,14 @@ async fn get_json(url: String) -> (Value, String) {
     )
 }
 
+/// The image config a manifest names.
+async fn config_of(reg: &LocalRegistry, repo: &str, manifest: &Value) -> Value {
+    let digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("a config digest");
+    serde_json::from_slice(&get_blob(reg, repo, digest).await).expect("config json")
+}
+
 async fn get_blob(reg: &LocalRegistry, repo: &str, digest: &str) -> Vec<u8> {
     let body = reqwest::get(format!("{}/v2/{repo}/blobs/{digest}", reg.url()))
         .await
@@ -280,15 +288,7 @@ async fn fresh_build_rebuild_and_one_model_changed() {
             ckpt_sha.as_str()
         );
         assert_eq!(mlayers[2]["annotations"]["dev.salad-sd.model.path"], CKPT);
-        let config: Value = serde_json::from_slice(
-            &get_blob(
-                &reg,
-                "sd/app",
-                manifest["config"]["digest"].as_str().unwrap(),
-            )
-            .await,
-        )
-        .unwrap();
+        let config = config_of(&reg, "sd/app", &manifest).await;
         let env: Vec<&str> = config["config"]["Env"]
             .as_array()
             .unwrap()
@@ -495,15 +495,7 @@ async fn gzip_model_layers_of_an_older_operator_are_reused_as_they_are() {
             "the reused layer keeps the type it was pushed with"
         );
         assert_eq!(layers[3]["mediaType"], TAR_LAYER);
-        let config: Value = serde_json::from_slice(
-            &get_blob(
-                &reg,
-                "sd/app",
-                manifest["config"]["digest"].as_str().unwrap(),
-            )
-            .await,
-        )
-        .unwrap();
+        let config = config_of(&reg, "sd/app", &manifest).await;
         assert_eq!(config["rootfs"]["diff_ids"][2], diff_id.as_str());
         assert_eq!(config["rootfs"]["diff_ids"][3], layers[3]["digest"]);
     })
@@ -543,15 +535,7 @@ async fn base_on_other_registry_is_copied_and_oci_base_is_converted() {
             base_bytes += l["size"].as_u64().unwrap();
         }
         assert_eq!(img.bytes_downloaded, base_bytes + 100_000);
-        let config: Value = serde_json::from_slice(
-            &get_blob(
-                &dst,
-                "apps/sd",
-                manifest["config"]["digest"].as_str().unwrap(),
-            )
-            .await,
-        )
-        .unwrap();
+        let config = config_of(&dst, "apps/sd", &manifest).await;
         assert_eq!(
             config["architecture"], "amd64",
             "linux/amd64 must be picked from the OCI index"

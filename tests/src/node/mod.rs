@@ -1,11 +1,14 @@
 //! A test node: runs the images we build the way a SaladCloud node would, with real parts only
 //! (the local `docker-registry`, overlayfs, `runc`), on stand-in base images that start the way
-//! upstream's do. Used by `tests/tests/runtime.rs` (`make test-runtime`).
+//! upstream's do, and the real containerd beside it to hold the test node to. Used by
+//! `tests/tests/runtime.rs` (`make test-runtime`).
 
+pub mod containerd;
 pub mod oci;
 pub mod probes;
 pub mod runtime;
 pub mod standin;
+pub mod tree;
 
 /// What went wrong on the test node.
 #[derive(Debug, Clone)]

@@ -10,6 +10,25 @@ use saladcloud::model::Probe;
 
 use super::runtime::Container;
 
+/// What probes run against: a container of the test node (`runc`) or one containerd runs.
+pub trait Target {
+    /// Whether the container's process is still running.
+    fn running(&mut self) -> bool;
+    /// Runs `command` in the container with its env and working directory; `true` when it
+    /// exits 0 within `timeout`.
+    fn exec(&self, command: &[String], timeout: Duration) -> impl Future<Output = bool> + Send;
+}
+
+impl Target for Container {
+    fn running(&mut self) -> bool {
+        Container::running(self)
+    }
+
+    fn exec(&self, command: &[String], timeout: Duration) -> impl Future<Output = bool> + Send {
+        Container::exec(self, command, timeout)
+    }
+}
+
 /// How one probe ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -27,7 +46,7 @@ pub enum Outcome {
 }
 
 /// One check of `probe`.
-pub async fn check(container: &Container, probe: &Probe) -> bool {
+pub async fn check(container: &impl Target, probe: &Probe) -> bool {
     let timeout = Duration::from_secs(probe.timeout_seconds.max(1) as u64);
     if let Some(exec) = &probe.exec {
         return container.exec(&exec.command, timeout).await;
@@ -55,7 +74,7 @@ pub async fn check(container: &Container, probe: &Probe) -> bool {
 }
 
 /// Runs `probe` from `started` until it passes or fails by its thresholds.
-pub async fn run(container: &mut Container, probe: &Probe, started: Instant) -> Outcome {
+pub async fn run(container: &mut impl Target, probe: &Probe, started: Instant) -> Outcome {
     tokio::time::sleep_until(
         (started + Duration::from_secs(probe.initial_delay_seconds as u64)).into(),
     )

@@ -255,6 +255,102 @@ impl Isolation {
     }
 }
 
+/// Unpacks `layers` (bottom first) into `lower-N` directories under `workdir`.
+fn unpack_layers(layers: &[PulledLayer], workdir: &Path) -> Result<Vec<PathBuf>> {
+    let mut lowers = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let dir = workdir.join(format!("lower-{i}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| NodeError(format!("creating a layer directory: {e}")))?;
+        unpack(layer, &dir)?;
+        lowers.push(dir);
+    }
+    Ok(lowers)
+}
+
+/// overlayfs's `lowerdir` option: the top layer first.
+fn lowerdir(lowers: &[PathBuf]) -> String {
+    lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The image's root filesystem as the test node stacks it, mounted read-only (no container,
+/// nothing written). Dropping it unmounts it.
+pub struct ImageRootfs {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl ImageRootfs {
+    /// Unpacks `layers` under `workdir` and mounts them read-only at `workdir/rootfs` (one
+    /// layer is its own directory: overlayfs wants two lower directories without an upper).
+    pub fn mount(layers: &[PulledLayer], workdir: &Path) -> Result<Self> {
+        let lowers = unpack_layers(layers, workdir)?;
+        if let [one] = lowers.as_slice() {
+            return Ok(Self {
+                path: one.clone(),
+                mounted: false,
+            });
+        }
+        let path = workdir.join("rootfs");
+        std::fs::create_dir_all(&path)
+            .map_err(|e| NodeError(format!("creating the rootfs directory: {e}")))?;
+        run(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o"])
+                .arg(format!("ro,lowerdir={}", lowerdir(&lowers)))
+                .arg(&path),
+            "mounting overlayfs read-only",
+        )?;
+        Ok(Self {
+            path,
+            mounted: true,
+        })
+    }
+
+    /// Its root directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ImageRootfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+        }
+    }
+}
+
+/// Regular files under `root` (as `/path`) with their sizes, largest first.
+pub fn regular_files(root: &Path) -> Vec<(String, u64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(root, &e.path(), out),
+                Ok(t) if t.is_file() => {
+                    let path = e.path();
+                    let rel = path.strip_prefix(root).unwrap_or(&path);
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((format!("/{}", rel.display()), size));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort_by_key(|f| std::cmp::Reverse(f.1));
+    out
+}
+
 /// A running container. Dropping it kills the process, unmounts and removes its state.
 pub struct Container {
     id: String,
@@ -285,13 +381,7 @@ impl Container {
         isolation: &Isolation,
     ) -> Result<Self> {
         let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
-        let mut lowers = Vec::new();
-        for (i, layer) in layers.iter().enumerate() {
-            let dir = workdir.join(format!("lower-{i}"));
-            std::fs::create_dir_all(&dir).map_err(io("creating a layer directory"))?;
-            unpack(layer, &dir)?;
-            lowers.push(dir);
-        }
+        let lowers = unpack_layers(layers, workdir)?;
         let upper = workdir.join("upper");
         let work = workdir.join("work");
         let merged = workdir.join("rootfs");
@@ -300,17 +390,12 @@ impl Container {
         for d in [&upper, &work, &merged, &bundle, &state] {
             std::fs::create_dir_all(d).map_err(io("creating container directories"))?;
         }
-        let lowerdir = lowers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
         run(
             Command::new("mount")
                 .args(["-t", "overlay", "overlay", "-o"])
                 .arg(format!(
-                    "lowerdir={lowerdir},upperdir={},workdir={}",
+                    "lowerdir={},upperdir={},workdir={}",
+                    lowerdir(&lowers),
                     upper.display(),
                     work.display()
                 ))
@@ -455,27 +540,7 @@ impl Container {
     /// Regular files in the overlay's upper directory with their sizes, largest first: what
     /// the container wrote, including whole files copied up from the image.
     pub fn upper_files(&self) -> Vec<(String, u64)> {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => walk(root, &e.path(), out),
-                    Ok(t) if t.is_file() => {
-                        let path = e.path();
-                        let rel = path.strip_prefix(root).unwrap_or(&path);
-                        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                        out.push((format!("/{}", rel.display()), size));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.upper, &self.upper, &mut out);
-        out.sort_by_key(|f| std::cmp::Reverse(f.1));
-        out
+        regular_files(&self.upper)
     }
 
     /// What the container printed so far.

@@ -1,0 +1,336 @@
+//! The real containerd (Debian's `containerd`, driven by its own `ctr`) as a node's image service
+//! and runtime. It pulls what the builder pushed with its own resolver, media-type rules and
+//! diff_id check, unpacks it with its overlayfs snapshotter, and runs it with the process it
+//! derives from the image config itself (entrypoint, command, env, user by name through the
+//! image's `/etc/passwd`, working directory). `make test-runtime` holds the test node
+//! (`runtime.rs`) to it: the same image gives the same root filesystem in both, and servers run
+//! under it too.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::oci::PulledLayer;
+use super::probes::Target;
+use super::runtime::ImageRootfs;
+use super::tree;
+use super::{NodeError, Result};
+
+/// The containerd namespace the tests' images and containers live in.
+const NAMESPACE: &str = "salad-sd-test";
+
+/// Why containerd cannot be used here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    for program in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+        let found = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+        });
+        if !found {
+            return Some(format!(
+                "{program} is not installed (Debian package containerd)"
+            ));
+        }
+    }
+    None
+}
+
+/// A containerd daemon of its own (root, state, socket under one directory). Dropping it stops
+/// the daemon and unmounts what it left mounted.
+pub struct Containerd {
+    dir: PathBuf,
+    socket: PathBuf,
+    daemon: Child,
+}
+
+impl Containerd {
+    /// Starts containerd under `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(io("creating containerd's directory"))?;
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {root:?}\nstate = {state:?}\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {socket:?}\n\
+                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+                root = dir.join("root"),
+                state = dir.join("state"),
+                opt = dir.join("opt"),
+            ),
+        )
+        .map_err(io("writing containerd's config"))?;
+        let log = File::create(dir.join("containerd.log")).map_err(io("containerd's log"))?;
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("containerd's log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(io("starting containerd"))?;
+        let this = Self {
+            dir: dir.to_owned(),
+            socket,
+            daemon,
+        };
+        for _ in 0..100 {
+            if this
+                .ctr()
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(this);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(NodeError(format!(
+            "containerd did not answer within 5 s: {}",
+            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+        )))
+    }
+
+    fn ctr(&self) -> Command {
+        ctr(&self.socket)
+    }
+
+    /// `ctr images pull --plain-http` of `reference` (`host:port/repo@sha256:…`): fetched,
+    /// checked and unpacked for linux/amd64 by containerd. Returns what `ctr` printed.
+    pub fn pull(&self, reference: &str) -> Result<String> {
+        output(
+            self.ctr()
+                .args(["images", "pull", "--plain-http", reference]),
+            "ctr images pull",
+        )
+    }
+
+    /// Mounts the unpacked image read-only at `target` (`ctr images mount`), as its snapshot
+    /// chain stacks it. Unmounted on drop.
+    pub fn mount(&self, reference: &str, target: &Path) -> Result<MountedImage> {
+        std::fs::create_dir_all(target)
+            .map_err(|e| NodeError(format!("creating {}: {e}", target.display())))?;
+        output(
+            self.ctr().args(["images", "mount", reference]).arg(target),
+            "ctr images mount",
+        )?;
+        Ok(MountedImage {
+            socket: self.socket.clone(),
+            target: target.to_owned(),
+        })
+    }
+
+    /// Pulls `reference` (see [`Containerd::pull`]) and compares containerd's root filesystem
+    /// with the test node's unpack of `layers` (the same image pulled by `oci.rs`), path by
+    /// path: type, mode, owner and content ([`tree`]). Returns how many paths the test node has
+    /// and the differences (at most 20 lines; empty when they agree). Works under `dir`.
+    pub fn pull_and_compare(
+        &self,
+        reference: &str,
+        layers: &[PulledLayer],
+        dir: &Path,
+    ) -> Result<(usize, Vec<String>)> {
+        self.pull(reference)?;
+        let theirs = self.mount(reference, &dir.join("containerd-rootfs"))?;
+        let ours = ImageRootfs::mount(layers, &dir.join("node-image"))?;
+        let (ours, theirs) = (tree::tree(ours.path())?, tree::tree(theirs.path())?);
+        Ok((ours.len(), tree::differences(&ours, &theirs, 20)))
+    }
+
+    /// Runs `reference` as container `id` in the host's network namespace (`ctr run
+    /// --net-host`): containerd's own process from the image config, `env` added, and `args`,
+    /// when given, replacing entrypoint and command (as a group's `command` does). Output goes
+    /// to `log`.
+    pub fn run(
+        &self,
+        reference: &str,
+        id: &str,
+        env: &BTreeMap<String, String>,
+        args: Option<&[String]>,
+        log: &Path,
+    ) -> Result<CtrContainer> {
+        let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
+        let file = File::create(log).map_err(io("creating the container log"))?;
+        let mut cmd = self.ctr();
+        cmd.args(["run", "--rm", "--net-host"]);
+        for (k, v) in env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        cmd.arg(reference).arg(id);
+        if let Some(args) = args {
+            cmd.args(args);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().map_err(io("the container log"))?)
+            .stderr(file)
+            .spawn()
+            .map_err(io("starting ctr run"))?;
+        Ok(CtrContainer {
+            socket: self.socket.clone(),
+            id: id.to_owned(),
+            log: log.to_owned(),
+            child: Some(child),
+            execs: AtomicU32::new(0),
+        })
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        for _ in 0..50 {
+            if matches!(self.daemon.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // Deepest first: whatever the daemon or a shim left mounted under its directory.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+/// An image mounted by [`Containerd::mount`].
+pub struct MountedImage {
+    socket: PathBuf,
+    target: PathBuf,
+}
+
+impl MountedImage {
+    /// Its root directory.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        let _ = ctr(&self.socket)
+            .args(["images", "unmount", "--rm"])
+            .arg(&self.target)
+            .output();
+    }
+}
+
+/// A container run by [`Containerd::run`]. Dropping it kills and removes it.
+pub struct CtrContainer {
+    socket: PathBuf,
+    id: String,
+    log: PathBuf,
+    child: Option<Child>,
+    execs: AtomicU32,
+}
+
+impl CtrContainer {
+    /// What the container printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Regular files in the container's writable snapshot (its overlayfs upper directory) with
+    /// their sizes, largest first: what the container wrote.
+    pub fn upper_files(&self) -> Result<Vec<(String, u64)>> {
+        let mounts = output(
+            ctr(&self.socket).args(["snapshots", "mounts", "/unused", &self.id]),
+            "ctr snapshots mounts",
+        )?;
+        let upper = mounts
+            .split([',', ' '])
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .ok_or_else(|| NodeError(format!("no upperdir in {mounts:?}")))?;
+        Ok(super::runtime::regular_files(Path::new(upper.trim())))
+    }
+}
+
+impl Target for CtrContainer {
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `ctr task exec`: the container's env, user and working directory, as `runc exec` has.
+    async fn exec(&self, command: &[String], timeout: Duration) -> bool {
+        let exec_id = format!("probe-{}", self.execs.fetch_add(1, Ordering::Relaxed));
+        let mut cmd = tokio::process::Command::from(ctr(&self.socket));
+        cmd.args(["task", "exec", "--exec-id", &exec_id, &self.id])
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let Ok(mut child) = cmd.spawn() else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = child.kill().await;
+                false
+            }
+        }
+    }
+}
+
+impl Drop for CtrContainer {
+    fn drop(&mut self) {
+        let quiet = |args: &[&str]| {
+            let _ = ctr(&self.socket)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet(&["task", "kill", "--signal", "SIGKILL", &self.id]);
+        if let Some(mut child) = self.child.take() {
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        quiet(&["task", "delete", "--force", &self.id]);
+        quiet(&["containers", "delete", &self.id]);
+    }
+}
+
+fn ctr(socket: &Path) -> Command {
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address")
+        .arg(socket)
+        .args(["--namespace", NAMESPACE]);
+    cmd
+}
+
+fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| NodeError(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(NodeError(format!(
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
