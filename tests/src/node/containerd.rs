@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::oci::PulledLayer;
 use super::probes::Target;
-use super::runtime::ImageRootfs;
+use super::runtime::{ImageRootfs, exits_zero_within, reap, regular_files};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -256,7 +256,7 @@ impl CtrContainer {
             .split([',', ' '])
             .find_map(|o| o.strip_prefix("upperdir="))
             .ok_or_else(|| NodeError(format!("no upperdir in {mounts:?}")))?;
-        Ok(super::runtime::regular_files(Path::new(upper.trim())))
+        Ok(regular_files(Path::new(upper.trim())))
     }
 }
 
@@ -270,21 +270,8 @@ impl Target for CtrContainer {
         let exec_id = format!("probe-{}", self.execs.fetch_add(1, Ordering::Relaxed));
         let mut cmd = tokio::process::Command::from(ctr(&self.socket));
         cmd.args(["task", "exec", "--exec-id", &exec_id, &self.id])
-            .args(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let Ok(mut child) = cmd.spawn() else {
-            return false;
-        };
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(status)) => status.success(),
-            _ => {
-                let _ = child.kill().await;
-                false
-            }
-        }
+            .args(command);
+        exits_zero_within(cmd, timeout).await
     }
 }
 
@@ -298,15 +285,8 @@ impl Drop for CtrContainer {
                 .status();
         };
         quiet(&["task", "kill", "--signal", "SIGKILL", &self.id]);
-        if let Some(mut child) = self.child.take() {
-            for _ in 0..50 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            reap(child);
         }
         quiet(&["task", "delete", "--force", &self.id]);
         quiet(&["containers", "delete", &self.id]);

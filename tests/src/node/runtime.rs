@@ -351,6 +351,36 @@ pub fn regular_files(root: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// Runs `cmd` without input or output; `true` when it exits 0 within `timeout` (killed if not).
+pub(crate) async fn exits_zero_within(mut cmd: tokio::process::Command, timeout: Duration) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let Ok(mut child) = cmd.spawn() else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status.success(),
+        _ => {
+            let _ = child.kill().await;
+            false
+        }
+    }
+}
+
+/// Waits up to 5 s for `child` (a killed container's runtime) to exit, then kills and reaps it.
+pub(crate) fn reap(mut child: Child) {
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A running container. Dropping it kills the process, unmounts and removes its state.
 pub struct Container {
     id: String,
@@ -520,21 +550,8 @@ impl Container {
             .arg(&self.state)
             .arg("exec")
             .arg(&self.id)
-            .args(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let Ok(mut child) = cmd.spawn() else {
-            return false;
-        };
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(status)) => status.success(),
-            _ => {
-                let _ = child.kill().await;
-                false
-            }
-        }
+            .args(command);
+        exits_zero_within(cmd, timeout).await
     }
 
     /// Regular files in the overlay's upper directory with their sizes, largest first: what
@@ -561,15 +578,8 @@ impl Drop for Container {
                 .status();
         };
         runc(&["kill", &self.id, "KILL"]);
-        if let Some(mut child) = self.child.take() {
-            for _ in 0..50 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            reap(child);
         }
         runc(&["delete", "--force", &self.id]);
         let _ = Command::new("umount").arg(&self.merged).status();
