@@ -95,6 +95,10 @@ struct Probed {
     readiness: Option<Outcome>,
     seen: Value,
     smoke_answer: Option<(u16, Value)>,
+    /// What the start wrote (measured when the startup probe ended).
+    upper_files: Vec<(String, u64)>,
+    /// Whether 127.0.0.1 refused the port while the server ran.
+    ipv4_refused: bool,
 }
 
 fn skip_reason() -> Option<String> {
@@ -243,13 +247,14 @@ spec:
     let reference = format!("{reg}/built/{}@{}", case.name, built.digest);
     let rootfs_paths = assert_containerd_unpacks_the_same(&ctd, &reference, &layers, dir.path());
     let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
-    let (probed, upper_files, logs) = match case.runtime {
+    let (probed, logs) = match case.runtime {
         Runtime::TestNode => {
             let launch = Launch::of(&image, &group.container).expect("launch");
             let mut container = Container::start(&id, &layers, &launch, &dir.path().join("node"))
                 .expect("container");
-            let probed = probe_and_ask(&mut container, &group, &sdd, port).await;
-            (probed, container.upper_files(), container.logs())
+            let probed =
+                probe_and_ask(&mut container, &group, &sdd, port, |c| c.upper_files()).await;
+            (probed, container.logs())
         }
         Runtime::Containerd => {
             let mut container = ctd
@@ -261,27 +266,22 @@ spec:
                     &dir.path().join("ctr-run.log"),
                 )
                 .expect("ctr run");
-            let probed = probe_and_ask(&mut container, &group, &sdd, port).await;
-            let upper = container
-                .upper_files()
-                .expect("the container's writable snapshot");
-            (probed, upper, container.logs())
+            let probed = probe_and_ask(&mut container, &group, &sdd, port, |c| {
+                c.upper_files().expect("the container's writable snapshot")
+            })
+            .await;
+            (probed, container.logs())
         }
     };
-    let upper_bytes = upper_files.iter().map(|(_, n)| n).sum();
-    let ipv4_refused = std::net::TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .is_err();
+    let upper_bytes = probed.upper_files.iter().map(|(_, n)| n).sum();
     Some(Run {
         startup: probed.startup,
         liveness: probed.liveness,
         readiness: probed.readiness,
         seen: probed.seen,
         upper_bytes,
-        upper_files,
-        ipv4_refused,
+        upper_files: probed.upper_files,
+        ipv4_refused: probed.ipv4_refused,
         logs,
         smoke_answer: probed.smoke_answer,
         rootfs_paths,
@@ -307,13 +307,15 @@ fn assert_containerd_unpacks_the_same(
     paths
 }
 
-/// Runs the group's probes against `container` as its node would, then asks the server what it
-/// sees and sends the smoke test's request.
-async fn probe_and_ask(
-    container: &mut impl Target,
+/// Runs the group's probes against `container` as its node would (`upper_files`: what the start
+/// wrote, read when the startup probe ends), then asks the server what it sees, sends the smoke
+/// test's request and tries the port on IPv4, all while the container runs.
+async fn probe_and_ask<T: Target>(
+    container: &mut T,
     group: &saladcloud::model::ContainerGroupPrototype,
     sdd: &StableDiffusionDeployment,
     port: u16,
+    upper_files: impl FnOnce(&T) -> Vec<(String, u64)>,
 ) -> Probed {
     let started = Instant::now();
     let startup_probe = group.startup_probe.clone().expect("a startup probe");
@@ -324,7 +326,14 @@ async fn probe_and_ask(
         readiness: None,
         seen: Value::Null,
         smoke_answer: None,
+        upper_files: upper_files(container),
+        ipv4_refused: false,
     };
+    probed.ipv4_refused = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_err();
     if !matches!(probed.startup, Outcome::Passed(_)) {
         return probed;
     }
