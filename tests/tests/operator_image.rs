@@ -17,7 +17,7 @@ use salad_sd_api::names::{API_KEY_FINALIZER, FINALIZER};
 use salad_sd_e2e::kubeapi::MockKubeApi;
 use salad_sd_e2e::node::containerd::{self, Containerd};
 use salad_sd_e2e::node::oci::Registry;
-use salad_sd_e2e::node::runtime::{self, Container, Isolation, Launch};
+use salad_sd_e2e::node::runtime::{self, Container, ImageRootfs, Isolation, Launch};
 use salad_sd_image::assemble::AssembledImage;
 use salad_sd_image::{Builder, BuilderOptions};
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, push_tiny_base_image};
@@ -170,8 +170,10 @@ async fn the_operator_image_runs_as_its_deployment_and_hands_over_on_sigterm() {
         .expect("pull the operator image");
     assert_eq!(run_config.user, "65532:65532");
     // containerd, the kubelet's image service, pulls it and unpacks the same root filesystem.
+    let image_rootfs = ImageRootfs::mount(&layers, &dir.path().join("node-image"))
+        .expect("the test node's unpack");
     let (paths, differences) = Containerd::start(&dir.path().join("containerd"))
-        .and_then(|ctd| ctd.pull_and_compare(&pushed, &layers, dir.path()))
+        .and_then(|ctd| ctd.pull_and_compare(&pushed, image_rootfs.path(), dir.path()))
         .expect("containerd pulls the operator image");
     assert!(
         differences.is_empty(),
@@ -273,9 +275,9 @@ async fn the_operator_image_runs_as_its_deployment_and_hands_over_on_sigterm() {
         cwd: run_config.working_dir.clone(),
     };
     let started = Instant::now();
-    let mut container = Container::start_with(
+    let mut container = Container::start_on(
         "salad-sd-operator",
-        &layers,
+        &image_rootfs,
         &launch,
         &dir.path().join("node"),
         &isolation,

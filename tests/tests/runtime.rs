@@ -13,9 +13,9 @@ use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::desired::{GpuChoice, group_definition, recipe};
 use salad_sd_controller::secrets::ResolvedSecrets;
 use salad_sd_e2e::node::containerd::{self, Containerd};
-use salad_sd_e2e::node::oci::{PulledLayer, Registry};
+use salad_sd_e2e::node::oci::Registry;
 use salad_sd_e2e::node::probes::{self, Outcome, Target};
-use salad_sd_e2e::node::runtime::{self, Container, Launch};
+use salad_sd_e2e::node::runtime::{self, Container, ImageRootfs, Isolation, Launch};
 use salad_sd_e2e::node::standin::{StandIn, missing_host_programs, push_standin};
 use salad_sd_image::{Builder, BuilderOptions, SourcePolicy};
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, generated_sha256};
@@ -245,13 +245,22 @@ spec:
     }
     let ctd = Containerd::start(&dir.path().join("containerd")).expect("start containerd");
     let reference = format!("{reg}/built/{}@{}", case.name, built.digest);
-    let rootfs_paths = assert_containerd_unpacks_the_same(&ctd, &reference, &layers, dir.path());
+    let image_rootfs = ImageRootfs::mount(&layers, &dir.path().join("node-image"))
+        .expect("the test node's unpack");
+    let rootfs_paths =
+        assert_containerd_unpacks_the_same(&ctd, &reference, &image_rootfs, dir.path());
     let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
     let (probed, logs) = match case.runtime {
         Runtime::TestNode => {
             let launch = Launch::of(&image, &group.container).expect("launch");
-            let mut container = Container::start(&id, &layers, &launch, &dir.path().join("node"))
-                .expect("container");
+            let mut container = Container::start_on(
+                &id,
+                &image_rootfs,
+                &launch,
+                &dir.path().join("node"),
+                &Isolation::docker_default(),
+            )
+            .expect("container");
             let probed =
                 probe_and_ask(&mut container, &group, &sdd, port, |c| c.upper_files()).await;
             (probed, container.logs())
@@ -288,16 +297,16 @@ spec:
     })
 }
 
-/// containerd pulls `reference` and must unpack the root filesystem the test node unpacked from
-/// `layers`, path by path. Returns how many paths were compared.
+/// containerd pulls `reference` and must unpack the root filesystem the test node unpacked
+/// (`ours`), path by path. Returns how many paths were compared.
 fn assert_containerd_unpacks_the_same(
     ctd: &Containerd,
     reference: &str,
-    layers: &[PulledLayer],
+    ours: &ImageRootfs,
     dir: &std::path::Path,
 ) -> usize {
     let (paths, differences) = ctd
-        .pull_and_compare(reference, layers, dir)
+        .pull_and_compare(reference, ours.path(), dir)
         .unwrap_or_else(|e| panic!("containerd pulls {reference}: {e}"));
     assert!(
         differences.is_empty(),

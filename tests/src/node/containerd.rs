@@ -13,9 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::oci::PulledLayer;
 use super::probes::Target;
-use super::runtime::{ImageRootfs, exits_zero_within, reap, regular_files};
+use super::runtime::{exits_zero_within, output, reap, regular_files};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -126,19 +125,18 @@ impl Containerd {
     }
 
     /// Pulls `reference` (see [`Containerd::pull`]) and compares containerd's root filesystem
-    /// with the test node's unpack of `layers` (the same image pulled by `oci.rs`), path by
-    /// path: type, mode, owner and content ([`tree`]). Returns how many paths the test node has
-    /// and the differences (at most 20 lines; empty when they agree). Works under `dir`.
+    /// with `ours` (the test node's unpack of the same image, [`super::runtime::ImageRootfs`]),
+    /// path by path: type, mode, owner and content ([`tree`]). Returns how many paths ours has
+    /// and the differences (at most 20 lines; empty when they agree). Mounts under `dir`.
     pub fn pull_and_compare(
         &self,
         reference: &str,
-        layers: &[PulledLayer],
+        ours: &Path,
         dir: &Path,
     ) -> Result<(usize, Vec<String>)> {
         self.pull(reference)?;
         let theirs = self.mount(reference, &dir.join("containerd-rootfs"))?;
-        let ours = ImageRootfs::mount(layers, &dir.join("node-image"))?;
-        let (ours, theirs) = (tree::tree(ours.path())?, tree::tree(theirs.path())?);
+        let (ours, theirs) = (tree::tree(ours)?, tree::tree(theirs.path())?);
         Ok((ours.len(), tree::differences(&ours, &theirs, 20)))
     }
 
@@ -186,14 +184,7 @@ impl Drop for Containerd {
         let _ = Command::new("kill")
             .arg(self.daemon.id().to_string())
             .status();
-        for _ in 0..50 {
-            if matches!(self.daemon.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        reap(&mut self.daemon);
         // Deepest first: whatever the daemon or a shim left mounted under its directory.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
@@ -285,8 +276,8 @@ impl Drop for CtrContainer {
                 .status();
         };
         quiet(&["task", "kill", "--signal", "SIGKILL", &self.id]);
-        if let Some(child) = self.child.take() {
-            reap(child);
+        if let Some(mut child) = self.child.take() {
+            reap(&mut child);
         }
         quiet(&["task", "delete", "--force", &self.id]);
         quiet(&["containers", "delete", &self.id]);
@@ -299,18 +290,4 @@ fn ctr(socket: &Path) -> Command {
         .arg(socket)
         .args(["--namespace", NAMESPACE]);
     cmd
-}
-
-fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .map_err(|e| NodeError(format!("{what}: {e}")))?;
-    if !out.status.success() {
-        return Err(NodeError(format!(
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -118,16 +118,22 @@ impl Launch {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    output(cmd, what).map(drop)
+}
+
+/// Runs `cmd`; its standard output, or an error with what it printed when it failed.
+pub(crate) fn output(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
         .output()
         .map_err(|e| NodeError(format!("{what}: {e}")))?;
     if !out.status.success() {
         return Err(NodeError(format!(
-            "{what}: {}",
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether a layer's blob is gzip, as containerd decides it (`images.DiffCompression`): by the
@@ -281,6 +287,7 @@ fn lowerdir(lowers: &[PathBuf]) -> String {
 /// The image's root filesystem as the test node stacks it, mounted read-only (no container,
 /// nothing written). Dropping it unmounts it.
 pub struct ImageRootfs {
+    lowers: Vec<PathBuf>,
     path: PathBuf,
     mounted: bool,
 }
@@ -293,6 +300,7 @@ impl ImageRootfs {
         if let [one] = lowers.as_slice() {
             return Ok(Self {
                 path: one.clone(),
+                lowers,
                 mounted: false,
             });
         }
@@ -307,6 +315,7 @@ impl ImageRootfs {
             "mounting overlayfs read-only",
         )?;
         Ok(Self {
+            lowers,
             path,
             mounted: true,
         })
@@ -369,8 +378,8 @@ pub(crate) async fn exits_zero_within(mut cmd: tokio::process::Command, timeout:
     }
 }
 
-/// Waits up to 5 s for `child` (a killed container's runtime) to exit, then kills and reaps it.
-pub(crate) fn reap(mut child: Child) {
+/// Waits up to 5 s for `child` (signalled to stop) to exit, then kills and reaps it.
+pub(crate) fn reap(child: &mut Child) {
     for _ in 0..50 {
         if matches!(child.try_wait(), Ok(Some(_))) {
             break;
@@ -410,8 +419,30 @@ impl Container {
         workdir: &Path,
         isolation: &Isolation,
     ) -> Result<Self> {
-        let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
         let lowers = unpack_layers(layers, workdir)?;
+        Self::start_on_lowers(id, &lowers, launch, workdir, isolation)
+    }
+
+    /// [`Container::start_with`] on layers already unpacked for `image` (which can stay
+    /// mounted: the container writes to an upper directory of its own under `workdir`).
+    pub fn start_on(
+        id: &str,
+        image: &ImageRootfs,
+        launch: &Launch,
+        workdir: &Path,
+        isolation: &Isolation,
+    ) -> Result<Self> {
+        Self::start_on_lowers(id, &image.lowers, launch, workdir, isolation)
+    }
+
+    fn start_on_lowers(
+        id: &str,
+        lowers: &[PathBuf],
+        launch: &Launch,
+        workdir: &Path,
+        isolation: &Isolation,
+    ) -> Result<Self> {
+        let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
         let upper = workdir.join("upper");
         let work = workdir.join("work");
         let merged = workdir.join("rootfs");
@@ -425,7 +456,7 @@ impl Container {
                 .args(["-t", "overlay", "overlay", "-o"])
                 .arg(format!(
                     "lowerdir={},upperdir={},workdir={}",
-                    lowerdir(&lowers),
+                    lowerdir(lowers),
                     upper.display(),
                     work.display()
                 ))
@@ -578,8 +609,8 @@ impl Drop for Container {
                 .status();
         };
         runc(&["kill", &self.id, "KILL"]);
-        if let Some(child) = self.child.take() {
-            reap(child);
+        if let Some(mut child) = self.child.take() {
+            reap(&mut child);
         }
         runc(&["delete", "--force", &self.id]);
         let _ = Command::new("umount").arg(&self.merged).status();
