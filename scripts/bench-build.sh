@@ -4,9 +4,8 @@
 # Extra arguments go to the benchmark (e.g. --registry-dir DIR to keep the registry off tmpfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for bin in /usr/bin/docker-registry curl; do
-  command -v "$bin" >/dev/null || { echo "missing $bin: install Debian packages docker-registry and curl" >&2; exit 1; }
-done
+# The registry and curl (its plain-upload baseline), installed when missing as `make test` does.
+scripts/ensure-deps.sh test
 cargo build -q --release -p salad-sd-image --example bench_build
 exec target/release/examples/bench_build \
   --model-mib "${BENCH_MODEL_MIB:-2048}" \

@@ -10,7 +10,7 @@
 #
 # Usage: scripts/ensure-deps.sh [MODE]
 #   test     what `make test` needs: docker-registry, lua5.4, python3 (and python3-venv for
-#            `make sdk-check`)
+#            `make sdk-check`, curl for `make bench-build`)
 #   runtime  what `make test-runtime` needs: docker-registry, runc, containerd, socat, python3.11,
 #            and what `make image` needs (it runs the operator image too)
 #   all      both (the default, as `.ci/run` and the demo call it)
@@ -25,6 +25,8 @@ missing=()
 if [ "$mode" != runtime ]; then
   command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  # `make bench-build` times a plain `curl -T` upload against the builder's.
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   # `make sdk-check`: a venv for SaladCloud's official Python SDK.
   python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 fi

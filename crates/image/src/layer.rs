@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::pool::{Home, Pooled, Spares};
 use crate::progress::{Phase, Progress, ProgressSink};
 use crate::recipe::{LayerContent, normalize_image_path};
 use crate::registry::ByteStream;
@@ -353,12 +354,11 @@ impl Read for ChannelReader {
 }
 
 /// Collects output into ≤256 KiB chunks for the upload channel, in buffers reused once the
-/// upload has dropped them: under musl (the operator image's libc) every fresh 256 KiB buffer
-/// would be an mmap, 64 page faults and a munmap.
+/// upload has dropped them (see [`crate::pool`]).
 struct ChunkSender {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
-    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    spares: Arc<Spares>,
 }
 
 const CANCELLED: &str = "upload stopped reading the layer";
@@ -377,7 +377,7 @@ impl ChunkSender {
         Self {
             tx,
             buf: Vec::new(),
-            free: Arc::default(),
+            spares: Arc::default(),
         }
     }
 
@@ -386,39 +386,22 @@ impl ChunkSender {
             return Ok(());
         }
         // The next buffer is a spare or, on the next write, a new one.
-        let next = self.free.lock().expect("chunk buffers lock").pop();
-        let chunk = Bytes::from_owner(PooledChunk {
-            bytes: std::mem::replace(&mut self.buf, next.unwrap_or_default()),
-            free: Arc::downgrade(&self.free),
-        });
+        let full = std::mem::replace(&mut self.buf, self.spares.take());
+        let chunk = Pooled::new(full, LayerSpares(Arc::downgrade(&self.spares))).into_bytes();
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, CANCELLED))
     }
 }
 
-/// A chunk's buffer, back to its layer's spares when the upload drops it (freed if the layer
-/// is done).
-struct PooledChunk {
-    bytes: Vec<u8>,
-    free: Weak<Mutex<Vec<Vec<u8>>>>,
-}
+/// A chunk's buffer goes back to its layer's spares when the upload drops it, or is freed when
+/// the layer is done.
+struct LayerSpares(Weak<Spares>);
 
-impl AsRef<[u8]> for PooledChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for PooledChunk {
-    fn drop(&mut self) {
-        if let Some(free) = self.free.upgrade() {
-            let mut free = free.lock().expect("chunk buffers lock");
-            if free.len() < SPARE_CHUNKS {
-                let mut bytes = std::mem::take(&mut self.bytes);
-                bytes.clear();
-                free.push(bytes);
-            }
+impl Home for LayerSpares {
+    fn welcome(&self, bytes: Vec<u8>) {
+        if let Some(spares) = self.0.upgrade() {
+            spares.keep(bytes, SPARE_CHUNKS);
         }
     }
 }
@@ -739,7 +722,7 @@ mod tests {
         let first = rx.try_recv().unwrap().unwrap();
         assert_eq!(first.len(), CHUNK);
         let first_ptr = first.as_ptr();
-        let spares = |sink: &ChunkSender| sink.free.lock().unwrap().len();
+        let spares = |sink: &ChunkSender| sink.spares.len();
         assert_eq!(spares(&sink), 0);
         drop(first);
         assert_eq!(spares(&sink), 1, "the dropped chunk's buffer was not kept");

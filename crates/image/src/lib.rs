@@ -13,6 +13,7 @@ mod credentials;
 mod error;
 mod layer;
 mod manifest;
+mod pool;
 mod progress;
 mod recipe;
 mod reference;

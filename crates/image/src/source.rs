@@ -14,6 +14,7 @@ use reqwest::header::{
 use url::Url;
 
 use crate::error::{Error, Result, describe_reqwest};
+use crate::pool::{Home, Pooled, Spares};
 use crate::recipe::Source;
 use crate::registry::ByteStream;
 
@@ -415,7 +416,7 @@ impl SourceFetcher {
 struct RangeBudget {
     permits: Arc<tokio::sync::Semaphore>,
     total: usize,
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    spares: Spares,
 }
 
 impl RangeBudget {
@@ -424,7 +425,7 @@ impl RangeBudget {
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(total)),
             total,
-            free: std::sync::Mutex::new(Vec::new()),
+            spares: Spares::default(),
         }
     }
 
@@ -436,44 +437,33 @@ impl RangeBudget {
             .acquire_owned()
             .await
             .map_err(std::io::Error::other)?;
-        let bytes = self
-            .free
-            .lock()
-            .expect("range buffers lock")
-            .pop()
-            .unwrap_or_default();
-        Ok(RangeBuf {
+        let bytes = self.spares.take();
+        Ok(Pooled::new(
             bytes,
-            budget: self,
-            _permit: permit,
-        })
+            RangeRoom {
+                budget: self,
+                _permit: permit,
+            },
+        ))
     }
 }
 
 /// A downloaded range in one buffer, holding its room in the budget until the pipeline has
 /// dropped the last slice of it (so bytes waiting in the layer's channels count too).
-struct RangeBuf {
-    bytes: Vec<u8>,
+type RangeBuf = Pooled<RangeRoom>;
+
+struct RangeRoom {
     budget: Arc<RangeBudget>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl AsRef<[u8]> for RangeBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for RangeBuf {
-    fn drop(&mut self) {
-        let mut free = self.budget.free.lock().expect("range buffers lock");
+impl Home for RangeRoom {
+    fn welcome(&self, bytes: Vec<u8>) {
         // This range's permit is released right after: all others are free, nothing runs.
         if self.budget.permits.available_permits() + 1 >= self.budget.total {
-            free.clear();
+            self.budget.spares.clear();
         } else {
-            let mut bytes = std::mem::take(&mut self.bytes);
-            bytes.clear();
-            free.push(bytes);
+            self.budget.spares.keep(bytes, usize::MAX);
         }
     }
 }
@@ -483,7 +473,7 @@ const SLICE: usize = 256 << 10;
 
 /// A range's bytes as pipeline-sized slices of its one buffer.
 fn slices(range: RangeBuf) -> impl Iterator<Item = bytes::Bytes> {
-    let whole = bytes::Bytes::from_owner(range);
+    let whole = range.into_bytes();
     let len = whole.len();
     (0..len)
         .step_by(SLICE)
@@ -737,18 +727,14 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_millis(50), budget.clone().acquire());
         assert!(third.await.is_err(), "a third range waits for room");
         drop(a);
-        assert_eq!(
-            budget.free.lock().unwrap().len(),
-            1,
-            "kept for the next range"
-        );
+        assert_eq!(budget.spares.len(), 1, "kept for the next range");
         let c = budget.clone().acquire().await.unwrap();
         assert!(c.bytes.is_empty(), "a reused buffer comes back empty");
         assert!(c.bytes.capacity() >= 4, "and keeps its allocation");
         drop(b);
         drop(c);
         assert!(
-            budget.free.lock().unwrap().is_empty(),
+            budget.spares.len() == 0,
             "an idle builder holds no range buffers"
         );
     }
