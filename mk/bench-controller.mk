@@ -3,9 +3,9 @@
 ## requests per resource per poll, RSS with 1,000 resources and 5,000 unrelated 4 KiB Secrets
 ## (watched by metadata only, as the operator does; BENCH_SECRETS_FULL=1 watches them with their
 ## data for comparison), 429s with one API key at the default poll. Simulator in a child process, Kubernetes API stood in for in-process. Ends with
-## one JSON line. Then the operator's own memory (bench-operator-memory). Needs
-## /usr/bin/docker-registry (make deps).
-bench-controller:
+## one JSON line. Then the operator's own memory (bench-operator-memory). Installs
+## what it needs (docker-registry; musl-tools and the musl target for the image's build).
+bench-controller: deps
 	$(CARGO) build --release -q -p salad-sd-controller --example bench_controller
 	ulimit -n $$(ulimit -Hn) && target/release/examples/bench_controller
 	$(MAKE) --no-print-directory bench-operator-memory
@@ -16,6 +16,7 @@ bench-controller:
 ## the benchmark's process. Prints the operator's RSS in steady state as JSON, for the static
 ## musl build of the image (`make image`) and for the host's glibc build.
 bench-operator-memory:
+	@scripts/ensure-deps.sh test && scripts/ensure-deps.sh image
 	$(CARGO) build --release -q -p salad-sd-e2e --example bench_operator
 	$(CARGO) build --release -q -p salad-sd-cli --no-default-features
 	$(CARGO) build --release -q --target x86_64-unknown-linux-musl -p salad-sd-cli --no-default-features

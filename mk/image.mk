@@ -17,7 +17,8 @@ RUSTUP_HOME_DIR ?= $(or $(RUSTUP_HOME),$(HOME)/.rustup)
 # Only the musl target's flags: the host build (build scripts, tests) keeps its cache.
 IMAGE_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/src --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo --remap-path-prefix=$(RUSTUP_HOME_DIR)=/rustup
 
-image: deps
+image:
+	@scripts/ensure-deps.sh image
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(IMAGE_RUSTFLAGS)" \
 	  $(CARGO) build --release --locked --target $(MUSL_TARGET) -p salad-sd-cli --no-default-features
 	$(CARGO) run -q --locked -p salad-sd-image --example operator_image -- assemble \

@@ -11,18 +11,20 @@
 # Usage: scripts/ensure-deps.sh [MODE]
 #   test     what `make test` needs: docker-registry, lua5.4, python3 (and python3-venv for
 #            `make sdk-check`, curl for `make bench-build`)
+#   image    what `make image` (and `make bench-operator-memory`, which runs its binary) needs:
+#            musl-tools, ca-certificates and the musl target
 #   runtime  what `make test-runtime` needs: docker-registry, runc, containerd, socat, python3.11,
 #            and what `make image` needs (it runs the operator image too)
-#   all      both (the default, as `.ci/run` and the demo call it)
+#   all      test and runtime (the default, as `.ci/run` and the demo call it)
 set -euo pipefail
 mode=${1:-all}
 case "$mode" in
-  test | runtime | all) ;;
-  *) echo "usage: $0 [test|runtime|all]; unknown mode \`$mode\`" >&2; exit 2 ;;
+  test | image | runtime | all) ;;
+  *) echo "usage: $0 [test|image|runtime|all]; unknown mode \`$mode\`" >&2; exit 2 ;;
 esac
 missing=()
-[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
-if [ "$mode" != runtime ]; then
+[ "$mode" = image ] || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+if [ "$mode" = test ] || [ "$mode" = all ]; then
   command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   # `make bench-build` times a plain `curl -T` upload against the builder's.
@@ -30,12 +32,14 @@ if [ "$mode" != runtime ]; then
   # `make sdk-check`: a venv for SaladCloud's official Python SDK.
   python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 fi
-if [ "$mode" != test ]; then
+if [ "$mode" = runtime ] || [ "$mode" = all ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   # containerd pulls and runs the built images beside the test node, to hold it to a real one.
   [ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || missing+=(containerd)
   [ -x /usr/bin/socat ] || missing+=(socat)
   [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
+fi
+if [ "$mode" != test ]; then
   # `make image`: the static operator binary (musl-gcc for the C parts of aws-lc-sys) and the CA
   # certificates the image carries.
   [ -x /usr/bin/musl-gcc ] || missing+=(musl-tools)
