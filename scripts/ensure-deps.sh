@@ -4,8 +4,8 @@
 # (runs the Argo CD health check in its test), python3 (runs the model fetcher a container
 # runs before its server, in crates/controller/tests/fetch_script.rs), and for
 # `make test-runtime` runc (runs the built images) with socat and Debian's python3.11 (copied
-# into the stand-in base images), containerd (pulls and runs the same images, to hold the test
-# node to a real runtime), and for `make image` musl-tools, ca-certificates and the Rust
+# into the stand-in base images), containerd and docker.io (pull and run the same images, to hold
+# the test node to real runtimes), and for `make image` musl-tools, ca-certificates and the Rust
 # musl target.
 #
 # Usage: scripts/ensure-deps.sh [MODE]
@@ -13,7 +13,8 @@
 #            `make sdk-check`, curl for `make bench-build`)
 #   image    what `make image` (and `make bench-operator-memory`, which runs its binary) needs:
 #            musl-tools, ca-certificates and the musl target
-#   runtime  what `make test-runtime` needs: docker-registry, runc, containerd, socat, python3.11,
+#   runtime  what `make test-runtime` needs: docker-registry, runc, containerd, docker.io, socat,
+#            python3.11,
 #            and what `make image` needs (it runs the operator image too)
 #   all      test and runtime (the default, as `.ci/run` and the demo call it)
 set -euo pipefail
@@ -36,6 +37,8 @@ if [ "$mode" = runtime ] || [ "$mode" = all ]; then
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   # containerd pulls and runs the built images beside the test node, to hold it to a real one.
   [ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || missing+=(containerd)
+  # Docker Engine pulls (moby's own code) and runs one of them too.
+  [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)
   [ -x /usr/bin/socat ] || missing+=(socat)
   [ -x /usr/bin/python3.11 ] || missing+=(python3.11)
 fi

@@ -13,6 +13,7 @@ use salad_sd_api::StableDiffusionDeployment;
 use salad_sd_controller::desired::{GpuChoice, group_definition, recipe};
 use salad_sd_controller::secrets::ResolvedSecrets;
 use salad_sd_e2e::node::containerd::{self, Containerd};
+use salad_sd_e2e::node::docker::{self, Docker};
 use salad_sd_e2e::node::oci::Registry;
 use salad_sd_e2e::node::probes::{self, Outcome, Target};
 use salad_sd_e2e::node::runtime::{self, Container, ImageRootfs, Isolation, Launch};
@@ -60,6 +61,9 @@ enum Runtime {
     TestNode,
     /// containerd (`ctr run`): its snapshot, its process from the image config.
     Containerd,
+    /// Docker Engine (`docker run`): moby's own pull and overlay2 layers (compared with the
+    /// test node's too), its process from the image config.
+    Docker,
 }
 
 /// How the checkpoint reaches the container.
@@ -86,6 +90,8 @@ struct Run {
     smoke_answer: Option<(u16, Value)>,
     /// Paths of the root filesystem containerd and the test node agreed on.
     rootfs_paths: usize,
+    /// The same for Docker, in a case Docker runs.
+    docker_rootfs_paths: Option<usize>,
 }
 
 /// What the probes and the requests after them found.
@@ -101,8 +107,11 @@ struct Probed {
     ipv4_refused: bool,
 }
 
-fn skip_reason() -> Option<String> {
+fn skip_reason(runner: Runtime) -> Option<String> {
     let mut why = runtime::unavailable().or_else(containerd::unavailable);
+    if runner == Runtime::Docker {
+        why = why.or_else(docker::unavailable);
+    }
     let missing = missing_host_programs();
     if why.is_none() && !missing.is_empty() {
         why = Some(format!(
@@ -121,7 +130,7 @@ fn free_port() -> u16 {
 }
 
 async fn run_case(case: &Case) -> Option<Run> {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(case.runtime) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the runtime test: {why}"
@@ -250,6 +259,7 @@ spec:
     let rootfs_paths =
         assert_containerd_unpacks_the_same(&ctd, &reference, &image_rootfs, dir.path());
     let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
+    let mut docker_rootfs_paths = None;
     let (probed, logs) = match case.runtime {
         Runtime::TestNode => {
             let launch = Launch::of(&image, &group.container).expect("launch");
@@ -281,6 +291,31 @@ spec:
             .await;
             (probed, container.logs())
         }
+        Runtime::Docker => {
+            let docker = Docker::start(&dir.path().join("docker")).expect("start dockerd");
+            let (paths, differences) = docker
+                .pull_and_compare(&reference, image_rootfs.path(), dir.path())
+                .unwrap_or_else(|e| panic!("Docker pulls {reference}: {e}"));
+            assert!(
+                differences.is_empty(),
+                "Docker unpacks {reference} differently from the test node:\n{}",
+                differences.join("\n")
+            );
+            docker_rootfs_paths = Some(paths);
+            let mut container = docker
+                .run(
+                    &reference,
+                    &id,
+                    &group.container.environment_variables,
+                    group.container.command.as_deref(),
+                )
+                .expect("docker run");
+            let probed = probe_and_ask(&mut container, &group, &sdd, port, |c| {
+                c.upper_files().expect("the container's writable layer")
+            })
+            .await;
+            (probed, container.logs())
+        }
     };
     let upper_bytes = probed.upper_files.iter().map(|(_, n)| n).sum();
     Some(Run {
@@ -294,6 +329,7 @@ spec:
         logs,
         smoke_answer: probed.smoke_answer,
         rootfs_paths,
+        docker_rootfs_paths,
     })
 }
 
@@ -422,6 +458,7 @@ fn assert_serves(case: &Case, run: &Run) {
             "kind": case.name,
             "runtime": format!("{:?}", case.runtime),
             "rootfs_paths_same_as_containerd": run.rootfs_paths,
+            "rootfs_paths_same_as_docker": run.docker_rootfs_paths,
             "startup_probe_passed_s": (after.as_secs_f64() * 10.0).round() / 10.0,
             "models_seen": models_seen,
             "start_upper_bytes": run.upper_bytes,
@@ -457,6 +494,12 @@ impl Case {
     /// The same, run by containerd.
     fn under_containerd(mut self) -> Self {
         self.runtime = Runtime::Containerd;
+        self
+    }
+
+    /// The same, pulled and run by Docker Engine.
+    fn under_docker(mut self) -> Self {
+        self.runtime = Runtime::Docker;
         self
     }
 
@@ -553,6 +596,34 @@ async fn sdnext_salad_base_runs_under_containerd_too() {
     assert_eq!(
         run.seen["uid"], 1000,
         "containerd resolves the image's user webui-user to 1000"
+    );
+    assert!(run.ipv4_refused, "listens on IPv6 only");
+}
+
+/// Docker Engine pulls the image with moby's own code (not containerd's) and must unpack the
+/// root filesystem the test node unpacks; it then runs it with the process it derives from the
+/// image config, the group's command and variables on top, and the exec startup probe passes
+/// through `docker exec`.
+#[tokio::test]
+#[ignore = "runs built images with Docker Engine as root: make test-runtime"]
+async fn sdnext_salad_base_runs_under_docker_too() {
+    let case = Case::ours(
+        "sdnext-salad-docker",
+        StandIn::SdNextSalad,
+        "    kind: SDNext\n    layout: SaladBase",
+    )
+    .under_docker();
+    let Some(run) = serves_without_copy_up(&case).await else {
+        return;
+    };
+    assert!(
+        run.docker_rootfs_paths.is_some_and(|n| n > 800),
+        "Docker's root filesystem was compared: {:?}",
+        run.docker_rootfs_paths
+    );
+    assert_eq!(
+        run.seen["uid"], 1000,
+        "Docker resolves the image's user webui-user to 1000"
     );
     assert!(run.ipv4_refused, "listens on IPv6 only");
 }
@@ -719,7 +790,7 @@ async fn the_queue_worker_runs_beside_the_server_and_either_dying_stops_the_cont
     use salad_sd_testkit::JobQueue;
 
     const NAME: &str = "sdnext-queue";
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(Runtime::TestNode) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the runtime test: {why}"

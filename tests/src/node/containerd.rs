@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::probes::Target;
-use super::runtime::{exits_zero_within, output, reap, regular_files};
+use super::runtime::{exits_zero_within, output, reap, regular_files, unmount_under};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -185,17 +185,7 @@ impl Drop for Containerd {
             .arg(self.daemon.id().to_string())
             .status();
         reap(&mut self.daemon);
-        // Deepest first: whatever the daemon or a shim left mounted under its directory.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        unmount_under(&self.dir);
     }
 }
 

@@ -1,9 +1,10 @@
 //! A test node: runs the images we build the way a SaladCloud node would, with real parts only
 //! (the local `docker-registry`, overlayfs, `runc`), on stand-in base images that start the way
-//! upstream's do, and the real containerd beside it to hold the test node to. Used by
+//! upstream's do, and the real containerd and Docker Engine beside it to hold the test node to. Used by
 //! `tests/tests/runtime.rs` (`make test-runtime`).
 
 pub mod containerd;
+pub mod docker;
 pub mod oci;
 pub mod probes;
 pub mod runtime;

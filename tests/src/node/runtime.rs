@@ -379,6 +379,20 @@ pub(crate) async fn exits_zero_within(mut cmd: tokio::process::Command, timeout:
 }
 
 /// Waits up to 5 s for `child` (signalled to stop) to exit, then kills and reaps it.
+/// Unmounts (lazily, deepest first) whatever a daemon or its shims left mounted under `dir`.
+pub(crate) fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut left: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in left {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+}
+
 pub(crate) fn reap(child: &mut Child) {
     for _ in 0..50 {
         if matches!(child.try_wait(), Ok(Some(_))) {
