@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::probes::Target;
-use super::runtime::{exits_zero_within, output, reap, regular_files, unmount_under};
+use super::runtime::{exits_zero_within, output, reap, regular_files, start_daemon, stop_daemon};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -64,35 +64,16 @@ impl Containerd {
             ),
         )
         .map_err(io("writing containerd's config"))?;
-        let log = File::create(dir.join("containerd.log")).map_err(io("containerd's log"))?;
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("containerd's log"))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io("starting containerd"))?;
-        let this = Self {
+        let mut daemon = Command::new("containerd");
+        daemon.arg("--config").arg(&config);
+        let daemon = start_daemon("containerd", daemon, dir, Duration::from_secs(5), || {
+            ctr(&socket)
+        })?;
+        Ok(Self {
             dir: dir.to_owned(),
             socket,
             daemon,
-        };
-        for _ in 0..100 {
-            if this
-                .ctr()
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                return Ok(this);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(NodeError(format!(
-            "containerd did not answer within 5 s: {}",
-            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-        )))
+        })
     }
 
     fn ctr(&self) -> Command {
@@ -181,11 +162,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.daemon.id().to_string())
-            .status();
-        reap(&mut self.daemon);
-        unmount_under(&self.dir);
+        stop_daemon(&mut self.daemon, &self.dir);
     }
 }
 

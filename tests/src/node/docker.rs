@@ -5,13 +5,12 @@
 //! same image gives the same root filesystem, and a server runs under it too.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::probes::Target;
-use super::runtime::{exits_zero_within, output, reap, regular_files, unmount_under};
+use super::runtime::{exits_zero_within, output, regular_files, start_daemon, stop_daemon};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -40,13 +39,13 @@ impl Docker {
     /// Starts dockerd under `dir` and waits until it answers.
     pub fn start(dir: &Path) -> Result<Self> {
         let io = |what: &'static str| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
-        // The exec root holds a unix socket path: it must stay short.
         std::fs::create_dir_all(dir).map_err(io("creating Docker's directory"))?;
         let socket = dir.join("docker.sock");
-        let log = File::create(dir.join("dockerd.log")).map_err(io("dockerd's log"))?;
-        let daemon = Command::new(DOCKERD)
+        let mut daemon = Command::new(DOCKERD);
+        daemon
             .arg("--data-root")
             .arg(dir.join("root"))
+            // containerd's socket goes under the exec root: a short name keeps it a valid path.
             .arg("--exec-root")
             .arg(dir.join("x"))
             .arg("--pidfile")
@@ -60,32 +59,15 @@ impl Docker {
                 "--bridge=none",
                 "--storage-driver=overlay2",
                 "--exec-opt=native.cgroupdriver=cgroupfs",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("dockerd's log"))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io("starting dockerd"))?;
-        let this = Self {
+            ]);
+        let daemon = start_daemon("dockerd", daemon, dir, Duration::from_secs(15), || {
+            docker(&socket)
+        })?;
+        Ok(Self {
             dir: dir.to_owned(),
             socket,
             daemon,
-        };
-        for _ in 0..300 {
-            if this
-                .docker()
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                return Ok(this);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(NodeError(format!(
-            "dockerd did not answer within 15 s: {}",
-            std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
-        )))
+        })
     }
 
     fn docker(&self) -> Command {
@@ -178,12 +160,8 @@ impl Docker {
 
 impl Drop for Docker {
     fn drop(&mut self) {
-        // SIGTERM: dockerd stops the containerd it started before it exits.
-        let _ = Command::new("kill")
-            .arg(self.daemon.id().to_string())
-            .status();
-        reap(&mut self.daemon);
-        unmount_under(&self.dir);
+        // dockerd stops the containerd it started before it exits.
+        stop_daemon(&mut self.daemon, &self.dir);
     }
 }
 

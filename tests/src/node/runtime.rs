@@ -379,8 +379,56 @@ pub(crate) async fn exits_zero_within(mut cmd: tokio::process::Command, timeout:
 }
 
 /// Waits up to 5 s for `child` (signalled to stop) to exit, then kills and reaps it.
+/// Starts daemon `name` (`cmd`, its output to `dir/<name>.log`) and waits up to `within` until
+/// its `client` answers `version`. One that does not answer is stopped, and what it mounted
+/// under `dir` unmounted.
+pub(crate) fn start_daemon(
+    name: &str,
+    mut cmd: Command,
+    dir: &Path,
+    within: Duration,
+    client: impl Fn() -> Command,
+) -> Result<Child> {
+    let answers = || {
+        client()
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let io = |what: String| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
+    let log_path = dir.join(format!("{name}.log"));
+    let log = File::create(&log_path).map_err(io(format!("{name}'s log")))?;
+    let mut daemon = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io(format!("{name}'s log")))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io(format!("starting {name}")))?;
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if answers() {
+            return Ok(daemon);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop_daemon(&mut daemon, dir);
+    Err(NodeError(format!(
+        "{name} did not answer within {} s: {}",
+        within.as_secs(),
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    )))
+}
+
+/// Stops a daemon [`start_daemon`] started (SIGTERM, so it can stop what it started, then
+/// SIGKILL after 5 s) and unmounts what it or its shims left mounted under `dir`.
+pub(crate) fn stop_daemon(daemon: &mut Child, dir: &Path) {
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    reap(daemon);
+    unmount_under(dir);
+}
+
 /// Unmounts (lazily, deepest first) whatever a daemon or its shims left mounted under `dir`.
-pub(crate) fn unmount_under(dir: &Path) {
+fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut left: Vec<&str> = mounts
         .lines()
