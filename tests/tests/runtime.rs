@@ -578,8 +578,9 @@ async fn comfyui_starts_and_passes_its_probes() {
     assert_prompt_answered(&case, &run);
 }
 
-/// containerd runs the image with the process it derives from the image config itself
-/// (user by name through the image's `/etc/passwd`), the group's command and variables on top,
+/// containerd runs the image with the process it derives from the image config itself (root,
+/// as the base's config has no user), the group's command and variables on top; our start
+/// drops to webui-user with `runuser` (its `/etc/passwd`, containerd's default capabilities),
 /// and SD.Next's exec startup probe passes through `ctr task exec`.
 #[tokio::test]
 #[ignore = "runs built images with containerd as root: make test-runtime"]
@@ -595,15 +596,16 @@ async fn sdnext_salad_base_runs_under_containerd_too() {
     };
     assert_eq!(
         run.seen["uid"], 1000,
-        "containerd resolves the image's user webui-user to 1000"
+        "the start drops to webui-user (1000) under containerd's default capabilities"
     );
     assert!(run.ipv4_refused, "listens on IPv6 only");
 }
 
 /// Docker Engine pulls the image with moby's own code (not containerd's) and must unpack the
 /// root filesystem the test node unpacks; it then runs it with the process it derives from the
-/// image config, the group's command and variables on top, and the exec startup probe passes
-/// through `docker exec`.
+/// image config, the group's command and variables on top; our start drops to webui-user with
+/// `runuser` under Docker's default capabilities and seccomp profile, and the exec startup probe
+/// passes through `docker exec`.
 #[tokio::test]
 #[ignore = "runs built images with Docker Engine as root: make test-runtime"]
 async fn sdnext_salad_base_runs_under_docker_too() {
@@ -623,7 +625,7 @@ async fn sdnext_salad_base_runs_under_docker_too() {
     );
     assert_eq!(
         run.seen["uid"], 1000,
-        "Docker resolves the image's user webui-user to 1000"
+        "the start drops to webui-user (1000) under Docker's default capabilities"
     );
     assert!(run.ipv4_refused, "listens on IPv6 only");
 }
