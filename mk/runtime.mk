@@ -4,8 +4,8 @@
 ## a mocked Kubernetes API and the simulator. Debian's containerd pulls every one of those images
 ## too and must unpack the root filesystem the test node unpacks, path by path; SD.Next and
 ## ComfyUI also run under containerd (`ctr run`) and pass their probes. Docker Engine (moby's own
-## pull and overlay2) pulls SD.Next's image, must unpack the same root filesystem, and runs it
-## through its probes. Skipped (not passed) where runc, overlayfs or root is missing; CI
+## pull and overlay2) pulls SD.Next's and ComfyUI's images, must unpack the same root
+## filesystems, and runs them through their probes. Skipped (not passed) where runc, overlayfs or root is missing; CI
 ## installs them and fails instead of skipping.
 .PHONY: test-runtime deps-runtime
 ## What test-runtime needs (Debian docker-registry, runc, containerd, docker.io, socat, python3.11, and for the operator

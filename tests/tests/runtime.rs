@@ -642,6 +642,23 @@ async fn comfyui_runs_under_containerd_too() {
     assert_prompt_answered(&case, &run);
 }
 
+/// comfyui-api's start under Docker Engine: the same root filesystem from moby's pull, our
+/// fetch-less entrypoint, the warm-up, then `/prompt`.
+#[tokio::test]
+#[ignore = "runs built images with Docker Engine as root: make test-runtime"]
+async fn comfyui_runs_under_docker_too() {
+    let case = Case::ours("comfyui-docker", StandIn::ComfyUi, "    kind: ComfyUI").under_docker();
+    let Some(run) = serves_without_copy_up(&case).await else {
+        return;
+    };
+    assert!(
+        run.docker_rootfs_paths.is_some_and(|n| n > 800),
+        "Docker's root filesystem was compared: {:?}",
+        run.docker_rootfs_paths
+    );
+    assert_prompt_answered(&case, &run);
+}
+
 /// comfyui-api's synchronous `POST /prompt` answered the smoke test's workflow with a PNG.
 fn assert_prompt_answered(case: &Case, run: &Run) {
     let (status, body) = run
