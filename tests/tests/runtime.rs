@@ -18,6 +18,7 @@ use salad_sd_e2e::node::oci::Registry;
 use salad_sd_e2e::node::probes::{self, Outcome, Target};
 use salad_sd_e2e::node::runtime::{self, Container, ImageRootfs, Isolation, Launch};
 use salad_sd_e2e::node::standin::{StandIn, missing_host_programs, push_standin};
+use salad_sd_e2e::node::tree;
 use salad_sd_image::{Builder, BuilderOptions, SourcePolicy};
 use salad_sd_testkit::{LocalRegistry, ModelServer, ModelServerOptions, generated_sha256};
 use serde_json::{Value, json};
@@ -256,8 +257,10 @@ spec:
     let reference = format!("{reg}/built/{}@{}", case.name, built.digest);
     let image_rootfs = ImageRootfs::mount(&layers, &dir.path().join("node-image"))
         .expect("the test node's unpack");
-    let rootfs_paths =
-        assert_containerd_unpacks_the_same(&ctd, &reference, &image_rootfs, dir.path());
+    // Hashed once: containerd's unpack and (in a Docker case) Docker's are compared with it.
+    let ours = tree::tree(image_rootfs.path()).expect("the test node's root filesystem");
+    let rootfs_paths = ours.len();
+    assert_containerd_unpacks_the_same(&ctd, &reference, &ours, dir.path());
     let id = format!("salad-sd-rt-{}-{}", case.name, std::process::id());
     let mut docker_rootfs_paths = None;
     let (probed, logs) = match case.runtime {
@@ -293,15 +296,15 @@ spec:
         }
         Runtime::Docker => {
             let docker = Docker::start(&dir.path().join("docker")).expect("start dockerd");
-            let (paths, differences) = docker
-                .pull_and_compare(&reference, image_rootfs.path(), dir.path())
+            let differences = docker
+                .pull_and_compare(&reference, &ours, dir.path())
                 .unwrap_or_else(|e| panic!("Docker pulls {reference}: {e}"));
             assert!(
                 differences.is_empty(),
                 "Docker unpacks {reference} differently from the test node:\n{}",
                 differences.join("\n")
             );
-            docker_rootfs_paths = Some(paths);
+            docker_rootfs_paths = Some(ours.len());
             let mut container = docker
                 .run(
                     &reference,
@@ -334,22 +337,21 @@ spec:
 }
 
 /// containerd pulls `reference` and must unpack the root filesystem the test node unpacked
-/// (`ours`), path by path. Returns how many paths were compared.
+/// (`ours`), path by path.
 fn assert_containerd_unpacks_the_same(
     ctd: &Containerd,
     reference: &str,
-    ours: &ImageRootfs,
+    ours: &tree::Tree,
     dir: &std::path::Path,
-) -> usize {
-    let (paths, differences) = ctd
-        .pull_and_compare(reference, ours.path(), dir)
+) {
+    let differences = ctd
+        .pull_and_compare(reference, ours, dir)
         .unwrap_or_else(|e| panic!("containerd pulls {reference}: {e}"));
     assert!(
         differences.is_empty(),
         "containerd unpacks {reference} differently from the test node:\n{}",
         differences.join("\n")
     );
-    paths
 }
 
 /// Runs the group's probes against `container` as its node would (`upper_files`: what the start

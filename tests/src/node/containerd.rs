@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::probes::Target;
-use super::runtime::{exits_zero_within, output, reap, regular_files, start_daemon, stop_daemon};
+use super::runtime::{Daemon, exits_zero_within, output, reap, regular_files, start_daemon};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -39,9 +39,8 @@ pub fn unavailable() -> Option<String> {
 /// A containerd daemon of its own (root, state, socket under one directory). Dropping it stops
 /// the daemon and unmounts what it left mounted.
 pub struct Containerd {
-    dir: PathBuf,
     socket: PathBuf,
-    daemon: Child,
+    _daemon: Daemon,
 }
 
 impl Containerd {
@@ -70,9 +69,8 @@ impl Containerd {
             ctr(&socket)
         })?;
         Ok(Self {
-            dir: dir.to_owned(),
             socket,
-            daemon,
+            _daemon: daemon,
         })
     }
 
@@ -107,18 +105,17 @@ impl Containerd {
 
     /// Pulls `reference` (see [`Containerd::pull`]) and compares containerd's root filesystem
     /// with `ours` (the test node's unpack of the same image, [`super::runtime::ImageRootfs`]),
-    /// path by path: type, mode, owner and content ([`tree`]). Returns how many paths ours has
-    /// and the differences (at most 20 lines; empty when they agree). Mounts under `dir`.
+    /// path by path: type, mode, owner and content ([`tree`]). Returns the differences (at most
+    /// 20 lines; empty when they agree). Mounts under `dir`.
     pub fn pull_and_compare(
         &self,
         reference: &str,
-        ours: &Path,
+        ours: &tree::Tree,
         dir: &Path,
-    ) -> Result<(usize, Vec<String>)> {
+    ) -> Result<Vec<String>> {
         self.pull(reference)?;
         let theirs = self.mount(reference, &dir.join("containerd-rootfs"))?;
-        let (ours, theirs) = (tree::tree(ours)?, tree::tree(theirs.path())?);
-        Ok((ours.len(), tree::differences(&ours, &theirs, 20)))
+        Ok(tree::differences(ours, &tree::tree(theirs.path())?, 20))
     }
 
     /// Runs `reference` as container `id` in the host's network namespace (`ctr run
@@ -157,12 +154,6 @@ impl Containerd {
             child: Some(child),
             execs: AtomicU32::new(0),
         })
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        stop_daemon(&mut self.daemon, &self.dir);
     }
 }
 

@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::probes::Target;
-use super::runtime::{exits_zero_within, output, regular_files, start_daemon, stop_daemon};
+use super::runtime::{Daemon, exits_zero_within, output, regular_files, start_daemon};
 use super::tree;
 use super::{NodeError, Result};
 
@@ -30,9 +30,8 @@ pub fn unavailable() -> Option<String> {
 /// and socket under one directory, no bridge and no iptables rules (containers use the host's
 /// network). Dropping it stops the daemon and unmounts what it left mounted.
 pub struct Docker {
-    dir: PathBuf,
     socket: PathBuf,
-    daemon: Child,
+    _daemon: Daemon,
 }
 
 impl Docker {
@@ -64,9 +63,8 @@ impl Docker {
             docker(&socket)
         })?;
         Ok(Self {
-            dir: dir.to_owned(),
             socket,
-            daemon,
+            _daemon: daemon,
         })
     }
 
@@ -83,15 +81,15 @@ impl Docker {
     /// Pulls `reference` and compares the root filesystem Docker's overlay2 driver unpacked with
     /// `ours` (the test node's unpack of the same image), path by path ([`tree`]): its layer
     /// directories, stacked read-only at `dir/docker-rootfs` as a container's lower layers are.
-    /// Returns how many paths ours has and the differences (at most 20; empty when they agree).
+    /// Returns the differences (at most 20; empty when they agree).
     pub fn pull_and_compare(
         &self,
         reference: &str,
-        ours: &Path,
+        ours: &tree::Tree,
         dir: &Path,
-    ) -> Result<(usize, Vec<String>)> {
+    ) -> Result<Vec<String>> {
         self.pull(reference)?;
-        let data = self.inspect(reference, "{{json .GraphDriver.Data}}")?;
+        let data = inspect(&self.socket, reference, "{{json .GraphDriver.Data}}")?;
         let data: BTreeMap<String, String> = serde_json::from_str(data.trim())
             .map_err(|e| NodeError(format!("GraphDriver.Data of {reference}: {e}")))?;
         let top = data
@@ -111,20 +109,9 @@ impl Docker {
                 .arg(&target),
             "mounting Docker's layers",
         )?;
-        let compared = tree::tree(&target).and_then(|theirs| {
-            let ours = tree::tree(ours)?;
-            Ok((ours.len(), tree::differences(&ours, &theirs, 20)))
-        });
+        let compared = tree::tree(&target).map(|theirs| tree::differences(ours, &theirs, 20));
         let _ = Command::new("umount").arg(&target).status();
         compared
-    }
-
-    /// `docker inspect --format`.
-    fn inspect(&self, what: &str, format: &str) -> Result<String> {
-        output(
-            self.docker().args(["inspect", "--format", format, what]),
-            "docker inspect",
-        )
     }
 
     /// Runs `reference` as container `name` in the host's network namespace: Docker's process
@@ -158,13 +145,6 @@ impl Docker {
     }
 }
 
-impl Drop for Docker {
-    fn drop(&mut self) {
-        // dockerd stops the containerd it started before it exits.
-        stop_daemon(&mut self.daemon, &self.dir);
-    }
-}
-
 /// A container run by [`Docker::run`]. Dropping it removes it.
 pub struct DockerContainer {
     socket: PathBuf,
@@ -190,25 +170,14 @@ impl DockerContainer {
     /// Regular files in the container's writable layer (overlay2's upper directory) with their
     /// sizes, largest first: what the container wrote.
     pub fn upper_files(&self) -> Result<Vec<(String, u64)>> {
-        let upper = output(
-            docker(&self.socket).args([
-                "inspect",
-                "--format",
-                "{{.GraphDriver.Data.UpperDir}}",
-                &self.name,
-            ]),
-            "docker inspect",
-        )?;
+        let upper = inspect(&self.socket, &self.name, "{{.GraphDriver.Data.UpperDir}}")?;
         Ok(regular_files(Path::new(upper.trim())))
     }
 }
 
 impl Target for DockerContainer {
     fn running(&mut self) -> bool {
-        docker(&self.socket)
-            .args(["inspect", "--format", "{{.State.Running}}", &self.name])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        inspect(&self.socket, &self.name, "{{.State.Running}}").is_ok_and(|r| r.trim() == "true")
     }
 
     /// `docker exec`: the container's env, user and working directory, as `runc exec` has.
@@ -234,4 +203,12 @@ fn docker(socket: &Path) -> Command {
     cmd.arg("--host")
         .arg(format!("unix://{}", socket.display()));
     cmd
+}
+
+/// `docker inspect --format FORMAT WHAT`.
+fn inspect(socket: &Path, what: &str, format: &str) -> Result<String> {
+    output(
+        docker(socket).args(["inspect", "--format", format, what]),
+        "docker inspect",
+    )
 }

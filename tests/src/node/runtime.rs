@@ -378,17 +378,33 @@ pub(crate) async fn exits_zero_within(mut cmd: tokio::process::Command, timeout:
     }
 }
 
-/// Waits up to 5 s for `child` (signalled to stop) to exit, then kills and reaps it.
+/// A daemon [`start_daemon`] started. Dropping it stops it (SIGTERM, so it can stop what it
+/// started, then SIGKILL after 5 s) and unmounts what it or its shims left mounted under its
+/// directory.
+pub(crate) struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        reap(&mut self.child);
+        unmount_under(&self.dir);
+    }
+}
+
 /// Starts daemon `name` (`cmd`, its output to `dir/<name>.log`) and waits up to `within` until
-/// its `client` answers `version`. One that does not answer is stopped, and what it mounted
-/// under `dir` unmounted.
+/// its `client` answers `version`. One that does not answer is stopped.
 pub(crate) fn start_daemon(
     name: &str,
     mut cmd: Command,
     dir: &Path,
     within: Duration,
     client: impl Fn() -> Command,
-) -> Result<Child> {
+) -> Result<Daemon> {
     let answers = || {
         client()
             .arg("version")
@@ -398,12 +414,16 @@ pub(crate) fn start_daemon(
     let io = |what: String| move |e: std::io::Error| NodeError(format!("{what}: {e}"));
     let log_path = dir.join(format!("{name}.log"));
     let log = File::create(&log_path).map_err(io(format!("{name}'s log")))?;
-    let mut daemon = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io(format!("{name}'s log")))?)
         .stderr(log)
         .spawn()
         .map_err(io(format!("starting {name}")))?;
+    let daemon = Daemon {
+        child,
+        dir: dir.to_owned(),
+    };
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
         if answers() {
@@ -411,20 +431,12 @@ pub(crate) fn start_daemon(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop_daemon(&mut daemon, dir);
+    drop(daemon);
     Err(NodeError(format!(
         "{name} did not answer within {} s: {}",
         within.as_secs(),
         std::fs::read_to_string(&log_path).unwrap_or_default()
     )))
-}
-
-/// Stops a daemon [`start_daemon`] started (SIGTERM, so it can stop what it started, then
-/// SIGKILL after 5 s) and unmounts what it or its shims left mounted under `dir`.
-pub(crate) fn stop_daemon(daemon: &mut Child, dir: &Path) {
-    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-    reap(daemon);
-    unmount_under(dir);
 }
 
 /// Unmounts (lazily, deepest first) whatever a daemon or its shims left mounted under `dir`.
@@ -441,6 +453,7 @@ fn unmount_under(dir: &Path) {
     }
 }
 
+/// Waits up to 5 s for `child` (signalled to stop) to exit, then kills and reaps it.
 pub(crate) fn reap(child: &mut Child) {
     for _ in 0..50 {
         if matches!(child.try_wait(), Ok(Some(_))) {

@@ -26,8 +26,11 @@ pub struct Entry {
     pub content: String,
 }
 
+/// Every path of a root filesystem, with what it is.
+pub type Tree = BTreeMap<String, Entry>;
+
 /// Every path under `root` (as `/path`; the root itself as `/`).
-pub fn tree(root: &Path) -> Result<BTreeMap<String, Entry>> {
+pub fn tree(root: &Path) -> Result<Tree> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out)?;
     Ok(out)
@@ -90,11 +93,7 @@ fn walk(root: &Path, path: &Path, out: &mut BTreeMap<String, Entry>) -> Result<(
 }
 
 /// How `theirs` differs from `ours`, one line per path (at most `limit` lines).
-pub fn differences(
-    ours: &BTreeMap<String, Entry>,
-    theirs: &BTreeMap<String, Entry>,
-    limit: usize,
-) -> Vec<String> {
+pub fn differences(ours: &Tree, theirs: &Tree, limit: usize) -> Vec<String> {
     let mut out = Vec::new();
     for (path, a) in ours {
         match theirs.get(path) {
